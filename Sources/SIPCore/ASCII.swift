@@ -1,0 +1,116 @@
+/// Byte classes and small helpers over raw octets used by every SIP parser
+/// in this module. SIP is defined over octets (RFC 3261 §25), so all parsing
+/// works on `UInt8` and never goes through `String` on the hot path.
+@usableFromInline
+enum ASCII {
+    static let cr: UInt8 = 0x0D
+    static let lf: UInt8 = 0x0A
+    static let sp: UInt8 = 0x20
+    static let tab: UInt8 = 0x09
+    static let colon: UInt8 = 0x3A
+    static let semicolon: UInt8 = 0x3B
+    static let comma: UInt8 = 0x2C
+    static let equals: UInt8 = 0x3D
+    static let quote: UInt8 = 0x22
+    static let backslash: UInt8 = 0x5C
+    static let lessThan: UInt8 = 0x3C
+    static let greaterThan: UInt8 = 0x3E
+    static let slash: UInt8 = 0x2F
+    static let at: UInt8 = 0x40
+    static let question: UInt8 = 0x3F
+    static let ampersand: UInt8 = 0x26
+    static let percent: UInt8 = 0x25
+    static let openBracket: UInt8 = 0x5B
+    static let closeBracket: UInt8 = 0x5D
+    static let star: UInt8 = 0x2A
+    static let dot: UInt8 = 0x2E
+    static let dash: UInt8 = 0x2D
+
+    /// Bit table for RFC 3261 `token` characters:
+    /// alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~"
+    static let tokenTable: [Bool] = {
+        var t = [Bool](repeating: false, count: 256)
+        for c in UInt8(ascii: "a")...UInt8(ascii: "z") { t[Int(c)] = true }
+        for c in UInt8(ascii: "A")...UInt8(ascii: "Z") { t[Int(c)] = true }
+        for c in UInt8(ascii: "0")...UInt8(ascii: "9") { t[Int(c)] = true }
+        for c in "-.!%*_+`'~".utf8 { t[Int(c)] = true }
+        return t
+    }()
+
+    /// RFC 3261 `unreserved` = alphanum / mark.
+    static let unreservedTable: [Bool] = {
+        var t = [Bool](repeating: false, count: 256)
+        for c in UInt8(ascii: "a")...UInt8(ascii: "z") { t[Int(c)] = true }
+        for c in UInt8(ascii: "A")...UInt8(ascii: "Z") { t[Int(c)] = true }
+        for c in UInt8(ascii: "0")...UInt8(ascii: "9") { t[Int(c)] = true }
+        for c in "-_.!~*'()".utf8 { t[Int(c)] = true }
+        return t
+    }()
+
+    @inline(__always) static func isToken(_ c: UInt8) -> Bool { tokenTable[Int(c)] }
+    @inline(__always) static func isUnreserved(_ c: UInt8) -> Bool { unreservedTable[Int(c)] }
+    @inline(__always) static func isWSP(_ c: UInt8) -> Bool { c == sp || c == tab }
+    @inline(__always) static func isDigit(_ c: UInt8) -> Bool { c &- 0x30 < 10 }
+    @inline(__always) static func isAlpha(_ c: UInt8) -> Bool { (c | 0x20) &- 0x61 < 26 }
+    @inline(__always) static func isHex(_ c: UInt8) -> Bool { isDigit(c) || (c | 0x20) &- 0x61 < 6 }
+    @inline(__always) static func lower(_ c: UInt8) -> UInt8 { (c &- 0x41 < 26) ? c | 0x20 : c }
+
+    static func hexValue(_ c: UInt8) -> UInt8 {
+        if isDigit(c) { return c - 0x30 }
+        return (c | 0x20) - 0x61 + 10
+    }
+
+    /// Case-insensitive comparison of an octet slice with an ASCII literal
+    /// given in lower case.
+    @inline(__always)
+    static func equalsLower<C: Collection>(_ bytes: C, _ lowerLiteral: StaticString) -> Bool where C.Element == UInt8 {
+        guard bytes.count == lowerLiteral.utf8CodeUnitCount else { return false }
+        return lowerLiteral.withUTF8Buffer { lit in
+            var i = 0
+            for b in bytes {
+                if lower(b) != lit[i] { return false }
+                i += 1
+            }
+            return true
+        }
+    }
+
+    /// Case-insensitive comparison of two octet collections (ASCII folding only).
+    static func equalsIgnoringCase<A: Collection, B: Collection>(_ a: A, _ b: B) -> Bool
+    where A.Element == UInt8, B.Element == UInt8 {
+        guard a.count == b.count else { return false }
+        return zip(a, b).allSatisfy { lower($0) == lower($1) }
+    }
+
+    /// Parses an unsigned decimal number that must fit in `max`.
+    /// Leading zeros are allowed (RFC 4475 §3.1.1.1). Returns nil on an
+    /// empty field, a non-digit, or overflow — never wraps.
+    static func parseDecimal<C: Collection>(_ bytes: C, max: UInt64) -> UInt64? where C.Element == UInt8 {
+        if bytes.isEmpty { return nil }
+        var v: UInt64 = 0
+        for b in bytes {
+            guard isDigit(b) else { return nil }
+            let (m, o1) = v.multipliedReportingOverflow(by: 10)
+            let (s, o2) = m.addingReportingOverflow(UInt64(b &- 0x30))
+            if o1 || o2 || s > max { return nil }
+            v = s
+        }
+        return v
+    }
+
+    static func string<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
+        String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+extension ArraySlice where Element == UInt8 {
+    /// The slice without leading and trailing SP/HTAB.
+    @inlinable
+    func trimmingWSP() -> ArraySlice<UInt8> {
+        var lo = startIndex
+        var hi = endIndex
+        while lo < hi, self[lo] == 0x20 || self[lo] == 0x09 { lo += 1 }
+        while hi > lo, self[hi - 1] == 0x20 || self[hi - 1] == 0x09 { hi -= 1 }
+        return self[lo..<hi]
+    }
+}

@@ -1,0 +1,94 @@
+/// A `name-addr` or `addr-spec` with header parameters: the value of From,
+/// To, Contact, Route, Record-Route, Path, Refer-To (RFC 3261 §20).
+public struct NameAddress: Sendable, CustomStringConvertible {
+    /// The display name as written: a quoted string keeps its quotes.
+    public var displayName: String?
+    /// The URI (its parts as written).
+    public var uri: SIPURI
+    /// True when the URI was enclosed in `<>`.
+    public var bracketed: Bool
+    /// Header parameters (after the URI; for an unbracketed URI, every
+    /// `;param` is a header parameter — RFC 4475 §3.3.12).
+    public var parameters: GenericParameters
+
+    public init(uri: SIPURI, displayName: String? = nil, parameters: GenericParameters = GenericParameters()) {
+        self.displayName = displayName
+        self.uri = uri
+        self.bracketed = true
+        self.parameters = parameters
+    }
+
+    /// The `tag` parameter.
+    public var tag: String? { parameters["tag"] }
+
+    public var description: String {
+        var s = ""
+        if let displayName { s += displayName + " " }
+        s += "<" + uri.description + ">"
+        s += parameters.description
+        return s
+    }
+
+    /// Parses one value. `header` names the field for error messages.
+    public static func parse(_ b: ArraySlice<UInt8>, header: String) throws(SIPParseError) -> NameAddress {
+        var i = b.startIndex
+        func err(_ what: String, _ at: Int) -> SIPParseError {
+            SIPParseError(.malformedHeader, header: header, offset: at, what)
+        }
+        while i < b.endIndex, ASCII.isWSP(b[i]) { i += 1 }
+        guard i < b.endIndex else { throw err("empty value", i) }
+        var display: String? = nil
+        var hasAngle = false
+        if b[i] == ASCII.quote {
+            let end = try GenericParameters.skipQuoted(b, from: i, header: header)
+            display = ASCII.string(b[i..<end])
+            i = end
+            while i < b.endIndex, ASCII.isWSP(b[i]) { i += 1 }
+            guard i < b.endIndex, b[i] == ASCII.lessThan else { throw err("quoted display name not followed by <URI>", i) }
+            hasAngle = true
+        } else if let lt = b[i...].firstIndex(of: ASCII.lessThan) {
+            // Unquoted display name: tokens separated by LWS (RFC 4475 §3.1.1.6
+            // also admits a token directly followed by '<').
+            let dn = b[i..<lt].trimmingWSP()
+            if !dn.isEmpty {
+                guard dn.allSatisfy({ ASCII.isToken($0) || ASCII.isWSP($0) }) else {
+                    throw err("display name has characters that must be quoted", i)
+                }
+                display = ASCII.string(dn)
+            }
+            i = lt
+            hasAngle = true
+        }
+        let uriText: ArraySlice<UInt8>
+        var paramsStart: Int
+        if hasAngle {
+            let open = i
+            guard let close = b[open...].firstIndex(of: ASCII.greaterThan) else { throw err("'<' without '>'", open) }
+            uriText = b[(open + 1)..<close]
+            if let f = uriText.first, ASCII.isWSP(f) { throw err("white space after '<'", open) }
+            if let l = uriText.last, ASCII.isWSP(l) { throw err("white space before '>'", close) }
+            paramsStart = close + 1
+        } else {
+            // addr-spec: the URI ends at ';' or white space; it may not
+            // contain ',', ';' or '?' (RFC 3261 §20: those need <>).
+            var j = i
+            while j < b.endIndex, b[j] != ASCII.semicolon, !ASCII.isWSP(b[j]) { j += 1 }
+            uriText = b[i..<j]
+            if uriText.contains(ASCII.question) || uriText.contains(ASCII.comma) {
+                throw err("URI with '?' or ',' must be enclosed in <>", i)
+            }
+            paramsStart = j
+        }
+        let uri: SIPURI
+        do {
+            uri = try SIPURI.parse(uriText)
+        } catch {
+            throw SIPParseError(.malformedHeader, header: header, offset: uriText.startIndex, error.detail)
+        }
+        while paramsStart < b.endIndex, ASCII.isWSP(b[paramsStart]) { paramsStart += 1 }
+        let params = try GenericParameters.parse(b, from: paramsStart, header: header)
+        var na = NameAddress(uri: uri, displayName: display, parameters: params)
+        na.bracketed = hasAngle
+        return na
+    }
+}

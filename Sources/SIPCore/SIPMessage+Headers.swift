@@ -1,0 +1,190 @@
+/// `CSeq: number method` (RFC 3261 §20.16); the number is at most 2^32-1.
+public struct CSeq: Sendable, Equatable, CustomStringConvertible {
+    public var number: UInt32
+    public var method: SIPMethod
+
+    public init(number: UInt32, method: SIPMethod) {
+        self.number = number
+        self.method = method
+    }
+
+    public var description: String { "\(number) \(method.name)" }
+
+    public static func parse(_ b: ArraySlice<UInt8>) throws(SIPParseError) -> CSeq {
+        var i = b.startIndex
+        let ds = i
+        while i < b.endIndex, ASCII.isDigit(b[i]) { i += 1 }
+        guard i > ds else { throw SIPParseError(.malformedHeader, header: "CSeq", offset: ds, "CSeq does not start with a number") }
+        guard let n = ASCII.parseDecimal(b[ds..<i], max: UInt64(UInt32.max)) else {
+            throw SIPParseError(.valueOutOfRange, header: "CSeq", offset: ds, "CSeq number larger than 2^32-1")
+        }
+        let ws = i
+        while i < b.endIndex, ASCII.isWSP(b[i]) { i += 1 }
+        guard i > ws else { throw SIPParseError(.malformedHeader, header: "CSeq", offset: i, "CSeq needs a space before the method") }
+        let ms = i
+        while i < b.endIndex, ASCII.isToken(b[i]) { i += 1 }
+        guard i > ms, i == b.endIndex else { throw SIPParseError(.malformedHeader, header: "CSeq", offset: ms, "CSeq method is not a token") }
+        return CSeq(number: UInt32(n), method: SIPMethod(bytes: b[ms..<i]))
+    }
+}
+
+/// One Contact value: either `*` or an address with parameters
+/// (`expires`, `q`, `+sip.instance`, `reg-id`, …).
+public enum ContactValue: Sendable {
+    case wildcard
+    case address(NameAddress)
+
+    public var address: NameAddress? {
+        if case .address(let a) = self { return a }
+        return nil
+    }
+
+    /// The `expires` parameter; nil when absent or out of range.
+    public var expires: UInt32? {
+        guard let v = address?.parameters["expires"] else { return nil }
+        return ASCII.parseDecimal(v.utf8, max: UInt64(UInt32.max)).map(UInt32.init)
+    }
+
+    /// The `q` parameter, 0…1.
+    public var q: Double? {
+        guard let v = address?.parameters["q"], let d = Double(v), (0...1).contains(d) else { return nil }
+        return d
+    }
+
+    /// The `+sip.instance` parameter without its quotes.
+    public var instance: String? {
+        guard var v = address?.parameters["+sip.instance"] else { return nil }
+        if v.hasPrefix("\""), v.hasSuffix("\""), v.count >= 2 { v = String(v.dropFirst().dropLast()) }
+        return v
+    }
+
+    /// The `reg-id` parameter (RFC 5626).
+    public var regID: UInt32? {
+        address?.parameters["reg-id"].flatMap { UInt32($0) }
+    }
+}
+
+extension SIPMessage {
+    func parseError(_ e: SIPParseError, for h: SIPHeaderField) -> SIPParseError {
+        var e = e
+        e.header = e.header ?? h.name.canonicalName
+        if let r = h.originalLine { e.offset = r.lowerBound }
+        return e
+    }
+
+    /// Every Via value, top first.
+    public func vias() throws(SIPParseError) -> [Via] {
+        var out: [Via] = []
+        for h in headers where h.name == .via {
+            for v in h.values {
+                do { out.append(try Via.parse(v)) } catch { throw parseError(error, for: h) }
+            }
+        }
+        return out
+    }
+
+    /// The topmost Via value.
+    public func topVia() throws(SIPParseError) -> Via? {
+        guard let h = header(.via) else { return nil }
+        do { return try Via.parse(SIPHeaderField.firstListValue(h.value)) } catch { throw parseError(error, for: h) }
+    }
+
+    func nameAddress(_ name: SIPHeaderName) throws(SIPParseError) -> NameAddress? {
+        guard let h = header(name) else { return nil }
+        do { return try NameAddress.parse(h.value, header: name.canonicalName) } catch { throw parseError(error, for: h) }
+    }
+
+    public func from() throws(SIPParseError) -> NameAddress? { try nameAddress(.from) }
+    public func to() throws(SIPParseError) -> NameAddress? { try nameAddress(.to) }
+
+    /// The Call-ID value as text.
+    public var callID: String? { header(.callID).map { ASCII.string($0.value) } }
+
+    public func cseq() throws(SIPParseError) -> CSeq? {
+        guard let h = header(.cseq) else { return nil }
+        do { return try CSeq.parse(h.value) } catch { throw parseError(error, for: h) }
+    }
+
+    /// Max-Forwards (0…255); nil when absent. Leading zeros are allowed.
+    public func maxForwards() throws(SIPParseError) -> UInt8? {
+        guard let h = header(.maxForwards) else { return nil }
+        guard let v = ASCII.parseDecimal(h.value, max: 255) else {
+            throw SIPParseError(.valueOutOfRange, header: "Max-Forwards", offset: h.originalLine?.lowerBound ?? 0, "Max-Forwards is not a number from 0 to 255")
+        }
+        return UInt8(v)
+    }
+
+    /// Every Contact value in order.
+    public func contacts() throws(SIPParseError) -> [ContactValue] {
+        var out: [ContactValue] = []
+        for h in headers where h.name == .contact {
+            for v in h.values {
+                if v.count == 1, v.first == ASCII.star { out.append(.wildcard); continue }
+                do { out.append(.address(try NameAddress.parse(v, header: "Contact"))) } catch { throw parseError(error, for: h) }
+            }
+        }
+        return out
+    }
+
+    func addressList(_ name: SIPHeaderName) throws(SIPParseError) -> [NameAddress] {
+        var out: [NameAddress] = []
+        for h in headers where h.name == name {
+            for v in h.values {
+                do { out.append(try NameAddress.parse(v, header: name.canonicalName)) } catch { throw parseError(error, for: h) }
+            }
+        }
+        return out
+    }
+
+    public func routes() throws(SIPParseError) -> [NameAddress] { try addressList(.route) }
+    public func recordRoutes() throws(SIPParseError) -> [NameAddress] { try addressList(.recordRoute) }
+    public func paths() throws(SIPParseError) -> [NameAddress] { try addressList(.path) }
+
+    /// The declared Content-Length, nil when absent.
+    public var contentLength: Int? {
+        header(.contentLength).flatMap { ASCII.parseDecimal($0.value, max: UInt64(Int32.max)).map(Int.init) }
+    }
+
+    /// Content-Type as text (media type and parameters).
+    public var contentType: String? { header(.contentType)?.valueString }
+
+    /// The Expires header (seconds); nil when absent or out of range.
+    public var expires: UInt32? {
+        header(.expires).flatMap { ASCII.parseDecimal($0.value, max: UInt64(UInt32.max)).map(UInt32.init) }
+    }
+
+    /// Option tags of Supported, Require or Proxy-Require.
+    public func optionTags(_ name: SIPHeaderName) -> [String] {
+        headerValues(name).filter { !$0.isEmpty }.map { ASCII.string($0) }
+    }
+
+    /// The Request-URI, parsed.
+    public func requestURI() throws(SIPParseError) -> SIPURI? {
+        guard let b = requestURIBytes else { return nil }
+        var e: SIPParseError
+        do { return try SIPURI.parse(b) } catch { e = error }
+        if case .request(_, let r) = startLine, uriOverride == nil { e.offset = r.lowerBound }
+        e.kind = .malformedRequestURI
+        e.detail = "Request-URI: " + e.detail
+        throw e
+    }
+}
+
+extension SIPHeaderField {
+    /// The first value of a list, without splitting the rest.
+    static func firstListValue(_ v: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
+        var i = v.startIndex
+        var inQuote = false, inAngle = false
+        while i < v.endIndex {
+            let c = v[i]
+            if inQuote {
+                if c == ASCII.backslash { i += 1 } else if c == ASCII.quote { inQuote = false }
+            } else if c == ASCII.quote { inQuote = true }
+            else if c == ASCII.lessThan { inAngle = true }
+            else if c == ASCII.greaterThan { inAngle = false }
+            else if c == ASCII.comma && !inAngle { return v[v.startIndex..<i].trimmingWSP() }
+            i += 1
+        }
+        return v
+    }
+}

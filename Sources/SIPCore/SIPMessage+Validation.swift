@@ -1,0 +1,67 @@
+extension SIPMessage {
+    /// Checks what a proxy relies on before it acts on a message, and
+    /// throws the first defect found (RFC 3261 §16.3, RFC 4475 §3.1.2,
+    /// §3.3.8): the Request-URI parses and carries no headers; Via, From,
+    /// To, Call-ID and CSeq are present, single-valued ones occur once, and
+    /// each parses; the CSeq number fits 32 bits and its method matches the
+    /// request; Max-Forwards is 0…255; Contact, Route and Record-Route
+    /// parse; a Date uses GMT.
+    ///
+    /// A response that fails this is to be dropped; a request gets
+    /// `error.statusCode`.
+    public func validate() throws(SIPParseError) {
+        if case .request(let method, _) = startLine {
+            guard let uri = try requestURI() else { return }
+            if uri.isSIP && !uri.headers.isEmpty {
+                throw SIPParseError(.malformedRequestURI, offset: startLineRange.lowerBound, "Request-URI must not carry headers")
+            }
+            try checkCommon()
+            if let cseq = try cseq(), cseq.method != method {
+                throw SIPParseError(.methodMismatch, header: "CSeq", offset: header(.cseq)?.originalLine?.lowerBound ?? 0,
+                                    "CSeq method \(cseq.method) does not match request method \(method)")
+            }
+            _ = try maxForwards()
+            _ = try contacts()
+            _ = try routes()
+            _ = try recordRoutes()
+            try checkDate()
+        } else {
+            try checkCommon()
+        }
+    }
+
+    private func checkCommon() throws(SIPParseError) {
+        var seen: [Bool] = Array(repeating: false, count: 64)
+        for h in headers where h.name.isSingleValued {
+            let k = Int(h.name.rawValue)
+            if seen[k] {
+                throw SIPParseError(.duplicateHeader, header: h.name.canonicalName, offset: h.originalLine?.lowerBound ?? 0,
+                                    "\(h.name.canonicalName) occurs more than once")
+            }
+            seen[k] = true
+        }
+        for (name, label) in [(SIPHeaderName.via, "Via"), (.from, "From"), (.to, "To"), (.callID, "Call-ID"), (.cseq, "CSeq")] {
+            guard let h = header(name) else {
+                throw SIPParseError(.missingHeader, header: label, offset: headerTerminator.lowerBound, "missing \(label) header")
+            }
+            if h.value.isEmpty {
+                throw SIPParseError(.malformedHeader, header: label, offset: h.originalLine?.lowerBound ?? 0, "empty \(label) header")
+            }
+        }
+        _ = try vias()
+        _ = try from()
+        _ = try to()
+        _ = try cseq()
+        if let cid = header(.callID), !cid.value.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) {
+            throw SIPParseError(.malformedHeader, header: "Call-ID", offset: cid.originalLine?.lowerBound ?? 0, "Call-ID has white space or non-ASCII octets")
+        }
+    }
+
+    /// RFC 3261 §20.17: SIP-date uses "GMT" only (RFC 4475 §3.1.2.12).
+    private func checkDate() throws(SIPParseError) {
+        guard let d = header(.date) else { return }
+        if !(d.value.count >= 3 && d.value.suffix(3).elementsEqual("GMT".utf8)) {
+            throw SIPParseError(.malformedHeader, header: "Date", offset: d.originalLine?.lowerBound ?? 0, "Date must be in GMT")
+        }
+    }
+}

@@ -1,0 +1,144 @@
+/// Cuts a TCP/TLS byte stream into SIP messages (RFC 3261 §18.3).
+///
+/// Feed octets as they arrive with `append(_:)`, then call `next()` until it
+/// returns nil (more octets needed). CRLFs before a start line are skipped;
+/// the RFC 5626 keep-alive ping (CRLFCRLF between messages) is reported so
+/// the transport can answer with a single CRLF pong. A framing error
+/// (missing, negative, non-numeric or conflicting Content-Length, or a
+/// message over the limits) is unrecoverable: the caller closes the
+/// connection.
+public struct SIPStreamFramer: Sendable {
+    public enum Event: Sendable, Equatable {
+        /// The octets of exactly one message, ready for
+        /// `SIPMessage.parse(_:framing: .stream)`.
+        case message([UInt8])
+        /// A CRLFCRLF keep-alive ping; answer with CRLF.
+        case keepAlivePing
+    }
+
+    public let limits: SIPLimits
+    private var buffer: [UInt8] = []
+    private var start = 0
+    /// Where the search for the end of the header section resumes.
+    private var scanFrom = 0
+
+    public init(limits: SIPLimits = .default) {
+        self.limits = limits
+    }
+
+    /// Octets buffered and not yet returned as a message.
+    public var bufferedCount: Int { buffer.count - start }
+
+    /// Adds received octets.
+    public mutating func append<C: Collection>(_ bytes: C) where C.Element == UInt8 {
+        if start > 0 && start >= buffer.count / 2 {
+            buffer.removeFirst(start)
+            scanFrom -= start
+            start = 0
+        }
+        buffer.append(contentsOf: bytes)
+    }
+
+    /// The next complete message or ping, nil when more octets are needed.
+    public mutating func next() throws(SIPParseError) -> Event? {
+        // Keep-alives and stray line ends between messages.
+        while start < buffer.count, buffer[start] == ASCII.cr || buffer[start] == ASCII.lf {
+            let avail = buffer.count - start
+            if avail >= 4, buffer[start] == ASCII.cr, buffer[start + 1] == ASCII.lf,
+               buffer[start + 2] == ASCII.cr, buffer[start + 3] == ASCII.lf {
+                start += 4
+                scanFrom = start
+                return .keepAlivePing
+            }
+            if avail < 4 && buffer[start..<buffer.count].allSatisfy({ $0 == ASCII.cr || $0 == ASCII.lf }) {
+                // Could be the first half of a ping, or a CRLF pong: wait
+                // for the next octets to tell (a pong is then skipped as
+                // line ends before a start line).
+                return nil
+            }
+            start += 1
+            scanFrom = start
+        }
+        guard start < buffer.count else { return nil }
+        if scanFrom < start { scanFrom = start }
+        // Find the end of the header section.
+        guard let headerEnd = findHeaderEnd() else {
+            if buffer.count - start > limits.maxHeaderBytes {
+                throw SIPParseError(.tooLarge, offset: 0, "header section larger than \(limits.maxHeaderBytes) octets")
+            }
+            return nil
+        }
+        let cl = try contentLength(start..<headerEnd)
+        guard cl <= limits.maxBodyBytes else {
+            throw SIPParseError(.tooLarge, header: "Content-Length", offset: headerEnd - start, "body larger than \(limits.maxBodyBytes) octets")
+        }
+        let end = headerEnd + cl
+        guard end <= buffer.count else { return nil }
+        let message = Array(buffer[start..<end])
+        start = end
+        scanFrom = end
+        if start == buffer.count {
+            buffer.removeAll(keepingCapacity: true)
+            start = 0
+            scanFrom = 0
+        }
+        return .message(message)
+    }
+
+    /// Index after the empty line ending the headers (CRLFCRLF, or LF LF).
+    private mutating func findHeaderEnd() -> Int? {
+        var i = max(scanFrom, start)
+        let n = buffer.count
+        while i < n {
+            if buffer[i] == ASCII.lf {
+                if i + 1 < n, buffer[i + 1] == ASCII.lf { return i + 2 }
+                if i + 2 < n, buffer[i + 1] == ASCII.cr, buffer[i + 2] == ASCII.lf { return i + 3 }
+            }
+            i += 1
+        }
+        // Resume a little before the end so a split terminator is found.
+        scanFrom = max(start, n - 3)
+        return nil
+    }
+
+    /// Finds and checks Content-Length in the header block.
+    private func contentLength(_ r: Range<Int>) throws(SIPParseError) -> Int {
+        var value: Int? = nil
+        var i = r.lowerBound
+        // Skip the start line.
+        while i < r.upperBound, buffer[i] != ASCII.lf { i += 1 }
+        i += 1
+        while i < r.upperBound {
+            let lineStart = i
+            while i < r.upperBound, buffer[i] != ASCII.lf { i += 1 }
+            var lineEnd = i
+            i += 1
+            if lineEnd > lineStart, buffer[lineEnd - 1] == ASCII.cr { lineEnd -= 1 }
+            var j = lineStart
+            while j < lineEnd, ASCII.isToken(buffer[j]) { j += 1 }
+            let name = buffer[lineStart..<j]
+            guard ASCII.equalsLower(name, "content-length") || ASCII.equalsLower(name, "l") else { continue }
+            while j < lineEnd, ASCII.isWSP(buffer[j]) { j += 1 }
+            guard j < lineEnd, buffer[j] == ASCII.colon else { continue }
+            var valueEnd = lineEnd
+            // A folded value continues on following lines.
+            while i < r.upperBound, ASCII.isWSP(buffer[i]) {
+                while i < r.upperBound, buffer[i] != ASCII.lf { i += 1 }
+                valueEnd = i
+                i += 1
+            }
+            let raw = buffer[(j + 1)..<valueEnd].filter { !ASCII.isWSP($0) && $0 != ASCII.cr && $0 != ASCII.lf }
+            guard let v = ASCII.parseDecimal(raw, max: UInt64(Int32.max)) else {
+                throw SIPParseError(.invalidContentLength, header: "Content-Length", offset: lineStart - r.lowerBound, "Content-Length is not a non-negative number")
+            }
+            if let old = value, old != Int(v) {
+                throw SIPParseError(.invalidContentLength, header: "Content-Length", offset: lineStart - r.lowerBound, "two different Content-Length values")
+            }
+            value = Int(v)
+        }
+        guard let value else {
+            throw SIPParseError(.invalidContentLength, header: "Content-Length", offset: 0, "Content-Length is required on a stream transport")
+        }
+        return value
+    }
+}

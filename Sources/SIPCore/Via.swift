@@ -1,0 +1,117 @@
+/// One Via value (RFC 3261 §20.42, RFC 3581 rport, RFC 5923 alias).
+///
+/// `SIP / 2.0 / UDP host:port ;params`, with optional white space around
+/// each `/` and `:` (RFC 4475 §3.1.1.1).
+public struct Via: Sendable, CustomStringConvertible {
+    /// Protocol name and version, normally `SIP` and `2.0`.
+    public var protocolName: String
+    public var protocolVersion: String
+    /// Transport token, upper-cased: UDP, TCP, TLS, SCTP, WS, WSS or any other token.
+    public var transport: String
+    /// sent-by host as written (IPv6 keeps brackets).
+    public var host: String
+    public var port: UInt16?
+    public var parameters: GenericParameters
+
+    public init(transport: String, host: String, port: UInt16?, branch: String?) {
+        self.protocolName = "SIP"
+        self.protocolVersion = "2.0"
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.parameters = GenericParameters()
+        if let branch { parameters.set("branch", branch) }
+    }
+
+    public var branch: String? { parameters["branch"] }
+    public var received: String? { parameters["received"] }
+    /// nil: no rport; `.some(nil)`: rport without value; `.some(n)`: with value.
+    public var rport: UInt16?? {
+        guard let v = parameters["rport"] else { return nil }
+        if v.isEmpty { return .some(nil) }
+        return .some(UInt16(v))
+    }
+    public var maddr: String? { parameters["maddr"] }
+    public var ttl: UInt8? { parameters["ttl"].flatMap { UInt8($0) } }
+    public var hasAlias: Bool { parameters.contains("alias") }
+
+    /// True when the branch starts with the RFC 3261 magic cookie and has
+    /// something after it.
+    public var hasRFC3261Branch: Bool {
+        guard let b = branch, b.hasPrefix("z9hG4bK") else { return false }
+        return b.count > 7
+    }
+
+    /// The sent-by host without brackets, lower-cased.
+    public var hostName: String {
+        var h = host
+        if h.hasPrefix("[") && h.hasSuffix("]") { h = String(h.dropFirst().dropLast()) }
+        return h.lowercased()
+    }
+
+    public var description: String {
+        var s = "\(protocolName)/\(protocolVersion)/\(transport) \(host)"
+        if let port { s += ":\(port)" }
+        return s + parameters.description
+    }
+
+    /// Parses one Via value.
+    public static func parse(_ b: ArraySlice<UInt8>) throws(SIPParseError) -> Via {
+        var i = b.startIndex
+        func err(_ what: String, _ at: Int) -> SIPParseError {
+            SIPParseError(.malformedHeader, header: "Via", offset: at, what)
+        }
+        func skipWS() { while i < b.endIndex, ASCII.isWSP(b[i]) { i += 1 } }
+        func token() -> ArraySlice<UInt8> {
+            let s = i
+            while i < b.endIndex, ASCII.isToken(b[i]) { i += 1 }
+            return b[s..<i]
+        }
+        func slash() throws(SIPParseError) {
+            skipWS()
+            guard i < b.endIndex, b[i] == ASCII.slash else { throw err("expected '/' in sent-protocol", i) }
+            i += 1
+            skipWS()
+        }
+        skipWS()
+        let pname = token()
+        guard !pname.isEmpty else { throw err("missing protocol name", i) }
+        try slash()
+        let pver = token()
+        guard !pver.isEmpty else { throw err("missing protocol version", i) }
+        try slash()
+        let transport = token()
+        guard !transport.isEmpty else { throw err("missing transport", i) }
+        let afterTransport = i
+        skipWS()
+        guard i > afterTransport else { throw err("expected white space before sent-by", i) }
+        let hs = i
+        if i < b.endIndex, b[i] == ASCII.openBracket {
+            while i < b.endIndex, b[i] != ASCII.closeBracket { i += 1 }
+            guard i < b.endIndex else { throw err("unterminated IPv6 reference", hs) }
+            i += 1
+        } else {
+            while i < b.endIndex, ASCII.isAlpha(b[i]) || ASCII.isDigit(b[i]) || b[i] == ASCII.dash || b[i] == ASCII.dot || b[i] == 0x5F { i += 1 }
+        }
+        guard i > hs else { throw err("missing sent-by host", hs) }
+        let host = b[hs..<i]
+        skipWS()
+        var port: UInt16? = nil
+        if i < b.endIndex, b[i] == ASCII.colon {
+            i += 1
+            skipWS()
+            let ps = i
+            while i < b.endIndex, ASCII.isDigit(b[i]) { i += 1 }
+            guard let p = ASCII.parseDecimal(b[ps..<i], max: 65535) else { throw err("invalid sent-by port", ps) }
+            port = UInt16(p)
+        }
+        let params = try GenericParameters.parse(b, from: i, header: "Via")
+        var v = Via(transport: ASCII.string(transport).uppercased(), host: ASCII.string(host), port: port, branch: nil)
+        v.protocolName = ASCII.string(pname)
+        v.protocolVersion = ASCII.string(pver)
+        v.parameters = params
+        if let r = params["rport"], !r.isEmpty, UInt16(r) == nil { throw err("invalid rport value", i) }
+        if let t = params["ttl"], UInt8(t) == nil { throw err("invalid ttl value", i) }
+        return v
+    }
+}

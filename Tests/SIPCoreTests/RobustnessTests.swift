@@ -1,0 +1,122 @@
+import Testing
+@testable import SIPCore
+
+/// A small deterministic generator, so every run exercises the same cases.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+@Suite("Robustness")
+struct RobustnessTests {
+    /// Every torture message, mutated a few hundred ways (byte flips,
+    /// insertions of separators, truncations), goes through parse,
+    /// validate, every typed accessor and serialisation. Reaching the end
+    /// means nothing trapped; a parse that succeeds must serialise to
+    /// something that parses again.
+    @Test("mutated torture messages never crash the parser")
+    func mutations() {
+        var rng = SplitMix64(state: 4475)
+        let specials: [UInt8] = Array(";,:<>\"\\ \t\r\n%@=?[]/0".utf8) + [0, 0xFF]
+        var parsed = 0
+        for row in TortureCorpus.rows {
+            let original = row.bytes
+            for _ in 0..<300 {
+                var b = original
+                for _ in 0..<Int.random(in: 1...4, using: &rng) {
+                    guard !b.isEmpty else { break }
+                    let i = Int.random(in: 0..<b.count, using: &rng)
+                    switch Int.random(in: 0..<4, using: &rng) {
+                    case 0: b[i] = specials.randomElement(using: &rng)!
+                    case 1: b.insert(specials.randomElement(using: &rng)!, at: i)
+                    case 2: b.remove(at: i)
+                    default: b = Array(b[0..<i])
+                    }
+                }
+                exercise(b, framing: .datagram, parsed: &parsed)
+                var framer = SIPStreamFramer()
+                framer.append(b)
+                while let e = try? framer.next() {
+                    if case .message(let m) = e { exercise(m, framing: .stream, parsed: &parsed) }
+                }
+            }
+        }
+        #expect(parsed > 1000)
+    }
+
+    func exercise(_ b: [UInt8], framing: SIPFraming, parsed: inout Int) {
+        guard let m = try? SIPMessage.parse(b, framing: framing) else { return }
+        parsed += 1
+        _ = try? m.validate()
+        _ = try? m.vias()
+        _ = try? m.contacts()
+        _ = try? m.routes()
+        _ = try? m.requestURI()
+        _ = try? m.maxForwards()
+        let out = m.serialized()
+        #expect((try? SIPMessage.parse(out, framing: .stream)) != nil, "re-parse failed")
+    }
+
+    /// Any chunking of a stream yields the same messages and pings.
+    @Test("random chunking of a stream yields the same messages")
+    func chunking() throws {
+        var rng = SplitMix64(state: 5626)
+        let valid = TortureCorpus.rows.filter { $0.verdict != "invalid-must-reject" && !["dblreq", "inv2543"].contains($0.name) }
+        var stream: [UInt8] = []
+        var expected: [SIPStreamFramer.Event] = []
+        for (i, row) in valid.enumerated() {
+            if i % 5 == 0 {
+                stream += Array("\r\n\r\n".utf8)
+                expected.append(.keepAlivePing)
+            }
+            stream += row.bytes
+            expected.append(.message(row.bytes))
+        }
+        for _ in 0..<200 {
+            var framer = SIPStreamFramer()
+            var got: [SIPStreamFramer.Event] = []
+            var i = 0
+            while i < stream.count {
+                let n = Int.random(in: 1...max(1, Int.random(in: 1...600, using: &rng)), using: &rng)
+                let end = min(stream.count, i + n)
+                framer.append(stream[i..<end])
+                i = end
+                while let e = try framer.next() { got.append(e) }
+            }
+            #expect(got.count == expected.count)
+            if let i = Array(zip(got, expected)).firstIndex(where: { $0.0 != $0.1 }) {
+                Issue.record("event \(i) differs")
+            }
+            #expect(framer.bufferedCount == 0)
+        }
+    }
+
+    @Test("framing limits close the connection instead of buffering forever")
+    func limits() {
+        var framer = SIPStreamFramer(limits: SIPLimits(maxHeaderBytes: 1024, maxBodyBytes: 100))
+        framer.append(Array(repeating: UInt8(ascii: "a"), count: 2000))
+        #expect(throws: SIPParseError.self) { _ = try framer.next() }
+        var f2 = SIPStreamFramer(limits: SIPLimits(maxHeaderBytes: 1024, maxBodyBytes: 100))
+        f2.append(Array("OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 101\r\n\r\n".utf8))
+        #expect(throws: SIPParseError.self) { _ = try f2.next() }
+    }
+
+    @Test("a CRLF pong is skipped before the next message; a ping is reported")
+    func keepAlive() throws {
+        var f = SIPStreamFramer()
+        f.append(Array("\r\n".utf8))
+        #expect(try f.next() == nil)
+        f.append(Array("OPTIONS sip:a@b SIP/2.0\r\nl: 0\r\n\r\n".utf8))
+        guard case .message(let m)? = try f.next() else { Issue.record("no message"); return }
+        #expect(m.first == UInt8(ascii: "O"))
+        f.append(Array("\r\n\r\n".utf8))
+        #expect(try f.next() == .keepAlivePing)
+        #expect(f.bufferedCount == 0)
+    }
+}
