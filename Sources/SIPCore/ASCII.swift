@@ -26,29 +26,24 @@ enum ASCII {
     static let dot: UInt8 = 0x2E
     static let dash: UInt8 = 0x2D
 
-    /// Bit table for RFC 3261 `token` characters:
-    /// alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~"
-    static let tokenTable: [Bool] = {
-        var t = [Bool](repeating: false, count: 256)
-        for c in UInt8(ascii: "a")...UInt8(ascii: "z") { t[Int(c)] = true }
-        for c in UInt8(ascii: "A")...UInt8(ascii: "Z") { t[Int(c)] = true }
-        for c in UInt8(ascii: "0")...UInt8(ascii: "9") { t[Int(c)] = true }
-        for c in "-.!%*_+`'~".utf8 { t[Int(c)] = true }
-        return t
-    }()
+    // Character classes as 128-bit masks (two words), so a test is a shift
+    // and no table lookup or lazy global initialisation is involved.
 
+    /// RFC 3261 `token`: alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~"
+    @usableFromInline static let tokenLow: UInt64 = 0x03FF_6CA2_0000_0000
+    @usableFromInline static let tokenHigh: UInt64 = 0x47FF_FFFF_87FF_FFFE
     /// RFC 3261 `unreserved` = alphanum / mark.
-    static let unreservedTable: [Bool] = {
-        var t = [Bool](repeating: false, count: 256)
-        for c in UInt8(ascii: "a")...UInt8(ascii: "z") { t[Int(c)] = true }
-        for c in UInt8(ascii: "A")...UInt8(ascii: "Z") { t[Int(c)] = true }
-        for c in UInt8(ascii: "0")...UInt8(ascii: "9") { t[Int(c)] = true }
-        for c in "-_.!~*'()".utf8 { t[Int(c)] = true }
-        return t
-    }()
+    @usableFromInline static let unreservedLow: UInt64 = 0x03FF_6782_0000_0000
+    @usableFromInline static let unreservedHigh: UInt64 = 0x47FF_FFFE_87FF_FFFE
 
-    @inline(__always) static func isToken(_ c: UInt8) -> Bool { tokenTable[Int(c)] }
-    @inline(__always) static func isUnreserved(_ c: UInt8) -> Bool { unreservedTable[Int(c)] }
+    @inline(__always) static func inMask(_ c: UInt8, _ low: UInt64, _ high: UInt64) -> Bool {
+        if c < 64 { return (low >> UInt64(c)) & 1 == 1 }
+        if c < 128 { return (high >> UInt64(c - 64)) & 1 == 1 }
+        return false
+    }
+
+    @inline(__always) static func isToken(_ c: UInt8) -> Bool { inMask(c, tokenLow, tokenHigh) }
+    @inline(__always) static func isUnreserved(_ c: UInt8) -> Bool { inMask(c, unreservedLow, unreservedHigh) }
     @inline(__always) static func isWSP(_ c: UInt8) -> Bool { c == sp || c == tab }
     @inline(__always) static func isDigit(_ c: UInt8) -> Bool { c &- 0x30 < 10 }
     @inline(__always) static func isAlpha(_ c: UInt8) -> Bool { (c | 0x20) &- 0x61 < 26 }

@@ -83,44 +83,101 @@ public enum SIPHeaderName: UInt8, Sendable, CaseIterable {
         }
     }
 
-    private static let compact: [UInt8: SIPHeaderName] = [
-        UInt8(ascii: "i"): .callID, UInt8(ascii: "m"): .contact, UInt8(ascii: "e"): .contentEncoding,
-        UInt8(ascii: "f"): .from, UInt8(ascii: "l"): .contentLength, UInt8(ascii: "t"): .to,
-        UInt8(ascii: "v"): .via, UInt8(ascii: "k"): .supported, UInt8(ascii: "s"): .subject,
-        UInt8(ascii: "c"): .contentType, UInt8(ascii: "o"): .event, UInt8(ascii: "u"): .allowEvents,
-        UInt8(ascii: "r"): .referTo, UInt8(ascii: "x"): .sessionExpires, UInt8(ascii: "y"): .identity,
-        UInt8(ascii: "b"): .referredBy, UInt8(ascii: "a"): .acceptContact, UInt8(ascii: "j"): .rejectContact,
-        UInt8(ascii: "d"): .requestDisposition, UInt8(ascii: "n"): .identityInfo,
-    ]
-
-    /// Long names in lower case, bucketed by length for a cheap first cut.
-    private static let byLength: [[(lower: [UInt8], name: SIPHeaderName)]] = {
-        var buckets = [[(lower: [UInt8], name: SIPHeaderName)]](repeating: [], count: 24)
-        for n in SIPHeaderName.allCases where n != .other {
-            let l = Array(n.canonicalName.lowercased().utf8)
-            buckets[l.count].append((l, n))
-        }
-        return buckets
-    }()
-
     /// Finds the known header for a field name as spelled on the wire.
     @inlinable
     public static func lookup<C: Collection>(_ raw: C) -> SIPHeaderName where C.Element == UInt8 {
-        lookupImpl(raw)
+        if let r = raw.withContiguousStorageIfAvailable({ lookup(buffer: $0) }) { return r }
+        return Array(raw).withUnsafeBufferPointer { lookup(buffer: $0) }
     }
 
+    /// Lookup over contiguous octets: a switch on the length, then one
+    /// case-folded comparison per candidate.
     @usableFromInline
-    static func lookupImpl<C: Collection>(_ raw: C) -> SIPHeaderName where C.Element == UInt8 {
-        let n = raw.count
-        if n == 1 { return compact[ASCII.lower(raw.first!)] ?? .other }
-        guard n < byLength.count else { return .other }
-        outer: for entry in byLength[n] {
-            var i = 0
-            for b in raw {
-                if ASCII.lower(b) != entry.lower[i] { continue outer }
-                i += 1
+    static func lookup(buffer raw: UnsafeBufferPointer<UInt8>) -> SIPHeaderName {
+        @inline(__always) func eq(_ lit: StaticString) -> Bool { ASCII.equalsLower(raw, lit) }
+        switch raw.count {
+        case 1:
+            switch ASCII.lower(raw[0]) {
+            case UInt8(ascii: "i"): return .callID
+            case UInt8(ascii: "m"): return .contact
+            case UInt8(ascii: "e"): return .contentEncoding
+            case UInt8(ascii: "f"): return .from
+            case UInt8(ascii: "l"): return .contentLength
+            case UInt8(ascii: "t"): return .to
+            case UInt8(ascii: "v"): return .via
+            case UInt8(ascii: "k"): return .supported
+            case UInt8(ascii: "s"): return .subject
+            case UInt8(ascii: "c"): return .contentType
+            case UInt8(ascii: "o"): return .event
+            case UInt8(ascii: "u"): return .allowEvents
+            case UInt8(ascii: "r"): return .referTo
+            case UInt8(ascii: "x"): return .sessionExpires
+            case UInt8(ascii: "y"): return .identity
+            case UInt8(ascii: "b"): return .referredBy
+            case UInt8(ascii: "a"): return .acceptContact
+            case UInt8(ascii: "j"): return .rejectContact
+            case UInt8(ascii: "d"): return .requestDisposition
+            case UInt8(ascii: "n"): return .identityInfo
+            default: return .other
             }
-            return entry.name
+        case 2:
+            if eq("to") { return .to }
+        case 3:
+            if eq("via") { return .via }
+        case 4:
+            if eq("from") { return .from }
+            if eq("cseq") { return .cseq }
+            if eq("path") { return .path }
+            if eq("date") { return .date }
+        case 5:
+            if eq("route") { return .route }
+            if eq("event") { return .event }
+            if eq("allow") { return .allow }
+        case 6:
+            if eq("server") { return .server }
+        case 7:
+            if eq("call-id") { return .callID }
+            if eq("contact") { return .contact }
+            if eq("expires") { return .expires }
+            if eq("require") { return .require }
+            if eq("subject") { return .subject }
+            if eq("warning") { return .warning }
+        case 8:
+            if eq("refer-to") { return .referTo }
+            if eq("identity") { return .identity }
+        case 9:
+            if eq("supported") { return .supported }
+        case 10:
+            if eq("user-agent") { return .userAgent }
+        case 11:
+            if eq("referred-by") { return .referredBy }
+            if eq("min-expires") { return .minExpires }
+            if eq("unsupported") { return .unsupported }
+            if eq("retry-after") { return .retryAfter }
+        case 12:
+            if eq("max-forwards") { return .maxForwards }
+            if eq("record-route") { return .recordRoute }
+            if eq("content-type") { return .contentType }
+            if eq("allow-events") { return .allowEvents }
+        case 13:
+            if eq("proxy-require") { return .proxyRequire }
+            if eq("identity-info") { return .identityInfo }
+            if eq("authorization") { return .authorization }
+        case 14:
+            if eq("content-length") { return .contentLength }
+            if eq("accept-contact") { return .acceptContact }
+            if eq("reject-contact") { return .rejectContact }
+        case 15:
+            if eq("session-expires") { return .sessionExpires }
+        case 16:
+            if eq("content-encoding") { return .contentEncoding }
+            if eq("www-authenticate") { return .wwwAuthenticate }
+        case 18:
+            if eq("proxy-authenticate") { return .proxyAuthenticate }
+        case 19:
+            if eq("request-disposition") { return .requestDisposition }
+            if eq("proxy-authorization") { return .proxyAuthorization }
+        default: break
         }
         return .other
     }

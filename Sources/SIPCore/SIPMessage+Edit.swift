@@ -5,43 +5,62 @@ extension SIPMessage {
     /// Index of the first field with this name, if any.
     @inlinable
     public func firstIndex(of name: SIPHeaderName) -> Int? {
-        headers.firstIndex { $0.name == name }
+        entries.firstIndex { $0.name == name }
+    }
+
+    /// Stores new octets for a field and returns its entry.
+    mutating func makeEntry(_ name: SIPHeaderName, rawName: some Collection<UInt8>, value: some Collection<UInt8>) -> HeaderEntry {
+        var own: [UInt8] = []
+        own.reserveCapacity(rawName.count + value.count)
+        own.append(contentsOf: rawName)
+        let split = own.count
+        own.append(contentsOf: value)
+        owned.append(own)
+        return HeaderEntry(name: name, source: Int32(owned.count - 1), nameStart: 0, nameEnd: Int32(split),
+                           valueStart: Int32(split), valueEnd: Int32(own.count), lineStart: -1, lineEnd: -1)
+    }
+
+    mutating func makeEntry(_ name: SIPHeaderName, value: some Collection<UInt8>) -> HeaderEntry {
+        makeEntry(name, rawName: name.canonicalName.utf8, value: value)
     }
 
     /// Inserts a field at `index`.
     public mutating func insertHeader(_ field: SIPHeaderField, at index: Int) {
-        headers.insert(field, at: index)
+        entries.insert(makeEntry(field.name, rawName: field.rawName, value: field.value), at: index)
     }
 
     /// Appends a field after the last one.
     public mutating func appendHeader(_ field: SIPHeaderField) {
-        headers.append(field)
+        entries.append(makeEntry(field.name, rawName: field.rawName, value: field.value))
     }
 
     /// Adds a field with text name and value at the end of the header.
     public mutating func appendHeader(_ name: String, _ value: String) {
-        headers.append(SIPHeaderField(name, value))
+        appendHeader(SIPHeaderField(name, value))
     }
 
     /// Removes every field with this name (compact forms included); returns how many.
     @discardableResult
     public mutating func removeHeaders(named name: String) -> Int {
-        let before = headers.count
-        headers.removeAll { $0.hasName(name) }
-        return before - headers.count
+        let known = SIPHeaderName.lookup(name.utf8)
+        if known != .other { return removeHeaders(known) }
+        let before = entries.count
+        let keep = entries.filter { !(($0.name == .other) && field($0).hasName(name)) }
+        entries = keep
+        return before - entries.count
     }
 
     @discardableResult
     public mutating func removeHeaders(_ name: SIPHeaderName) -> Int {
-        let before = headers.count
-        headers.removeAll { $0.name == name }
-        return before - headers.count
+        let before = entries.count
+        entries.removeAll { $0.name == name }
+        return before - entries.count
     }
 
     /// Adds a Via value on top (a proxy forwarding a request).
     public mutating func pushVia(_ value: [UInt8]) {
-        let field = SIPHeaderField(.via, value: value[...])
-        headers.insert(field, at: firstIndex(of: .via) ?? 0)
+        let e = makeEntry(.via, value: value)
+        entries.insert(e, at: firstIndex(of: .via) ?? 0)
     }
 
     public mutating func pushVia(_ via: Via) { pushVia(Array(via.description.utf8)) }
@@ -51,15 +70,15 @@ extension SIPMessage {
     @discardableResult
     public mutating func popFirstValue(_ name: SIPHeaderName) -> Bool {
         guard let idx = firstIndex(of: name) else { return false }
-        let field = headers[idx]
-        let first = SIPHeaderField.firstListValue(field.value)
-        if first.endIndex == field.value.endIndex {
-            headers.remove(at: idx)
+        let f = field(entries[idx])
+        let first = SIPHeaderField.firstListValue(f.value)
+        if first.endIndex == f.value.endIndex {
+            entries.remove(at: idx)
         } else {
             // Keep the remaining values of that line, in a new field.
-            var rest = field.value[(first.endIndex)...]
+            var rest = f.value[(first.endIndex)...]
             while let c = rest.first, c == ASCII.comma || ASCII.isWSP(c) { rest = rest.dropFirst() }
-            headers[idx] = SIPHeaderField(name: field.name, rawName: field.rawName, value: rest, originalLine: nil)
+            entries[idx] = makeEntry(name, rawName: f.rawName, value: rest)
         }
         return true
     }
@@ -68,25 +87,25 @@ extension SIPMessage {
     /// keeping its other values.
     public mutating func replaceFirstValue(_ name: SIPHeaderName, with value: [UInt8]) {
         guard let idx = firstIndex(of: name) else { return }
-        let field = headers[idx]
-        let first = SIPHeaderField.firstListValue(field.value)
+        let f = field(entries[idx])
+        let first = SIPHeaderField.firstListValue(f.value)
         var newValue = value
-        if first.endIndex != field.value.endIndex {
-            newValue.append(contentsOf: field.value[first.endIndex...])
+        if first.endIndex != f.value.endIndex {
+            newValue.append(contentsOf: f.value[first.endIndex...])
         }
-        headers[idx] = SIPHeaderField(name: field.name, rawName: field.rawName, value: newValue[...], originalLine: nil)
+        entries[idx] = makeEntry(name, rawName: f.rawName, value: newValue)
     }
 
     /// Adds a Record-Route value above any existing ones (after the Vias
     /// when there are none).
     public mutating func addRecordRoute(_ value: [UInt8]) {
-        let field = SIPHeaderField(.recordRoute, value: value[...])
+        let e = makeEntry(.recordRoute, value: value)
         if let i = firstIndex(of: .recordRoute) {
-            headers.insert(field, at: i)
-        } else if let lastVia = headers.lastIndex(where: { $0.name == .via }) {
-            headers.insert(field, at: lastVia + 1)
+            entries.insert(e, at: i)
+        } else if let lastVia = entries.lastIndex(where: { $0.name == .via }) {
+            entries.insert(e, at: lastVia + 1)
         } else {
-            headers.insert(field, at: 0)
+            entries.insert(e, at: 0)
         }
     }
 
@@ -100,12 +119,17 @@ extension SIPMessage {
 
     /// Sets Max-Forwards, adding the field when absent.
     public mutating func setMaxForwards(_ n: UInt8) {
-        let field = SIPHeaderField(.maxForwards, value: Array(String(n).utf8)[...])
+        var digits: (UInt8, UInt8, UInt8) = (0, 0, 0)
+        let count: Int
+        if n >= 100 { digits = (0x30 + n / 100, 0x30 + (n / 10) % 10, 0x30 + n % 10); count = 3 }
+        else if n >= 10 { digits = (0x30 + n / 10, 0x30 + n % 10, 0); count = 2 }
+        else { digits = (0x30 + n, 0, 0); count = 1 }
+        let e = withUnsafeBytes(of: &digits) { makeEntry(.maxForwards, value: $0.prefix(count)) }
         if let i = firstIndex(of: .maxForwards) {
-            headers[i] = field
+            entries[i] = e
         } else {
-            let at = headers.lastIndex(where: { $0.name == .via }).map { $0 + 1 } ?? 0
-            headers.insert(field, at: at)
+            let at = entries.lastIndex(where: { $0.name == .via }).map { $0 + 1 } ?? 0
+            entries.insert(e, at: at)
         }
     }
 
@@ -122,8 +146,8 @@ extension SIPMessage {
     public mutating func setBody(_ body: [UInt8], contentType: String?) {
         bodyOverride = body
         if let contentType {
-            let f = SIPHeaderField(.contentType, value: Array(contentType.utf8)[...])
-            if let i = firstIndex(of: .contentType) { headers[i] = f } else { headers.append(f) }
+            let e = makeEntry(.contentType, value: contentType.utf8)
+            if let i = firstIndex(of: .contentType) { entries[i] = e } else { entries.append(e) }
         }
     }
 
@@ -155,30 +179,35 @@ extension SIPMessage {
             let bodyChanged = bodyOverride != nil
             var sawContentLength = false
             var runStart = -1, runEnd = -1
-            for h in headers {
-                if h.name == .contentLength {
+            @inline(__always) func flush(_ out: inout [UInt8]) {
+                if runStart >= 0 { out.append(contentsOf: UnsafeBufferPointer(rebasing: src[runStart..<runEnd])); runStart = -1 }
+            }
+            for e in entries {
+                if e.name == .contentLength {
                     if sawContentLength { continue }
                     sawContentLength = true
                     if bodyChanged {
-                        if runStart >= 0 { out.append(contentsOf: UnsafeBufferPointer(rebasing: src[runStart..<runEnd])); runStart = -1 }
+                        flush(&out)
                         SIPMessage.writeField(&out, name: "Content-Length".utf8, value: String(body.count).utf8)
                         continue
                     }
                 }
-                if let r = h.originalLine {
-                    if runStart >= 0 && r.lowerBound == runEnd {
-                        runEnd = r.upperBound
+                if e.isOriginal {
+                    let lo = Int(e.lineStart), hi = Int(e.lineEnd)
+                    if runStart >= 0 && lo == runEnd {
+                        runEnd = hi
                     } else {
-                        if runStart >= 0 { out.append(contentsOf: UnsafeBufferPointer(rebasing: src[runStart..<runEnd])) }
-                        runStart = r.lowerBound
-                        runEnd = r.upperBound
+                        flush(&out)
+                        runStart = lo
+                        runEnd = hi
                     }
                 } else {
-                    if runStart >= 0 { out.append(contentsOf: UnsafeBufferPointer(rebasing: src[runStart..<runEnd])); runStart = -1 }
-                    SIPMessage.writeField(&out, name: h.rawName, value: h.value)
+                    flush(&out)
+                    let own = owned[Int(e.source)]
+                    SIPMessage.writeField(&out, name: own[Int(e.nameStart)..<Int(e.nameEnd)], value: own[Int(e.valueStart)..<Int(e.valueEnd)])
                 }
             }
-            if runStart >= 0 { out.append(contentsOf: UnsafeBufferPointer(rebasing: src[runStart..<runEnd])) }
+            flush(&out)
             if !sawContentLength {
                 SIPMessage.writeField(&out, name: "Content-Length".utf8, value: String(body.count).utf8)
             }

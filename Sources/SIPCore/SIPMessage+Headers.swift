@@ -75,7 +75,8 @@ extension SIPMessage {
     /// Every Via value, top first.
     public func vias() throws(SIPParseError) -> [Via] {
         var out: [Via] = []
-        for h in headers where h.name == .via {
+        for e in entries where e.name == .via {
+            let h = field(e)
             for v in h.values {
                 do { out.append(try Via.parse(v)) } catch { throw parseError(error, for: h) }
             }
@@ -117,7 +118,8 @@ extension SIPMessage {
     /// Every Contact value in order.
     public func contacts() throws(SIPParseError) -> [ContactValue] {
         var out: [ContactValue] = []
-        for h in headers where h.name == .contact {
+        for e in entries where e.name == .contact {
+            let h = field(e)
             for v in h.values {
                 if v.count == 1, v.first == ASCII.star { out.append(.wildcard); continue }
                 do { out.append(.address(try NameAddress.parse(v, header: "Contact"))) } catch { throw parseError(error, for: h) }
@@ -128,7 +130,8 @@ extension SIPMessage {
 
     func addressList(_ name: SIPHeaderName) throws(SIPParseError) -> [NameAddress] {
         var out: [NameAddress] = []
-        for h in headers where h.name == name {
+        for e in entries where e.name == name {
+            let h = field(e)
             for v in h.values {
                 do { out.append(try NameAddress.parse(v, header: name.canonicalName)) } catch { throw parseError(error, for: h) }
             }

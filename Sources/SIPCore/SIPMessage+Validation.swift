@@ -32,7 +32,8 @@ extension SIPMessage {
 
     private func checkCommon() throws(SIPParseError) {
         var seen: [Bool] = Array(repeating: false, count: 64)
-        for h in headers where h.name.isSingleValued {
+        for e in entries where e.name.isSingleValued {
+            let h = field(e)
             let k = Int(h.name.rawValue)
             if seen[k] {
                 throw SIPParseError(.duplicateHeader, header: h.name.canonicalName, offset: h.originalLine?.lowerBound ?? 0,

@@ -1,3 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Limits applied while parsing, so that hostile input cannot make a
 /// message arbitrarily large.
 public struct SIPLimits: Sendable, Equatable {
@@ -28,6 +36,26 @@ public enum SIPFraming: Sendable {
     case stream
 }
 
+/// Where one header field's octets are: plain integers only, so the list
+/// of fields copies without reference counting.
+@usableFromInline
+struct HeaderEntry: Sendable {
+    @usableFromInline var name: SIPHeaderName
+    /// -1: the octets are in the message storage; otherwise an index into
+    /// `SIPMessage.owned` (a folded or edited field).
+    @usableFromInline var source: Int32
+    @usableFromInline var nameStart: Int32
+    @usableFromInline var nameEnd: Int32
+    @usableFromInline var valueStart: Int32
+    @usableFromInline var valueEnd: Int32
+    /// The original line(s), CRLF included; lineStart < 0 when the field
+    /// was added or changed and must be written out anew.
+    @usableFromInline var lineStart: Int32
+    @usableFromInline var lineEnd: Int32
+
+    @usableFromInline var isOriginal: Bool { lineStart >= 0 }
+}
+
 /// A SIP request or response.
 ///
 /// The message keeps the octets it was parsed from. Parsing up front finds
@@ -52,7 +80,9 @@ public struct SIPMessage: Sendable {
     /// A Request-URI replaced by an edit.
     var uriOverride: [UInt8]?
     /// The header fields in order.
-    public internal(set) var headers: [SIPHeaderField]
+    @usableFromInline var entries: [HeaderEntry]
+    /// Octets of folded or edited fields: name, then value.
+    @usableFromInline var owned: [[UInt8]]
     /// Range of the body in `storage`.
     let bodyRange: Range<Int>
     /// A body replaced by an edit.
@@ -101,10 +131,43 @@ public struct SIPMessage: Sendable {
         return storage[bodyRange]
     }
 
+    /// Number of header fields.
+    public var headerCount: Int { entries.count }
+
+    /// The header fields in order (a view built on demand).
+    public var headers: [SIPHeaderField] { entries.map(field) }
+
+    @usableFromInline
+    func field(_ e: HeaderEntry) -> SIPHeaderField {
+        let bytes = e.source < 0 ? storage : owned[Int(e.source)]
+        return SIPHeaderField(
+            name: e.name,
+            rawName: bytes[Int(e.nameStart)..<Int(e.nameEnd)],
+            value: bytes[Int(e.valueStart)..<Int(e.valueEnd)],
+            originalLine: e.isOriginal ? Int(e.lineStart)..<Int(e.lineEnd) : nil)
+    }
+
+    /// The value octets of an entry.
+    @usableFromInline
+    func value(_ e: HeaderEntry) -> ArraySlice<UInt8> {
+        if e.source < 0 { return storage[Int(e.valueStart)..<Int(e.valueEnd)] }
+        return owned[Int(e.source)][Int(e.valueStart)..<Int(e.valueEnd)]
+    }
+
+    /// Offset of an entry's line in the original octets, for error reports.
+    func offset(_ e: HeaderEntry) -> Int { e.isOriginal ? Int(e.lineStart) : 0 }
+
     /// The first field with this known name.
     @inlinable
     public func header(_ name: SIPHeaderName) -> SIPHeaderField? {
-        for h in headers where h.name == name { return h }
+        for e in entries where e.name == name { return field(e) }
+        return nil
+    }
+
+    /// The value of the first field with this known name.
+    @inlinable
+    public func headerValue(_ name: SIPHeaderName) -> ArraySlice<UInt8>? {
+        for e in entries where e.name == name { return value(e) }
         return nil
     }
 
@@ -112,18 +175,22 @@ public struct SIPMessage: Sendable {
     public func header(named name: String) -> SIPHeaderField? {
         let known = SIPHeaderName.lookup(name.utf8)
         if known != .other { return header(known) }
-        return headers.first { $0.hasName(name) }
+        for e in entries where e.name == .other {
+            let f = field(e)
+            if f.hasName(name) { return f }
+        }
+        return nil
     }
 
     /// Every field with this known name, in order.
     public func headers(_ name: SIPHeaderName) -> [SIPHeaderField] {
-        headers.filter { $0.name == name }
+        entries.filter { $0.name == name }.map(field)
     }
 
     /// All values of a list-valued header across all its lines, in order.
     public func headerValues(_ name: SIPHeaderName) -> [ArraySlice<UInt8>] {
         var out: [ArraySlice<UInt8>] = []
-        for h in headers where h.name == name { out.append(contentsOf: h.values) }
+        for e in entries where e.name == name { out.append(contentsOf: field(e).values) }
         return out
     }
 
@@ -149,11 +216,12 @@ public struct SIPMessage: Sendable {
         try parse(Array(text.utf8), framing: framing)
     }
 
-    init(storage: [UInt8], startLine: StartLine, startLineRange: Range<Int>, headers: [SIPHeaderField], headerTerminator: Range<Int>, bodyRange: Range<Int>) {
+    init(storage: [UInt8], startLine: StartLine, startLineRange: Range<Int>, entries: [HeaderEntry], owned: [[UInt8]], headerTerminator: Range<Int>, bodyRange: Range<Int>) {
         self.storage = storage
         self.startLine = startLine
         self.startLineRange = startLineRange
-        self.headers = headers
+        self.entries = entries
+        self.owned = owned
         self.headerTerminator = headerTerminator
         self.bodyRange = bodyRange
     }
@@ -170,15 +238,12 @@ struct MessageParser {
     /// CRLF and, leniently, a bare LF.
     @inline(__always)
     static func lineEnd(_ buf: UnsafeBufferPointer<UInt8>, from: Int, limit: Int) -> (content: Int, next: Int)? {
-        var i = from
-        while i < limit {
-            if buf[i] == ASCII.lf {
-                let content = (i > from && buf[i - 1] == ASCII.cr) ? i - 1 : i
-                return (content, i + 1)
-            }
-            i += 1
-        }
-        return nil
+        guard from < limit, let base = buf.baseAddress,
+              let p = memchr(base + from, Int32(ASCII.lf), limit - from)
+        else { return nil }
+        let i = base.distance(to: p.assumingMemoryBound(to: UInt8.self))
+        let content = (i > from && buf[i - 1] == ASCII.cr) ? i - 1 : i
+        return (content, i + 1)
     }
 
     mutating func parse() throws(SIPParseError) -> SIPMessage {
@@ -208,8 +273,9 @@ struct MessageParser {
         let startLine = try parseStartLine(buf, pos..<slContent)
         let startLineRange = pos..<slNext
 
-        var headers: [SIPHeaderField] = []
-        headers.reserveCapacity(16)
+        var entries: [HeaderEntry] = []
+        entries.reserveCapacity(20)
+        var owned: [[UInt8]] = []
         var cur = slNext
         var contentLength: UInt64? = nil
         var terminator: Range<Int>? = nil
@@ -242,22 +308,33 @@ struct MessageParser {
                 lineEndContent = c2
                 lineNext = n2
             }
-            if folded && lineNext >= headerLimit && terminator == nil {
-                // the loop below will report the missing terminator
-            }
-            let rawName = storage[cur..<nameEnd]
-            let name = SIPHeaderName.lookup(UnsafeBufferPointer(rebasing: buf[cur..<nameEnd]))
-            let value: ArraySlice<UInt8>
+            let name = SIPHeaderName.lookup(buffer: UnsafeBufferPointer(rebasing: buf[cur..<nameEnd]))
+            var entry = HeaderEntry(name: name, source: -1, nameStart: Int32(cur), nameEnd: Int32(nameEnd),
+                                    valueStart: 0, valueEnd: 0, lineStart: Int32(cur), lineEnd: Int32(lineNext))
+            let value: UnsafeBufferPointer<UInt8>
             if folded {
-                value = unfold(buf, valueStart..<lineEndContent)
+                // name octets, then the unfolded value
+                var own = Array(UnsafeBufferPointer(rebasing: buf[cur..<nameEnd]))
+                let unfolded = unfold(buf, valueStart..<lineEndContent)
+                entry.source = Int32(owned.count)
+                entry.nameStart = 0
+                entry.nameEnd = Int32(own.count)
+                entry.valueStart = Int32(own.count)
+                own.append(contentsOf: unfolded)
+                entry.valueEnd = Int32(own.count)
+                owned.append(own)
+                value = UnsafeBufferPointer(rebasing: buf[0..<0])
             } else {
                 var lo = valueStart, hi = lineEndContent
                 while lo < hi, ASCII.isWSP(buf[lo]) { lo += 1 }
                 while hi > lo, ASCII.isWSP(buf[hi - 1]) { hi -= 1 }
-                value = storage[lo..<hi]
+                entry.valueStart = Int32(lo)
+                entry.valueEnd = Int32(hi)
+                value = UnsafeBufferPointer(rebasing: buf[lo..<hi])
             }
             if name == .contentLength {
-                guard let v = ASCII.parseDecimal(value, max: UInt64(Int32.max)) else {
+                let clValue: [UInt8] = folded ? Array(owned[Int(entry.source)][Int(entry.valueStart)...]) : Array(value)
+                guard let v = ASCII.parseDecimal(clValue, max: UInt64(Int32.max)) else {
                     throw SIPParseError(.invalidContentLength, header: "Content-Length", offset: valueStart, "Content-Length is not a non-negative number")
                 }
                 if let old = contentLength, old != v {
@@ -265,8 +342,8 @@ struct MessageParser {
                 }
                 contentLength = v
             }
-            headers.append(SIPHeaderField(name: name, rawName: rawName, value: value, originalLine: cur..<lineNext))
-            if headers.count > limits.maxHeaderFields {
+            entries.append(entry)
+            if entries.count > limits.maxHeaderFields {
                 throw SIPParseError(.tooLarge, offset: cur, "too many header fields")
             }
             cur = lineNext
@@ -295,12 +372,13 @@ struct MessageParser {
             if available > limits.maxBodyBytes { throw SIPParseError(.tooLarge, offset: bodyStart, "body larger than \(limits.maxBodyBytes) octets") }
             bodyRange = bodyStart..<n
         }
-        return SIPMessage(storage: storage, startLine: startLine, startLineRange: startLineRange, headers: headers, headerTerminator: term, bodyRange: bodyRange)
+        return SIPMessage(storage: storage, startLine: startLine, startLineRange: startLineRange, entries: entries, owned: owned, headerTerminator: term, bodyRange: bodyRange)
     }
 
     /// Undoes line folding: every line end followed by white space becomes
     /// one space; the result is trimmed.
     static func unfold(_ buf: UnsafeBufferPointer<UInt8>, _ r: Range<Int>) -> ArraySlice<UInt8> {
+        // (returns a slice of a fresh array)
         var out: [UInt8] = []
         out.reserveCapacity(r.count)
         var i = r.lowerBound

@@ -1,3 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Cuts a TCP/TLS byte stream into SIP messages (RFC 3261 §18.3).
 ///
 /// Feed octets as they arrive with `append(_:)`, then call `next()` until it
@@ -87,18 +95,33 @@ public struct SIPStreamFramer: Sendable {
 
     /// Index after the empty line ending the headers (CRLFCRLF, or LF LF).
     private mutating func findHeaderEnd() -> Int? {
-        var i = max(scanFrom, start)
         let n = buffer.count
-        while i < n {
-            if buffer[i] == ASCII.lf {
-                if i + 1 < n, buffer[i + 1] == ASCII.lf { return i + 2 }
-                if i + 2 < n, buffer[i + 1] == ASCII.cr, buffer[i + 2] == ASCII.lf { return i + 3 }
+        let found: Int? = buffer.withUnsafeBufferPointer { buf in
+            guard let base = buf.baseAddress else { return nil }
+            var i = max(scanFrom, start)
+            while i < n, let p = memchr(base + i, Int32(ASCII.lf), n - i) {
+                let lf = base.distance(to: p.assumingMemoryBound(to: UInt8.self))
+                if lf + 1 < n, buf[lf + 1] == ASCII.lf { return lf + 2 }
+                if lf + 2 < n, buf[lf + 1] == ASCII.cr, buf[lf + 2] == ASCII.lf { return lf + 3 }
+                i = lf + 1
             }
-            i += 1
+            return nil
         }
-        // Resume a little before the end so a split terminator is found.
-        scanFrom = max(start, n - 3)
-        return nil
+        if found == nil {
+            // Resume a little before the end so a split terminator is found.
+            scanFrom = max(start, n - 3)
+        }
+        return found
+    }
+
+    /// Index of the next LF at or after `from`, or `limit`.
+    @inline(__always)
+    private func nextLF(from: Int, limit: Int) -> Int {
+        guard from < limit else { return limit }
+        return buffer.withUnsafeBufferPointer { buf in
+            guard let base = buf.baseAddress, let p = memchr(base + from, Int32(ASCII.lf), limit - from) else { return limit }
+            return base.distance(to: p.assumingMemoryBound(to: UInt8.self))
+        }
     }
 
     /// Finds and checks Content-Length in the header block.
@@ -106,14 +129,16 @@ public struct SIPStreamFramer: Sendable {
         var value: Int? = nil
         var i = r.lowerBound
         // Skip the start line.
-        while i < r.upperBound, buffer[i] != ASCII.lf { i += 1 }
-        i += 1
+        i = nextLF(from: i, limit: r.upperBound) + 1
         while i < r.upperBound {
             let lineStart = i
-            while i < r.upperBound, buffer[i] != ASCII.lf { i += 1 }
+            i = nextLF(from: i, limit: r.upperBound)
             var lineEnd = i
             i += 1
             if lineEnd > lineStart, buffer[lineEnd - 1] == ASCII.cr { lineEnd -= 1 }
+            guard lineStart < lineEnd else { continue }
+            let first = buffer[lineStart] | 0x20
+            guard first == UInt8(ascii: "c") || first == UInt8(ascii: "l") else { continue }
             var j = lineStart
             while j < lineEnd, ASCII.isToken(buffer[j]) { j += 1 }
             let name = buffer[lineStart..<j]
