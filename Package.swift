@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "swiftser", targets: ["swiftser"]),
         .library(name: "SIPCore", targets: ["SIPCore"]),
+        .library(name: "SIPConfig", targets: ["SIPConfig"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -19,6 +20,8 @@ let package = Package(
     targets: [
         // Pure SIP: messages, URIs, headers, parsing, serialisation, stream framing.
         .target(name: "SIPCore"),
+        // The ser.cfg language: lexer, parser, typed model, the route script.
+        .target(name: "SIPConfig", dependencies: ["SIPCore"]),
         .executableTarget(
             name: "swiftser",
             dependencies: [
@@ -27,5 +30,6 @@ let package = Package(
             ]
         ),
         .testTarget(name: "SIPCoreTests", dependencies: ["SIPCore"]),
+        .testTarget(name: "SIPConfigTests", dependencies: ["SIPConfig"]),
     ]
 )

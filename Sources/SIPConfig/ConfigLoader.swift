@@ -1,0 +1,450 @@
+import Foundation
+
+/// Loads a ser.cfg file into a `Config`: preprocess, lex, parse, apply
+/// every setting with its default, build the TLS domain table, check the
+/// route script. Every error found is reported, each with file, line,
+/// column and a caret line.
+public enum ConfigLoader {
+    public static func load(file: String, defines: [String: String] = [:],
+                            readFile: @escaping Lexer.FileReader = { try String(contentsOfFile: $0, encoding: .utf8) }) throws(ConfigErrors) -> Config {
+        var lexer = Lexer(defines: defines, readFile: readFile)
+        let tokens = lexer.tokenize(file: file)
+        var dir = (file as NSString).deletingLastPathComponent
+        if dir.isEmpty { dir = "." }
+        return try build(tokens: tokens, lexer: lexer, file: file, directory: dir, readFile: readFile)
+    }
+
+    /// Loads config text (tests, `swiftser check -e`).
+    public static func load(text: String, file: String = "<config>", directory: String = ".",
+                            readFile: @escaping Lexer.FileReader = { try String(contentsOfFile: $0, encoding: .utf8) }) throws(ConfigErrors) -> Config {
+        var lexer = Lexer(readFile: readFile)
+        let tokens = lexer.tokenize(text: text, file: file)
+        return try build(tokens: tokens, lexer: lexer, file: file, directory: directory, readFile: readFile)
+    }
+
+    static func build(tokens: [Token], lexer: Lexer, file: String, directory: String, readFile: @escaping Lexer.FileReader) throws(ConfigErrors) -> Config {
+        var parser = Parser(tokens: tokens, sourceLine: { lexer.line($0) })
+        parser.parseConfig()
+        var b = Builder(config: Config(file: file, configDirectory: directory), sourceLine: { lexer.line($0) }, readFile: readFile)
+        b.diagnostics = lexer.diagnostics + parser.diagnostics
+        b.apply(parser)
+        let errors = b.diagnostics.filter { $0.severity == .error }
+        if !errors.isEmpty { throw ConfigErrors(errors) }
+        var config = b.config
+        config.warnings = b.diagnostics.filter { $0.severity == .warning }
+        return config
+    }
+}
+
+/// Applies parsed assignments and blocks to the typed model.
+struct Builder {
+    var config: Config
+    let sourceLine: (SourceLocation) -> String?
+    let readFile: Lexer.FileReader
+    var diagnostics: [ConfigDiagnostic] = []
+
+    mutating func error(_ loc: SourceLocation, _ message: String) {
+        diagnostics.append(ConfigDiagnostic(.error, loc, message, sourceLine: sourceLine(loc)))
+    }
+
+    mutating func warning(_ loc: SourceLocation, _ message: String) {
+        diagnostics.append(ConfigDiagnostic(.warning, loc, message, sourceLine: sourceLine(loc)))
+    }
+
+    // MARK: Value conversions
+
+    mutating func int(_ a: Assignment) -> Int? {
+        if a.tokens.count == 1, case .number(let n) = a.tokens[0].kind { return n }
+        if a.tokens.count == 2, a.tokens[0].isPunct("-"), case .number(let n) = a.tokens[1].kind { return -n }
+        if let n = Int(a.text.trimmingCharacters(in: .whitespaces)) { return n }
+        error(a.valueLocation, "\(a.name) needs a number, found '\(a.text)'")
+        return nil
+    }
+
+    mutating func bool(_ a: Assignment) -> Bool? {
+        switch a.text.lowercased() {
+        case "1", "yes", "on", "true", "enable", "enabled": return true
+        case "0", "no", "off", "false", "disable", "disabled": return false
+        default:
+            error(a.valueLocation, "\(a.name) needs yes/no (or 1/0, on/off), found '\(a.text)'")
+            return nil
+        }
+    }
+
+    func path(_ s: String) -> String {
+        if s.hasPrefix("/") || s.isEmpty { return s }
+        return config.configDirectory == "." ? s : config.configDirectory + "/" + s
+    }
+
+    // MARK: Apply
+
+    mutating func apply(_ p: Parser) {
+        config.script = p.script
+        config.modules = p.modules.map(\.0)
+        var tlsGlobal = TLSParams()
+        var profileBlocks: [DomainBlock] = []
+        for a in p.globals {
+            applyGlobal(a, tls: &tlsGlobal)
+        }
+        for (module, name, value) in p.modparams {
+            applyModparam(module: module, name: name, value: value, tls: &tlsGlobal, profile: &profileBlocks)
+        }
+        if config.listens.isEmpty {
+            for proto in TransportProtocol.allCases where !(proto == .tls && config.tls.disabled) {
+                config.listens.append(ListenSocket(proto: proto, host: "127.0.0.1", port: proto.defaultPort))
+            }
+        }
+        if config.tls.disabled {
+            for l in config.listens where l.proto == .tls {
+                if let loc = l.location { warning(loc, "disable_tls=1: this TLS listener is not opened") }
+            }
+            config.listens.removeAll { $0.proto == .tls }
+        }
+        buildDomains(global: tlsGlobal, blocks: p.domains + profileBlocks)
+        ScriptChecker(config: config, sourceLine: sourceLine).check(into: &diagnostics)
+    }
+
+    mutating func applyGlobal(_ a: Assignment, tls: inout TLSParams) {
+        if TLSParams.names.contains(a.name) {
+            tls.set(a, builder: &self)
+            return
+        }
+        switch a.name {
+        case "listen":
+            if let l = parseListen(a) { config.listens.append(contentsOf: l) }
+        case "alias":
+            config.aliases.append(a.text.replacingOccurrences(of: " ", with: ""))
+        case "debug", "log_level":
+            if let v = int(a) { config.core.logLevel = v }
+        case "children", "tcp_children":
+            if let v = int(a) {
+                if v < 0 || v > 256 { error(a.valueLocation, "\(a.name) must be between 0 and 256") } else { config.core.children = v }
+            }
+        case "tcp_connection_lifetime":
+            if let v = positive(a) { config.core.tcpConnectionLifetime = v }
+        case "tcp_max_connections":
+            if let v = positive(a) { config.core.tcpMaxConnections = v }
+        case "tls_max_connections":
+            if let v = positive(a) { config.core.tlsMaxConnections = v }
+        case "tcp_connect_timeout":
+            if let v = positive(a) { config.core.tcpConnectTimeout = v }
+        case "tcp_send_timeout":
+            if let v = positive(a) { config.core.tcpSendTimeout = v }
+        case "max_message_size", "tcp_max_msg_size", "max_msg_size":
+            if let v = positive(a) {
+                if v < 1024 { error(a.valueLocation, "\(a.name) below 1024 octets would refuse ordinary messages") } else { config.core.maxMessageSize = v }
+            }
+        case "disable_tls":
+            if let v = bool(a) { config.tls.disabled = v }
+        case "enable_tls":
+            if let v = bool(a) { config.tls.disabled = !v }
+        case "tls_handshake_timeout":
+            if let v = positive(a) { config.tls.handshakeTimeout = v }
+        case "tls_send_timeout":
+            if let v = positive(a) { config.tls.sendTimeout = v }
+        case "server_header":
+            config.core.serverHeader = a.text
+        case "user_agent_header":
+            config.core.userAgentHeader = a.text
+        case "sip_warning":
+            if let v = bool(a) { config.core.sipWarning = v }
+        case "control_socket":
+            config.core.controlSocket = path(a.text)
+        case "pid_file":
+            config.core.pidFile = path(a.text)
+        case "dns_hosts_file":
+            config.core.dnsHostsFile = path(a.text)
+        case "dns_server":
+            config.core.dnsServer = a.text
+        case "fork", "log_stderror", "log_facility", "log_prefix", "memdbg", "memlog", "mhomed", "auto_aliases",
+             "dns", "rev_dns", "dns_try_ipv6", "use_dns_cache", "tcp_accept_no_cl", "tcp_keepalive", "enable_sctp", "udp_mtu":
+            warning(a.nameLocation, "'\(a.name)' is a Kamailio setting SwiftSER does not need; it is ignored")
+        default:
+            error(a.nameLocation, "unknown parameter '\(a.name)'")
+        }
+    }
+
+    mutating func positive(_ a: Assignment) -> Int? {
+        guard let v = int(a) else { return nil }
+        guard v > 0 else { error(a.valueLocation, "\(a.name) must be greater than 0"); return nil }
+        return v
+    }
+
+    /// `listen = [proto:]host[:port] [advertise host[:port]]`
+    mutating func parseListen(_ a: Assignment) -> [ListenSocket]? {
+        var words = a.text.split(separator: " ").map(String.init)
+        guard !words.isEmpty else { error(a.valueLocation, "listen needs proto:address:port"); return nil }
+        var spec = words.removeFirst()
+        var advertised: (String, UInt16?)? = nil
+        if !words.isEmpty {
+            guard words[0] == "advertise", words.count == 2, let hp = HostPortParser.parse(words[1], defaultPort: nil) else {
+                error(a.valueLocation, "expected 'listen = proto:address:port [advertise address[:port]]', found '\(a.text)'")
+                return nil
+            }
+            advertised = (hp.host, hp.port)
+        }
+        var protos: [TransportProtocol] = [.udp, .tcp]
+        for p in TransportProtocol.allCases where spec.lowercased().hasPrefix(p.rawValue + ":") {
+            protos = [p]
+            spec = String(spec.dropFirst(p.rawValue.count + 1))
+        }
+        if spec.lowercased().hasPrefix("sctp:") || spec.lowercased().hasPrefix("ws:") || spec.lowercased().hasPrefix("wss:") {
+            error(a.valueLocation, "listen: SwiftSER serves udp, tcp and tls; '\(spec.split(separator: ":")[0])' is not supported")
+            return nil
+        }
+        guard let hp = HostPortParser.parse(spec, defaultPort: nil) else {
+            error(a.valueLocation, "listen: expected [udp:|tcp:|tls:]address[:port] (IPv6 in brackets), found '\(a.text)'")
+            return nil
+        }
+        return protos.map {
+            ListenSocket(proto: $0, host: hp.host, port: hp.port ?? $0.defaultPort, advertisedHost: advertised?.0, advertisedPort: advertised?.1, location: a.valueLocation)
+        }
+    }
+
+    mutating func applyModparam(module: String, name: String, value: Assignment, tls: inout TLSParams, profile: inout [DomainBlock]) {
+        let loc = value.valueLocation
+        switch (module, name) {
+        case ("registrar", "default_expires"): if let v = int(value) { config.registrar.defaultExpires = v }
+        case ("registrar", "min_expires"): if let v = int(value) { config.registrar.minExpires = v }
+        case ("registrar", "max_expires"): if let v = int(value) { config.registrar.maxExpires = v }
+        case ("registrar", "max_contacts"): if let v = int(value) { config.registrar.maxContacts = v }
+        case ("usrloc", "db_url"):
+            var url = value.text
+            if url.hasPrefix("sqlite://") { url.removeFirst("sqlite://".count) }
+            config.registrar.database = path(url)
+        case ("usrloc", "db_mode"): if let v = int(value) { config.registrar.dbMode = v }
+        case ("tm", "fr_timer"): if let v = int(value) { config.transactions.finalResponseTimeout = v }
+        case ("tm", "fr_inv_timer"): if let v = int(value) { config.transactions.inviteFinalResponseTimeout = v }
+        case ("tm", "retr_timer1"), ("tm", "t1"): if let v = int(value) { config.transactions.t1 = v }
+        case ("tm", "retr_timer2"), ("tm", "t2"): if let v = int(value) { config.transactions.t2 = v }
+        case ("rr", "enable_double_rr"): if let v = bool(value) { config.recordRoute.doubleRecordRoute = v }
+        case ("rr", "append_fromtag"): if let v = bool(value) { config.recordRoute.appendFromTag = v }
+        case ("tls", "config"):
+            let file = path(value.text)
+            config.tls.profileFile = file
+            do {
+                let text = try readFile(file)
+                var pp = ProfileParser(file: file, text: text)
+                profile.append(contentsOf: pp.parse())
+                diagnostics.append(contentsOf: pp.diagnostics)
+            } catch {
+                self.error(loc, "cannot read TLS profile file '\(file)'")
+            }
+        case ("tls", _):
+            guard let canonical = TLSParams.kamailioNames[name] else {
+                error(loc, "unknown tls module parameter '\(name)'")
+                return
+            }
+            var a = value
+            a.name = canonical
+            tls.set(a, builder: &self)
+        case ("sl", _), ("maxfwd", _), ("textops", _), ("siputils", _), ("xlog", _), ("pv", _), ("kex", _),
+             ("corex", _), ("sanity", _), ("ctl", _), ("jsonrpcs", _), ("tmx", _):
+            warning(value.nameLocation, "modparam \(module)/\(name) has no effect in SwiftSER")
+        default:
+            error(value.nameLocation, "unknown \(module) module parameter '\(name)'")
+        }
+    }
+
+    // MARK: TLS domains
+
+    mutating func buildDomains(global: TLSParams, blocks: [DomainBlock]) {
+        var domains: [TLSDomain] = []
+        // Profile sections [server:default]/[client:default] refine the defaults.
+        var serverDefault = global
+        var clientDefault = global
+        for b in blocks where b.address == nil && b.isDefault {
+            var params = b.role == .server ? serverDefault : clientDefault
+            for a in b.assignments { params.set(a, builder: &self) }
+            if b.role == .server { serverDefault = params } else { clientDefault = params }
+        }
+        domains.append(resolve(serverDefault, role: .server, address: nil, location: nil))
+        domains.append(resolve(clientDefault, role: .client, address: nil, location: nil))
+        let tlsListens = config.listens.filter { $0.proto == .tls }
+        for b in blocks where !(b.address == nil && b.isDefault) {
+            var params = b.role == .server ? serverDefault : clientDefault
+            params.serverName = nil
+            for a in b.assignments { params.set(a, builder: &self) }
+            if b.address == nil && params.serverName == nil {
+                error(b.location, "a TLS domain without an address needs a server_name (SNI)")
+                continue
+            }
+            let d = resolve(params, role: b.role, address: b.address, location: b.location)
+            if domains.contains(where: { $0.role == d.role && $0.address == d.address && $0.serverName?.lowercased() == d.serverName?.lowercased() }) {
+                error(b.location, "TLS domain \(d.name) is defined twice")
+                continue
+            }
+            if b.role == .server, let addr = b.address, !config.tls.disabled,
+               !tlsListens.contains(where: { $0.host.lowercased() == addr.host.lowercased() && $0.port == addr.port }) {
+                error(b.location, "tls_domain[\(addr)] is not a TLS listener; TLS listeners are: \(tlsListens.map { "\($0.host):\($0.port)" }.joined(separator: ", "))")
+            }
+            domains.append(d)
+        }
+        config.tls.domains = domains
+        // Warnings about insecure settings.
+        for d in domains {
+            let loc = d.location ?? SourceLocation(file: config.file, line: 1, column: 1)
+            if d.method.allowsDeprecatedVersions {
+                warning(global.method?.1 ?? loc, "TLS domain \(d.name) allows \(d.method.minimum), which BCP 195 (RFC 8996) forbids; use tlsv1.2+")
+            }
+            if let c = d.ciphers, let weak = TLSParams.weakCipherWords.first(where: { c.uppercased().contains($0) && !c.uppercased().contains("!" + $0) }) {
+                warning(global.ciphers?.1 ?? loc, "TLS domain \(d.name): cipher list '\(c)' enables \(weak) ciphers, which give no or weak protection")
+            }
+        }
+        if let server = domains.first(where: { $0.role == .server && $0.isDefault }), !server.verify {
+            for l in tlsListens where !(l.host == "127.0.0.1" || l.host == "::1" || l.host == "localhost") {
+                if !domains.contains(where: { $0.role == .server && $0.address?.host == l.host && $0.address?.port == l.port && $0.verify }) {
+                    warning(l.location ?? SourceLocation(file: config.file, line: 1, column: 1),
+                            "TLS listener \(l) does not verify client certificates (tls_verify=0) on a non-loopback address")
+                }
+            }
+        }
+    }
+
+    func resolve(_ p: TLSParams, role: TLSDomainRole, address: HostPort?, location: SourceLocation?) -> TLSDomain {
+        TLSDomain(
+            role: role, address: address, serverName: p.serverName,
+            certificate: path(p.certificate?.0 ?? "cert.pem"),
+            privateKey: path(p.privateKey?.0 ?? p.certificate?.0 ?? "cert.pem"),
+            privateKeyPassword: p.privateKeyPassword,
+            caList: p.caList.map { path($0.0) },
+            crl: p.crl.map { path($0) },
+            ciphers: p.ciphers?.0,
+            method: p.method?.0 ?? .sslv23,
+            verify: p.verify ?? false,
+            requireCertificate: p.requireCertificate ?? false,
+            verifyDepth: p.verifyDepth ?? 9,
+            verifyHostname: p.verifyHostname ?? true,
+            allowWildcardCertificates: p.allowWildcard ?? false,
+            location: location)
+    }
+}
+
+extension DomainBlock {
+    var isDefault: Bool { address == nil && !assignments.contains { $0.name == "tls_server_name" } && !isAny }
+    /// A `[server:any]` profile section (SNI domain without an address).
+    var isAny: Bool { assignments.contains { $0.name == "__any" } }
+}
+
+/// TLS parameters of one scope (global, a domain block, a profile section);
+/// unset ones are inherited.
+struct TLSParams {
+    var certificate: (String, SourceLocation)?
+    var privateKey: (String, SourceLocation)?
+    var privateKeyPassword: String?
+    var caList: (String, SourceLocation)?
+    var crl: String?
+    var ciphers: (String, SourceLocation)?
+    var method: (TLSMethod, SourceLocation)?
+    var verify: Bool?
+    var requireCertificate: Bool?
+    var verifyDepth: Int?
+    var serverName: String?
+    var verifyHostname: Bool?
+    var allowWildcard: Bool?
+
+    static let names: Set<String> = [
+        "tls_certificate", "tls_private_key", "tls_private_key_password", "tls_ca_list", "tls_crl", "tls_ciphers_list",
+        "tls_method", "tls_verify", "tls_require_certificate", "tls_verify_depth", "tls_server_name",
+        "tls_verify_hostname", "tls_allow_wildcard_certs",
+    ]
+
+    /// Kamailio tls module / tls.cfg names → ours.
+    static let kamailioNames: [String: String] = [
+        "certificate": "tls_certificate", "private_key": "tls_private_key", "private_key_password": "tls_private_key_password",
+        "ca_list": "tls_ca_list", "crl": "tls_crl", "cipher_list": "tls_ciphers_list", "tls_method": "tls_method",
+        "method": "tls_method", "verify_certificate": "tls_verify", "require_certificate": "tls_require_certificate",
+        "verify_depth": "tls_verify_depth", "server_name": "tls_server_name", "verify_hostname": "tls_verify_hostname",
+        "allow_wildcard_certs": "tls_allow_wildcard_certs",
+    ]
+
+    static let weakCipherWords = ["NULL", "EXPORT", "RC4", "DES", "MD5", "ANULL", "ENULL", "LOW"]
+
+    mutating func set(_ a: Assignment, builder b: inout Builder) {
+        let loc = a.valueLocation
+        switch a.name {
+        case "tls_certificate": certificate = (a.text, loc)
+        case "tls_private_key": privateKey = (a.text, loc)
+        case "tls_private_key_password": privateKeyPassword = a.text
+        case "tls_ca_list": caList = a.text.isEmpty ? nil : (a.text, loc)
+        case "tls_crl": crl = a.text.isEmpty ? nil : a.text
+        case "tls_ciphers_list": ciphers = a.text.isEmpty ? nil : (a.text, loc)
+        case "tls_method":
+            switch TLSMethod.parse(a.text) {
+            case .success(let m): method = (m, loc)
+            case .failure(let e): b.error(loc, e.message)
+            }
+        case "tls_verify": if let v = b.bool(a) { verify = v }
+        case "tls_require_certificate": if let v = b.bool(a) { requireCertificate = v }
+        case "tls_verify_depth":
+            if let v = b.int(a) {
+                if v < 1 || v > 100 { b.error(loc, "tls_verify_depth must be between 1 and 100") } else { verifyDepth = v }
+            }
+        case "tls_server_name": serverName = a.text
+        case "tls_verify_hostname": if let v = b.bool(a) { verifyHostname = v }
+        case "tls_allow_wildcard_certs": if let v = b.bool(a) { allowWildcard = v }
+        case "__any": break
+        default: b.error(a.nameLocation, "'\(a.name)' cannot be set in a TLS domain; allowed: \(TLSParams.names.sorted().joined(separator: ", "))")
+        }
+    }
+}
+
+/// Reads a Kamailio `tls.cfg` profile file: `[server:default]`,
+/// `[client:default]`, `[server:IP:port]`, `[client:IP:port]`,
+/// `[server:any]` (with server_name), then `name = value` lines.
+struct ProfileParser {
+    let file: String
+    let text: String
+    var diagnostics: [ConfigDiagnostic] = []
+
+    mutating func parse() -> [DomainBlock] {
+        var blocks: [DomainBlock] = []
+        for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            let loc = SourceLocation(file: file, line: i + 1, column: 1)
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            if line.hasPrefix("[") {
+                guard line.hasSuffix("]") else { err(loc, String(raw), "section header must end with ']'"); continue }
+                let inner = line.dropFirst().dropLast()
+                let parts = inner.split(separator: ":", maxSplits: 1).map(String.init)
+                guard parts.count == 2, let role = TLSDomainRole(rawValue: parts[0].lowercased()) else {
+                    err(loc, String(raw), "expected [server:…] or [client:…]")
+                    continue
+                }
+                var block = DomainBlock(role: role, address: nil, location: loc, assignments: [])
+                switch parts[1].lowercased() {
+                case "default": break
+                case "any":
+                    block.assignments.append(Assignment(name: "__any", nameLocation: loc, tokens: [], valueLocation: loc))
+                default:
+                    guard let hp = HostPortParser.parse(parts[1], defaultPort: nil), let port = hp.port else {
+                        err(loc, String(raw), "expected IP:port, 'default' or 'any' in the section name")
+                        continue
+                    }
+                    block.address = HostPort(host: hp.host, port: port)
+                }
+                blocks.append(block)
+                continue
+            }
+            guard let eq = line.firstIndex(of: "=") else { err(loc, String(raw), "expected 'name = value'"); continue }
+            let name = line[..<eq].trimmingCharacters(in: .whitespaces)
+            var value = line[line.index(after: eq)...].trimmingCharacters(in: .whitespaces)
+            if value.hasPrefix("\"") && value.hasSuffix("\"") && value.count >= 2 { value = String(value.dropFirst().dropLast()) }
+            guard !blocks.isEmpty else { err(loc, String(raw), "'\(name)' before any [server:…] or [client:…] section"); continue }
+            guard let canonical = TLSParams.kamailioNames[name] else {
+                if ["server_id", "verify_client"].contains(name) { continue }
+                err(loc, String(raw), "unknown TLS profile parameter '\(name)'")
+                continue
+            }
+            let col = (raw.range(of: value).map { raw.distance(from: raw.startIndex, to: $0.lowerBound) } ?? 0) + 1
+            let vloc = SourceLocation(file: file, line: i + 1, column: col)
+            let tok = Token(kind: .string(value), location: vloc, spaceBefore: true)
+            blocks[blocks.count - 1].assignments.append(Assignment(name: canonical, nameLocation: loc, tokens: [tok], valueLocation: vloc))
+        }
+        return blocks
+    }
+
+    mutating func err(_ loc: SourceLocation, _ line: String, _ message: String) {
+        diagnostics.append(ConfigDiagnostic(.error, loc, message, sourceLine: line))
+    }
+}

@@ -1,0 +1,272 @@
+/// The typed result of loading a config: every setting with its default
+/// applied, the TLS domain table, and the route script.
+public struct Config: Sendable {
+    /// Path of the main config file.
+    public var file: String
+    /// The folder of the config file: the seed's CFG_DIR, where relative
+    /// certificate paths are resolved.
+    public var configDirectory: String
+    public var listens: [ListenSocket] = []
+    /// Host names (and host:port) that `myself` matches besides the listen addresses.
+    public var aliases: [String] = []
+    public var core = CoreSettings()
+    public var tls = TLSSettings()
+    public var registrar = RegistrarSettings()
+    public var transactions = TransactionSettings()
+    public var recordRoute = RecordRouteSettings()
+    public var modules: [String] = []
+    public var script = RouteScript()
+    /// Warnings found while loading (errors stop the load instead).
+    public var warnings: [ConfigDiagnostic] = []
+
+    public init(file: String, configDirectory: String) {
+        self.file = file
+        self.configDirectory = configDirectory
+    }
+}
+
+public enum TransportProtocol: String, Sendable, CaseIterable, Hashable {
+    case udp, tcp, tls
+
+    /// The port used when a listen or URI gives none.
+    public var defaultPort: UInt16 { self == .tls ? 5061 : 5060 }
+    public var isStream: Bool { self != .udp }
+}
+
+/// One `listen=` socket.
+public struct ListenSocket: Sendable, Equatable, CustomStringConvertible {
+    public var proto: TransportProtocol
+    /// Address to bind: an IPv4 or IPv6 literal (no brackets), or a name.
+    public var host: String
+    public var port: UInt16
+    /// `advertise host[:port]`: what goes into Via and Record-Route instead.
+    public var advertisedHost: String?
+    public var advertisedPort: UInt16?
+    public var location: SourceLocation?
+
+    public init(proto: TransportProtocol, host: String, port: UInt16, advertisedHost: String? = nil, advertisedPort: UInt16? = nil, location: SourceLocation? = nil) {
+        self.proto = proto
+        self.host = host
+        self.port = port
+        self.advertisedHost = advertisedHost
+        self.advertisedPort = advertisedPort
+        self.location = location
+    }
+
+    public var isIPv6: Bool { host.contains(":") }
+
+    /// `proto:host:port`, IPv6 in brackets.
+    public var description: String {
+        "\(proto.rawValue):\(isIPv6 ? "[\(host)]" : host):\(port)"
+    }
+
+    public static func == (a: ListenSocket, b: ListenSocket) -> Bool {
+        a.proto == b.proto && a.host == b.host && a.port == b.port && a.advertisedHost == b.advertisedHost && a.advertisedPort == b.advertisedPort
+    }
+}
+
+/// Core and TCP settings (names as in SER/Kamailio).
+public struct CoreSettings: Sendable, Equatable {
+    /// `debug` / `log_level`: -3 (alert) … 3 (debug), SER's scale.
+    public var logLevel = 0
+    /// `children`: event-loop threads (0: one per core).
+    public var children = 0
+    /// `tcp_connection_lifetime`: idle seconds before a TCP/TLS connection closes.
+    public var tcpConnectionLifetime = 120
+    public var tcpMaxConnections = 2048
+    public var tlsMaxConnections = 2048
+    /// `tcp_connect_timeout` (s).
+    public var tcpConnectTimeout = 10
+    /// `tcp_send_timeout` (s): queued writes on a TCP connection.
+    public var tcpSendTimeout = 10
+    /// `max_message_size` / `tcp_max_msg_size` (octets, header plus body).
+    public var maxMessageSize = 65_535
+    /// `server_header` / `user_agent_header`: values SwiftSER writes into replies and requests it makes.
+    public var serverHeader = "Server: SwiftSER"
+    public var userAgentHeader = "User-Agent: SwiftSER"
+    /// `sip_warning`: add a Warning header to replies SwiftSER generates.
+    public var sipWarning = false
+    /// `control_socket`: where `swiftser ctl` reaches the running proxy.
+    public var controlSocket = "var/swiftser.ctl"
+    /// `pid_file`.
+    public var pidFile: String?
+    /// `dns_hosts_file`: a hosts-style file consulted before DNS (tests, lab setups).
+    public var dnsHostsFile: String?
+    /// `dns_server`: `host[:port]` of the DNS server for SRV/NAPTR look-ups (default: /etc/resolv.conf).
+    public var dnsServer: String?
+}
+
+/// A TLS protocol version.
+public enum TLSVersion: Int, Sendable, Comparable, CaseIterable, CustomStringConvertible {
+    case tls10 = 10, tls11 = 11, tls12 = 12, tls13 = 13
+    public static func < (a: TLSVersion, b: TLSVersion) -> Bool { a.rawValue < b.rawValue }
+    public var description: String {
+        switch self {
+        case .tls10: return "TLSv1.0"
+        case .tls11: return "TLSv1.1"
+        case .tls12: return "TLSv1.2"
+        case .tls13: return "TLSv1.3"
+        }
+    }
+}
+
+/// `tls_method`: the range of protocol versions a domain negotiates.
+public struct TLSMethod: Sendable, Equatable, CustomStringConvertible {
+    /// The spelling from the config (`sslv23`, `tlsv1.2+`, …).
+    public var name: String
+    public var minimum: TLSVersion
+    public var maximum: TLSVersion
+
+    /// `sslv23`: "any version": here TLS 1.2 and 1.3 only (BCP 195).
+    public static let sslv23 = TLSMethod(name: "sslv23", minimum: .tls12, maximum: .tls13)
+
+    /// Parses a method name (case-insensitive). Throws a message for
+    /// refused or unknown values.
+    public static func parse(_ raw: String) -> Result<TLSMethod, TLSMethodError> {
+        let v = raw.lowercased()
+        switch v {
+        case "sslv23", "sslv23_method", "any", "tlsany": return .success(TLSMethod(name: v, minimum: .tls12, maximum: .tls13))
+        case "tlsv1", "tlsv1.0": return .success(TLSMethod(name: v, minimum: .tls10, maximum: .tls10))
+        case "tlsv1.1": return .success(TLSMethod(name: v, minimum: .tls11, maximum: .tls11))
+        case "tlsv1.2": return .success(TLSMethod(name: v, minimum: .tls12, maximum: .tls12))
+        case "tlsv1.3": return .success(TLSMethod(name: v, minimum: .tls13, maximum: .tls13))
+        case "tlsv1+", "tlsv1.0+": return .success(TLSMethod(name: v, minimum: .tls10, maximum: .tls13))
+        case "tlsv1.1+": return .success(TLSMethod(name: v, minimum: .tls11, maximum: .tls13))
+        case "tlsv1.2+": return .success(TLSMethod(name: v, minimum: .tls12, maximum: .tls13))
+        case "tlsv1.3+": return .success(TLSMethod(name: v, minimum: .tls13, maximum: .tls13))
+        case "sslv2", "sslv3", "sslv2_method", "sslv3_method":
+            return .failure(.refused("\(raw) is refused: SSL 2.0 and 3.0 are broken (RFC 6176, RFC 7568) and no peer may use them; write tls_method=tlsv1.2+ (or sslv23, which negotiates TLS 1.2 and 1.3)"))
+        default:
+            return .failure(.unknown("unknown tls_method '\(raw)'; expected sslv23, tlsv1, tlsv1.1, tlsv1.2, tlsv1.3, tlsv1+, tlsv1.1+, tlsv1.2+ or tlsv1.3+"))
+        }
+    }
+
+    /// True when the range allows a version BCP 195 forbids (TLS 1.0/1.1).
+    public var allowsDeprecatedVersions: Bool { minimum < .tls12 }
+
+    public var description: String {
+        minimum == maximum ? "\(name) (\(minimum) only)" : "\(name) (\(minimum)–\(maximum))"
+    }
+}
+
+public enum TLSMethodError: Error, Sendable, Equatable {
+    case refused(String)
+    case unknown(String)
+    public var message: String {
+        switch self {
+        case .refused(let m), .unknown(let m): return m
+        }
+    }
+}
+
+/// Where a TLS domain applies.
+public enum TLSDomainRole: String, Sendable, Equatable {
+    /// Accepting connections on a listener.
+    case server
+    /// Opening connections to a destination.
+    case client
+}
+
+/// One TLS domain: the settings for a listener (server) or a destination
+/// (client), the seed's `tls_domain` and Kamailio's `[server:…]`/`[client:…]`.
+public struct TLSDomain: Sendable, Equatable, CustomStringConvertible {
+    public var role: TLSDomainRole
+    /// IP:port it applies to; nil for the default domain of its role.
+    public var address: HostPort?
+    /// SNI name: a server domain chosen by the ClientHello's server name
+    /// (exact or `*.example.com`); for a client domain, the name sent.
+    public var serverName: String?
+    public var certificate: String
+    public var privateKey: String
+    public var privateKeyPassword: String?
+    /// File of trusted CA certificates (PEM, one after another).
+    public var caList: String?
+    /// File of certificate revocation lists (PEM).
+    public var crl: String?
+    /// OpenSSL cipher string for TLS ≤ 1.2; nil: SwiftSER's default (ECDHE with AEAD only).
+    public var ciphers: String?
+    public var method: TLSMethod
+    /// Server: ask the client for a certificate. Client: verify the server's.
+    public var verify: Bool
+    /// Server: refuse a client without a verified certificate (with verify).
+    public var requireCertificate: Bool
+    public var verifyDepth: Int
+    /// Client with verify: check the server's name per RFC 5922.
+    public var verifyHostname: Bool
+    /// Accept `*.example.com` certificates in RFC 5922 name checks.
+    public var allowWildcardCertificates: Bool
+    public var location: SourceLocation?
+
+    public var isDefault: Bool { address == nil && serverName == nil }
+
+    /// `server:default`, `server:127.0.0.1:5061`, `server:127.0.0.1:5061 sni=example.com`, …
+    public var name: String {
+        var s = role.rawValue + ":" + (address?.description ?? "default")
+        if let serverName { s += " sni=\(serverName)" }
+        return s
+    }
+
+    public var description: String { name }
+}
+
+/// A host and port, as in `tls_domain[IP:port]`.
+public struct HostPort: Sendable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: UInt16
+    public init(host: String, port: UInt16) {
+        self.host = host
+        self.port = port
+    }
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// All TLS settings.
+public struct TLSSettings: Sendable, Equatable {
+    /// `disable_tls=1`: no TLS listener, no outbound TLS.
+    public var disabled = false
+    /// `tls_handshake_timeout` (s).
+    public var handshakeTimeout = 120
+    /// `tls_send_timeout` (s).
+    public var sendTimeout = 120
+    /// The default server and client domains first, then the others in
+    /// config order.
+    public var domains: [TLSDomain] = []
+    /// Path of a Kamailio `tls.cfg` profile file, when one was loaded.
+    public var profileFile: String?
+
+    public var defaultServer: TLSDomain? { domains.first { $0.role == .server && $0.isDefault } }
+    public var defaultClient: TLSDomain? { domains.first { $0.role == .client && $0.isDefault } }
+    public func domains(_ role: TLSDomainRole) -> [TLSDomain] { domains.filter { $0.role == role } }
+}
+
+/// registrar / usrloc module parameters.
+public struct RegistrarSettings: Sendable, Equatable {
+    public var defaultExpires = 3600
+    public var minExpires = 60
+    public var maxExpires = 86_400
+    /// 0: no limit.
+    public var maxContacts = 0
+    /// `usrloc` `db_url`: `sqlite:///path` or a path; empty with db_mode 0 keeps bindings in memory.
+    public var database = "var/location.sqlite"
+    /// usrloc `db_mode`: 0 memory only, anything else: SQLite.
+    public var dbMode = 1
+}
+
+/// tm module parameters (milliseconds as in Kamailio).
+public struct TransactionSettings: Sendable, Equatable {
+    public var t1 = 500
+    public var t2 = 4000
+    public var t4 = 5000
+    /// `fr_timer`: final response timeout for non-INVITE and before a provisional.
+    public var finalResponseTimeout = 30_000
+    /// `fr_inv_timer`: INVITE final response timeout after a provisional.
+    public var inviteFinalResponseTimeout = 120_000
+}
+
+/// rr module parameters.
+public struct RecordRouteSettings: Sendable, Equatable {
+    /// `enable_double_rr`: two Record-Route values when the legs differ.
+    public var doubleRecordRoute = true
+    /// `append_fromtag`.
+    public var appendFromTag = false
+}

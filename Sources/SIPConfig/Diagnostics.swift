@@ -1,0 +1,52 @@
+/// A place in a config file: 1-based line and column.
+public struct SourceLocation: Sendable, Equatable, CustomStringConvertible {
+    public var file: String
+    public var line: Int
+    public var column: Int
+
+    public init(file: String, line: Int, column: Int) {
+        self.file = file
+        self.line = line
+        self.column = column
+    }
+
+    public var description: String { "\(file):\(line):\(column)" }
+}
+
+/// One finding about a config: an error stops the load, a warning is
+/// printed and the load goes on.
+public struct ConfigDiagnostic: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Severity: String, Sendable { case error, warning }
+
+    public var severity: Severity
+    public var location: SourceLocation
+    public var message: String
+    /// The text of the line at `location`, for the caret display.
+    public var sourceLine: String?
+
+    public init(_ severity: Severity, _ location: SourceLocation, _ message: String, sourceLine: String? = nil) {
+        self.severity = severity
+        self.location = location
+        self.message = message
+        self.sourceLine = sourceLine
+    }
+
+    /// `file:line:col: error: message`, then the line and a caret under the column.
+    public var description: String {
+        var s = "\(location): \(severity.rawValue): \(message)"
+        if let sourceLine {
+            s += "\n    " + sourceLine + "\n    "
+            // Keep tabs so the caret lines up.
+            let prefix = sourceLine.prefix(max(0, location.column - 1))
+            s += String(prefix.map { $0 == "\t" ? "\t" : " " }) + "^"
+        }
+        return s
+    }
+}
+
+/// All errors found in one load (at least one).
+public struct ConfigErrors: Error, Sendable, CustomStringConvertible {
+    public var diagnostics: [ConfigDiagnostic]
+    public init(_ diagnostics: [ConfigDiagnostic]) { self.diagnostics = diagnostics }
+    public var description: String { diagnostics.map(\.description).joined(separator: "\n") }
+}

@@ -1,0 +1,365 @@
+import Testing
+@testable import SIPConfig
+
+/// An in-memory file system for configs with includes and profiles.
+func files(_ map: [String: String]) -> Lexer.FileReader {
+    return { path in
+        guard let t = map[path] else { throw CocoaLikeError.noFile }
+        return t
+    }
+}
+enum CocoaLikeError: Error { case noFile }
+
+let minimalRoute = "request_route { sl_send_reply(\"200\", \"OK\"); }\n"
+
+func load(_ text: String, extra: [String: String] = [:]) throws(ConfigErrors) -> Config {
+    var all = extra
+    all["/etc/swiftser/test.cfg"] = text
+    return try ConfigLoader.load(file: "/etc/swiftser/test.cfg", readFile: files(all))
+}
+
+func errors(_ text: String, extra: [String: String] = [:]) -> [ConfigDiagnostic] {
+    do {
+        _ = try load(text, extra: extra)
+        return []
+    } catch {
+        return error.diagnostics
+    }
+}
+
+@Suite("Seed TLS parameters (ser-0.9 free-TLS README §1.5)")
+struct SeedParameterTests {
+    @Test("defaults: CFG_DIR/cert.pem, no CA list, sslv23, verify and require 0, 120 s timeouts")
+    func defaults() throws {
+        let c = try load("listen=tls:127.0.0.1:5061\n" + minimalRoute)
+        #expect(!c.tls.disabled)
+        let d = try #require(c.tls.defaultServer)
+        #expect(d.certificate == "/etc/swiftser/cert.pem")
+        #expect(d.privateKey == "/etc/swiftser/cert.pem")
+        #expect(d.caList == nil)
+        #expect(d.ciphers == nil)
+        #expect(d.method == .sslv23 && d.method.minimum == .tls12 && d.method.maximum == .tls13)
+        #expect(!d.verify && !d.requireCertificate)
+        #expect(c.tls.handshakeTimeout == 120 && c.tls.sendTimeout == 120)
+        #expect(c.listens == [ListenSocket(proto: .tls, host: "127.0.0.1", port: 5061)])
+    }
+
+    @Test("every seed parameter is honoured")
+    func everyParameter() throws {
+        let c = try load("""
+        disable_tls=0
+        listen=tls:127.0.0.1:5061
+        listen=udp:127.0.0.1:5060
+        tls_certificate="/mycerts/certs/ser_server_cert.pem"
+        tls_private_key="/mycerts/private/prik.pem"
+        tls_ca_list="/mycerts/certs/ca_list.pem"
+        tls_ciphers_list="ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256"
+        tls_method=tlsv1.2
+        tls_verify = 1
+        tls_require_certificate = 1
+        tls_handshake_timeout=119
+        tls_send_timeout=121
+        \(minimalRoute)
+        """)
+        let d = try #require(c.tls.defaultServer)
+        #expect(d.certificate == "/mycerts/certs/ser_server_cert.pem")
+        #expect(d.privateKey == "/mycerts/private/prik.pem")
+        #expect(d.caList == "/mycerts/certs/ca_list.pem")
+        #expect(d.ciphers == "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256")
+        #expect(d.method.minimum == .tls12 && d.method.maximum == .tls12)
+        #expect(d.verify && d.requireCertificate)
+        #expect(c.tls.handshakeTimeout == 119 && c.tls.sendTimeout == 121)
+        #expect(c.listens.map(\.description) == ["tls:127.0.0.1:5061", "udp:127.0.0.1:5060"])
+    }
+
+    @Test("disable_tls=1 opens no TLS listener")
+    func disableTLS() throws {
+        let c = try load("disable_tls=1\nlisten=tls:127.0.0.1:5061\nlisten=udp:127.0.0.1:5060\n" + minimalRoute)
+        #expect(c.tls.disabled)
+        #expect(c.listens.map(\.proto) == [.udp])
+        #expect(c.warnings.contains { $0.message.contains("not opened") })
+    }
+
+    @Test("the seed's tls_domain example loads, each domain inheriting the rest")
+    func seedDomains() throws {
+        let c = try load("""
+        listen=tls:10.0.0.2:5061
+        listen=tls:10.0.0.3:5061
+        tls_verify=1
+        tls_ca_list="ca.pem"
+        tls_domain[10.0.0.2:5061] {
+        #specify parameters for a domain in particular
+            tls_certificate="new_cert"
+            tls_private_key="new_cert_key"
+            tls_ca_list="other ca"
+            tls_method="tlsv1.2+"
+        }
+        tls_domain[10.0.0.3:5061] {
+            tls_certificate="third.pem"
+            tls_ciphers_list="ECDHE-RSA-AES256-GCM-SHA384"
+            tls_verify=0
+        }
+        \(minimalRoute)
+        """)
+        let servers = c.tls.domains(.server)
+        #expect(servers.count == 3)
+        let d2 = try #require(servers.first { $0.address == HostPort(host: "10.0.0.2", port: 5061) })
+        #expect(d2.certificate == "/etc/swiftser/new_cert" && d2.privateKey == "/etc/swiftser/new_cert_key")
+        #expect(d2.caList == "/etc/swiftser/other ca" && d2.method.name == "tlsv1.2+" && d2.verify)
+        let d3 = try #require(servers.first { $0.address == HostPort(host: "10.0.0.3", port: 5061) })
+        #expect(d3.caList == "/etc/swiftser/ca.pem" && !d3.verify && d3.ciphers == "ECDHE-RSA-AES256-GCM-SHA384")
+        #expect(d3.privateKey == "/etc/swiftser/third.pem")
+    }
+
+    @Test("sslv2 and sslv3 are refused with why and what to write", arguments: ["sslv2", "sslv3", "SSLv3"])
+    func refusedMethods(method: String) {
+        let e = errors("tls_method=\(method)\n" + minimalRoute)
+        #expect(e.count == 1)
+        #expect(e.first?.message.contains("broken") == true)
+        #expect(e.first?.message.contains("tls_method=tlsv1.2+") == true)
+        #expect(e.first?.location == SourceLocation(file: "/etc/swiftser/test.cfg", line: 1, column: 12))
+    }
+
+    @Test("every tls_method value maps to its version range", arguments: [
+        ("sslv23", TLSVersion.tls12, TLSVersion.tls13), ("tlsv1", .tls10, .tls10), ("tlsv1.2", .tls12, .tls12),
+        ("tlsv1.3", .tls13, .tls13), ("tlsv1.2+", .tls12, .tls13), ("TLSv1.1+", .tls11, .tls13),
+    ])
+    func methods(name: String, min: TLSVersion, max: TLSVersion) throws {
+        let c = try load("tls_method=\(name)\n" + minimalRoute)
+        let d = try #require(c.tls.defaultServer)
+        #expect(d.method.minimum == min && d.method.maximum == max)
+        #expect(c.warnings.contains { $0.message.contains("BCP 195") } == (min < .tls12))
+    }
+
+    @Test("beyond the seed: per-domain verify/ciphers, SNI domains, client domains, depth, CRL, password")
+    func beyondSeed() throws {
+        let c = try load("""
+        listen=tls:127.0.0.1:5061
+        tls_verify_depth=3
+        tls_crl="crl.pem"
+        tls_private_key_password="s3cret"
+        tls_domain[127.0.0.1:5061] {
+            tls_server_name="sip.example.com"
+            tls_certificate="example.pem"
+            tls_verify=1
+            tls_require_certificate=1
+        }
+        tls_client_domain[192.0.2.7:5061] {
+            tls_verify=1
+            tls_server_name="pbx.example.net"
+            tls_allow_wildcard_certs=yes
+        }
+        tls_client_domain {
+            tls_verify=1
+            tls_verify_hostname=no
+        }
+        \(minimalRoute)
+        """)
+        let sni = try #require(c.tls.domains.first { $0.serverName == "sip.example.com" })
+        #expect(sni.role == .server && sni.verify && sni.requireCertificate && sni.verifyDepth == 3)
+        #expect(sni.crl == "/etc/swiftser/crl.pem" && sni.privateKeyPassword == "s3cret")
+        let client = try #require(c.tls.domains.first { $0.role == .client && $0.address != nil })
+        #expect(client.address == HostPort(host: "192.0.2.7", port: 5061) && client.allowWildcardCertificates)
+        let defClient = try #require(c.tls.defaultClient)
+        #expect(defClient.verify && !defClient.verifyHostname)
+    }
+}
+
+@Suite("Config errors name file, line, column and what was expected")
+struct ConfigErrorTests {
+    @Test("syntax error with caret")
+    func syntax() {
+        let e = errors("listen=udp:127.0.0.1:5060\nrequest_route {\n  if (method == \"INVITE\" {\n    drop;\n  }\n}\n")
+        let first = try! #require(e.first)
+        #expect(first.location == SourceLocation(file: "/etc/swiftser/test.cfg", line: 3, column: 26))
+        #expect(first.message == "expected ')' to close the if condition, found '{'")
+        #expect(first.description == """
+        /etc/swiftser/test.cfg:3:26: error: expected ')' to close the if condition, found '{'
+              if (method == "INVITE" {
+                                     ^
+        """)
+    }
+
+    @Test("one error per kind, with its position", arguments: [
+        ("request_route { foo(); }", 1, 17, "unknown function 'foo'"),
+        ("request_route { sl_send_reply(\"200\"); }", 1, 17, "sl_send_reply takes 2 arguments, given 1"),
+        ("request_route { route(nowhere); }", 1, 17, "route(nowhere): there is no route[nowhere]"),
+        ("request_route { $xyz = 1; }", 1, 17, "unknown pseudo-variable '$xyz'"),
+        ("request_route { $fu = \"sip:a@b\"; }", 1, 17, "$fu cannot be assigned; assignable are $ru, $rU, $rd, $rp, $du, $var(…), $avp(…)"),
+        ("request_route { sl_send_reply(\"900\", \"x\"); }", 1, 31, "reply code must be between 100 and 699"),
+        ("request_route { break; }", 1, 17, "'break' outside a while loop or switch"),
+        ("loadmodule \"acc.so\"\nrequest_route { drop; }", 1, 12, "module 'acc' is not provided by SwiftSER"),
+        ("frobnicate=1\nrequest_route { drop; }", 1, 1, "unknown parameter 'frobnicate'"),
+        ("tls_verify=maybe\nrequest_route { drop; }", 1, 12, "tls_verify needs yes/no (or 1/0, on/off), found 'maybe'"),
+        ("listen=tls:127.0.0.1:5061\ntls_domain[127.0.0.1:5062] { tls_verify=1 }\nrequest_route { drop; }", 2, 1, "tls_domain[127.0.0.1:5062] is not a TLS listener"),
+        ("route[a] { route(b); }\nroute[b] { route(a); }\nrequest_route { route(a); }", 2, 12, "route(a) recurses"),
+        ("loadmodule \"sl.so\"\nrequest_route { t_relay(); }", 2, 17, "t_relay needs loadmodule \"tm.so\""),
+        ("request_route { if ($rm =~ \"(\") { drop; } }", 1, 28, "regular expression '(' does not compile"),
+        ("listen=sctp:127.0.0.1\nrequest_route { drop; }", 1, 8, "'sctp' is not supported"),
+        ("#!ifdef X\nrequest_route { drop; }", 1, 1, "never closed with #!endif"),
+    ])
+    func errorKinds(text: String, line: Int, column: Int, message: String) {
+        let e = errors(text)
+        let match = e.first { $0.message.contains(message) }
+        #expect(match != nil, "got \(e.map(\.description))")
+        #expect(match?.location.line == line && match?.location.column == column, "at \(String(describing: match?.location))")
+    }
+
+    @Test("several errors are all reported")
+    func several() {
+        let e = errors("foo=1\nbar=2\nrequest_route { baz(); }")
+        #expect(e.count == 3)
+    }
+
+    @Test("no request route is an error")
+    func noRoute() {
+        #expect(errors("listen=udp:127.0.0.1").first?.message.contains("no request route") == true)
+    }
+
+    @Test("an included file's error names the included file")
+    func includedError() {
+        let e = errors("include_file \"inc.cfg\"\n" + minimalRoute, extra: ["/etc/swiftser/inc.cfg": "\n\nbad_param=1\n"])
+        #expect(e.first?.location == SourceLocation(file: "/etc/swiftser/inc.cfg", line: 3, column: 1))
+    }
+}
+
+@Suite("Preprocessor, modules and the route script")
+struct ScriptTests {
+    @Test("#!define, #!ifdef/#!else/#!endif, #!substdef, include_file, import_file")
+    func preprocessor() throws {
+        let c = try load("""
+        #!define WITH_TLS
+        #!define TLS_PORT 5071
+        #!substdef "/LOCALIP/127.0.0.2/"
+        #!ifdef WITH_TLS
+        listen=tls:LOCALIP:TLS_PORT
+        #!else
+        listen=udp:127.0.0.1:5060
+        #!endif
+        #!ifndef WITH_TLS
+        frobnicate=1
+        #!endif
+        import_file "missing-is-fine.cfg"
+        include_file "routes.cfg"
+        """, extra: ["/etc/swiftser/routes.cfg": minimalRoute])
+        #expect(c.listens.map(\.description) == ["tls:127.0.0.2:5071"])
+        #expect(c.script.main != nil)
+    }
+
+    @Test("every route-script construct parses")
+    func constructs() throws {
+        let c = try load("""
+        loadmodule "tm.so"
+        loadmodule "sl.so"
+        loadmodule "rr.so"
+        loadmodule "maxfwd.so"
+        loadmodule "registrar.so"
+        loadmodule "usrloc.so"
+        loadmodule "textops.so"
+        loadmodule "siputils.so"
+        loadmodule "xlog.so"
+        loadmodule "tls.so"
+        modparam("registrar", "default_expires", 1800)
+        modparam("usrloc", "db_url", "sqlite:///var/lib/swiftser/location.db")
+        modparam("tm", "fr_timer", 5000)
+        request_route {
+            if (!mf_process_maxfwd_header("10")) { sl_send_reply("483", "Too Many Hops"); exit; }
+            if (has_totag()) { if (loose_route()) { route(RELAY); } else { sl_send_reply("404", "Not here"); } exit; }
+            if (is_method("REGISTER")) { if (!save("location")) { sl_reply_error(); } exit; }
+            if (uri == myself && method != "OPTIONS" && !(src_ip == "127.0.0.1" || src_port == 5060)) {
+                xlog("L_INFO", "from $fu to $ru via $pr/$tls_version\\n");
+            }
+            if ($rm =~ "^(INVITE|MESSAGE)$" && $hdr(Subject) !~ "spam") { setflag(1); }
+            switch ($rm) {
+                case "INVITE": record_route(); break;
+                case "BYE": $var(n) = 0; break;
+                default: append_hf("X-Seen: yes\\r\\n");
+            }
+            $var(i) = 0;
+            while ($var(i) < 3) { $var(i) = $var(i) + 1; }
+            $avp(dest) = "sip:pbx.example.com";
+            $du = "sip:127.0.0.1:5080;transport=udp";
+            if (is_peer_verified() && $tls_peer_subject_cn == "phone") { remove_hf("X-Trust"); }
+            if (!lookup("location")) { t_reply("404", "Not Found"); exit; }
+            t_on_failure("REROUTE");
+            t_on_reply("REPLY");
+            route(RELAY);
+        }
+        route[RELAY] { if (!t_relay()) { sl_reply_error(); } exit; }
+        failure_route[REROUTE] { if (t_check_status("408")) { $ru = "sip:backup@127.0.0.1"; t_relay(); } }
+        onreply_route[REPLY] { if (status =~ "^18") { xlog("L_DBG", "ringing\\n"); } }
+        branch_route[B] { return; }
+        """)
+        #expect(c.script.blocks.count == 5)
+        #expect(c.registrar.defaultExpires == 1800)
+        #expect(c.registrar.database == "/var/lib/swiftser/location.db")
+        #expect(c.transactions.finalResponseTimeout == 5000)
+        #expect(c.modules.count == 10)
+    }
+}
+
+@Suite("Kamailio tls.cfg profiles")
+struct ProfileTests {
+    @Test("a tls.cfg profile loads to the same domains as the equivalent tls_domain blocks")
+    func profileEqualsBlocks() throws {
+        let profile = """
+        # Kamailio-style profile
+        [server:default]
+        method = TLSv1.2+
+        verify_certificate = no
+        require_certificate = no
+        private_key = /etc/kamailio/kamailio.key
+        certificate = /etc/kamailio/kamailio.pem
+        ca_list = /etc/kamailio/ca.pem
+
+        [client:default]
+        verify_certificate = yes
+        require_certificate = yes
+
+        [server:127.0.0.1:5061]
+        verify_certificate = yes
+        require_certificate = yes
+        certificate = /etc/kamailio/lo.pem
+        private_key = /etc/kamailio/lo.key
+
+        [client:192.0.2.9:5061]
+        server_name = pbx.example.net
+        verify_certificate = yes
+        """
+        let k = try load("""
+        listen=tls:127.0.0.1:5061
+        loadmodule "tls.so"
+        loadmodule "sl.so"
+        modparam("tls", "config", "/etc/kamailio/tls.cfg")
+        \(minimalRoute)
+        """, extra: ["/etc/kamailio/tls.cfg": profile])
+        let s = try load("""
+        listen=tls:127.0.0.1:5061
+        tls_server_domain {
+          tls_method=tlsv1.2+
+          tls_private_key="/etc/kamailio/kamailio.key"
+          tls_certificate="/etc/kamailio/kamailio.pem"
+          tls_ca_list="/etc/kamailio/ca.pem"
+        }
+        tls_client_domain { tls_verify=1
+          tls_require_certificate=1 }
+        tls_domain[127.0.0.1:5061] { tls_verify=1
+          tls_require_certificate=1
+          tls_certificate="/etc/kamailio/lo.pem"
+          tls_private_key="/etc/kamailio/lo.key" }
+        tls_client_domain[192.0.2.9:5061] { tls_server_name="pbx.example.net"
+          tls_verify=1 }
+        \(minimalRoute)
+        """)
+        func strip(_ d: [TLSDomain]) -> [String] {
+            d.map { x in
+                var y = x
+                y.location = nil
+                y.method.name = y.method.name.lowercased()
+                return "\(y.role) \(String(describing: y.address)) \(y.serverName ?? "-") \(y.certificate) \(y.privateKey) \(y.caList ?? "-") \(y.method.minimum)-\(y.method.maximum) \(y.verify) \(y.requireCertificate)"
+            }.sorted()
+        }
+        #expect(strip(k.tls.domains) == strip(s.tls.domains))
+        #expect(k.tls.domains.count == 4)
+    }
+}
