@@ -138,6 +138,8 @@ struct Builder {
             if let v = bool(a) { config.tls.disabled = v }
         case "enable_tls":
             if let v = bool(a) { config.tls.disabled = !v }
+        case "tls_auto_dev_certificates":
+            if let v = bool(a) { config.tls.autoDevelopmentCertificates = v }
         case "tls_handshake_timeout":
             if let v = positive(a) { config.tls.handshakeTimeout = v }
         case "tls_send_timeout":

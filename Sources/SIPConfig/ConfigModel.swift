@@ -233,6 +233,9 @@ public struct TLSSettings: Sendable, Equatable {
     public var domains: [TLSDomain] = []
     /// Path of a Kamailio `tls.cfg` profile file, when one was loaded.
     public var profileFile: String?
+    /// `tls_auto_dev_certificates=yes`: create a development CA and server
+    /// certificate at start when the default domain's files are missing.
+    public var autoDevelopmentCertificates = false
 
     public var defaultServer: TLSDomain? { domains.first { $0.role == .server && $0.isDefault } }
     public var defaultClient: TLSDomain? { domains.first { $0.role == .client && $0.isDefault } }

@@ -31,6 +31,12 @@ public struct PseudoVariable: Sendable, Equatable, CustomStringConvertible {
     public var argument: String?
     public var location: SourceLocation
 
+    public init(name: String, argument: String?, location: SourceLocation) {
+        self.name = name
+        self.argument = argument
+        self.location = location
+    }
+
     public var description: String { argument.map { "$\(name)(\($0))" } ?? "$\(name)" }
 }
 

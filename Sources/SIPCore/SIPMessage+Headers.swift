@@ -175,7 +175,7 @@ extension SIPMessage {
 
 extension SIPHeaderField {
     /// The first value of a list, without splitting the rest.
-    static func firstListValue(_ v: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
+    public static func firstListValue(_ v: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
         var i = v.startIndex
         var inQuote = false, inAngle = false
         while i < v.endIndex {

@@ -1,0 +1,258 @@
+import Foundation
+import SIPConfig
+
+/// The route script in executable form: names resolved to enum cases,
+/// route references to indices, regular expressions compiled. Built once
+/// at load; running a message never looks at script text again.
+final class CompiledScript: @unchecked Sendable {
+    enum Keyword { case method, uri, srcIP, srcPort, dstIP, dstPort, proto, af, status, myself }
+
+    enum PV {
+        case ru, rU, rd, rp, fu, fU, fd, tu, tU, td, ci, cs, rm, rs, rr, si, sp, Ri, Rp, pr, du, ua, mb, ml
+        case hdr(String), variable(String), avp(String)
+        case tlsVersion, tlsCipher, tlsPeerSubject, tlsPeerSubjectCN, tlsPeerIssuer, tlsPeerVerified, tlsPeerServerName, null
+    }
+
+    enum Function {
+        case forward(TransportChoice), route, setflag, resetflag, isflag, isPeerVerified
+        case slSendReply, slReplyError, tRelay, tReply, tOnFailure, tOnReply, tOnBranch, tCheckTrans, tNewTran, tIsCanceled, tCheckStatus
+        case recordRoute, looseRoute, save, lookup, registered, maxfwd, appendHF, removeHF, isPresentHF, isMethod, hasTotag, uriParam
+        case xlog, sanityCheck
+    }
+
+    enum TransportChoice { case any, udp, tcp, tls, send }
+
+    indirect enum Expr {
+        case string(String)
+        case number(Int)
+        case pv(PV)
+        case keyword(Keyword)
+        case call(Call)
+        case not(Expr)
+        case and(Expr, Expr)
+        case or(Expr, Expr)
+        case compare(CompareOp, Expr, Expr)
+        case arithmetic(String, Expr, Expr)
+    }
+
+    enum CompareOp { case eq, ne, lt, gt, le, ge, match(NSRegularExpression?), notMatch(NSRegularExpression?) }
+
+    struct Call {
+        var function: Function
+        var args: [Expr]
+        /// Index of the route block a route/t_on_* argument names.
+        var routeIndex: Int?
+        /// A precompiled xlog format or regex argument where the function uses one.
+        var format: [FormatPart]?
+        var regex: NSRegularExpression?
+        var location: SourceLocation
+    }
+
+    enum FormatPart { case text(String), pv(PV) }
+
+    indirect enum Stmt {
+        case call(Call)
+        case ifElse(Expr, [Stmt], [Stmt])
+        case switchCase(Expr, [(Expr?, [Stmt])])
+        case whileLoop(Expr, [Stmt])
+        case assign(PV, Expr)
+        case drop, exit, breakLoop
+        case returnValue(Expr?)
+        case block([Stmt])
+    }
+
+    struct Block {
+        var kind: RouteScript.Kind
+        var name: String
+        var body: [Stmt]
+    }
+
+    var blocks: [Block] = []
+    var mainRequest: Int?
+    var mainReply: Int?
+
+    func index(_ kind: RouteScript.Kind, _ name: String) -> Int? {
+        blocks.firstIndex { $0.kind == kind && $0.name == name }
+    }
+
+    init(_ script: RouteScript) {
+        // Indices first so references resolve in any order.
+        blocks = script.blocks.map { Block(kind: $0.kind, name: $0.name, body: []) }
+        for (i, b) in script.blocks.enumerated() { blocks[i].body = b.body.map(compile) }
+        mainRequest = index(.request, "")
+        mainReply = index(.reply, "")
+    }
+
+    static func pv(_ v: PseudoVariable) -> PV {
+        switch v.name {
+        case "ru": return .ru
+        case "rU": return .rU
+        case "rd": return .rd
+        case "rp": return .rp
+        case "fu": return .fu
+        case "fU": return .fU
+        case "fd": return .fd
+        case "tu": return .tu
+        case "tU": return .tU
+        case "td": return .td
+        case "ci": return .ci
+        case "cs": return .cs
+        case "rm": return .rm
+        case "rs": return .rs
+        case "rr": return .rr
+        case "si": return .si
+        case "sp": return .sp
+        case "Ri": return .Ri
+        case "Rp": return .Rp
+        case "pr": return .pr
+        case "du": return .du
+        case "ua": return .ua
+        case "mb": return .mb
+        case "ml": return .ml
+        case "hdr": return .hdr(v.argument ?? "")
+        case "var": return .variable(v.argument ?? "")
+        case "avp": return .avp(v.argument ?? "")
+        case "tls_version": return .tlsVersion
+        case "tls_cipher_info": return .tlsCipher
+        case "tls_peer_subject": return .tlsPeerSubject
+        case "tls_peer_subject_cn": return .tlsPeerSubjectCN
+        case "tls_peer_issuer": return .tlsPeerIssuer
+        case "tls_peer_verified": return .tlsPeerVerified
+        case "tls_peer_server_name": return .tlsPeerServerName
+        case "null": return .null
+        default: return .variable(v.name) // unreachable: the checker refused unknown names
+        }
+    }
+
+    static func keyword(_ k: String) -> Keyword {
+        switch k {
+        case "method": return .method
+        case "uri": return .uri
+        case "src_ip": return .srcIP
+        case "src_port": return .srcPort
+        case "dst_ip": return .dstIP
+        case "dst_port": return .dstPort
+        case "proto": return .proto
+        case "af": return .af
+        case "status": return .status
+        default: return .myself
+        }
+    }
+
+    func compile(_ e: SIPConfig.Expression) -> Expr {
+        switch e {
+        case .string(let s, _): return .string(s)
+        case .number(let n, _): return .number(n)
+        case .variable(let v): return .pv(CompiledScript.pv(v))
+        case .keyword(let k, _): return .keyword(CompiledScript.keyword(k))
+        case .call(let c): return .call(compile(c))
+        case .not(let x): return .not(compile(x))
+        case .and(let a, let b): return .and(compile(a), compile(b))
+        case .or(let a, let b): return .or(compile(a), compile(b))
+        case .arithmetic(let op, let a, let b, _): return .arithmetic(op, compile(a), compile(b))
+        case .compare(let op, let a, let b, _):
+            let rhs = compile(b)
+            var regex: NSRegularExpression? = nil
+            if op == "=~" || op == "!~", case .string(let p) = rhs { regex = try? NSRegularExpression(pattern: p) }
+            let cop: CompareOp
+            switch op {
+            case "==": cop = .eq
+            case "!=": cop = .ne
+            case "<": cop = .lt
+            case ">": cop = .gt
+            case "<=": cop = .le
+            case ">=": cop = .ge
+            case "=~": cop = .match(regex)
+            default: cop = .notMatch(regex)
+            }
+            return .compare(cop, compile(a), rhs)
+        }
+    }
+
+    static let functionTable: [String: Function] = [
+        "forward": .forward(.any), "forward_udp": .forward(.udp), "forward_tcp": .forward(.tcp), "forward_tls": .forward(.tls),
+        "send": .forward(.send), "route": .route, "setflag": .setflag, "resetflag": .resetflag, "isflag": .isflag,
+        "is_peer_verified": .isPeerVerified, "sl_send_reply": .slSendReply, "sl_reply_error": .slReplyError,
+        "t_relay": .tRelay, "t_reply": .tReply, "t_on_failure": .tOnFailure, "t_on_reply": .tOnReply, "t_on_branch": .tOnBranch,
+        "t_check_trans": .tCheckTrans, "t_newtran": .tNewTran, "t_is_canceled": .tIsCanceled, "t_check_status": .tCheckStatus,
+        "record_route": .recordRoute, "loose_route": .looseRoute, "save": .save, "lookup": .lookup, "registered": .registered,
+        "mf_process_maxfwd_header": .maxfwd, "append_hf": .appendHF, "remove_hf": .removeHF, "is_present_hf": .isPresentHF,
+        "is_method": .isMethod, "has_totag": .hasTotag, "uri_param": .uriParam, "xlog": .xlog, "sanity_check": .sanityCheck,
+    ]
+
+    func compile(_ c: SIPConfig.Call) -> Call {
+        let f = CompiledScript.functionTable[c.name]!
+        var call = Call(function: f, args: c.arguments.map(compile), routeIndex: nil, format: nil, regex: nil, location: c.location)
+        if let ra = Builtins.functions[c.name]?.routeArgument, ra.index < c.arguments.count {
+            var name = ""
+            switch c.arguments[ra.index] {
+            case .string(let s, _): name = s
+            case .number(let n, _): name = String(n)
+            case .keyword(let k, _): name = k
+            default: break
+            }
+            call.routeIndex = index(ra.kind, name)
+        }
+        if case .xlog = f, case .string(let fmt, _)? = c.arguments.last {
+            call.format = CompiledScript.parseFormat(fmt)
+        }
+        if case .tCheckStatus = f, case .string(let p, _)? = c.arguments.first {
+            call.regex = try? NSRegularExpression(pattern: p)
+        }
+        return call
+    }
+
+    func compile(_ s: Statement) -> Stmt {
+        switch s {
+        case .call(let c): return .call(compile(c))
+        case .ifElse(let cond, let then, let els): return .ifElse(compile(cond), then.map(compile), (els ?? []).map(compile))
+        case .switchCase(let subject, let cases, _): return .switchCase(compile(subject), cases.map { ($0.value.map(compile), $0.body.map(compile)) })
+        case .whileLoop(let cond, let body, _): return .whileLoop(compile(cond), body.map(compile))
+        case .assign(let v, let e): return .assign(CompiledScript.pv(v), compile(e))
+        case .drop: return .drop
+        case .exit: return .exit
+        case .breakLoop: return .breakLoop
+        case .returnValue(let e, _): return .returnValue(e.map(compile))
+        case .block(let b): return .block(b.map(compile))
+        }
+    }
+
+    /// Splits an xlog format into text and pseudo-variables (`$ru`, `$hdr(X)`, `$var(y)`).
+    static func parseFormat(_ s: String) -> [FormatPart] {
+        var parts: [FormatPart] = []
+        var text = ""
+        let chars = Array(s)
+        var i = 0
+        while i < chars.count {
+            if chars[i] == "$", i + 1 < chars.count, chars[i + 1].isLetter || chars[i + 1] == "(" {
+                var j = i + 1
+                var name = ""
+                var arg: String? = nil
+                if chars[j] == "(" {
+                    j += 1
+                    while j < chars.count, chars[j] != ")" { name.append(chars[j]); j += 1 }
+                    j += 1
+                } else {
+                    while j < chars.count, chars[j].isLetter || chars[j].isNumber || chars[j] == "_" { name.append(chars[j]); j += 1 }
+                    if j < chars.count, chars[j] == "(", Builtins.pseudoVariables[name]?.argument == true {
+                        j += 1
+                        var a = ""
+                        while j < chars.count, chars[j] != ")" { a.append(chars[j]); j += 1 }
+                        j += 1
+                        arg = a
+                    }
+                }
+                if Builtins.pseudoVariables[name] != nil {
+                    if !text.isEmpty { parts.append(.text(text)); text = "" }
+                    parts.append(.pv(pv(PseudoVariable(name: name, argument: arg, location: SourceLocation(file: "", line: 0, column: 0)))))
+                    i = j
+                    continue
+                }
+            }
+            text.append(chars[i])
+            i += 1
+        }
+        if !text.isEmpty { parts.append(.text(text)) }
+        return parts
+    }
+}

@@ -1,0 +1,184 @@
+import Foundation
+import Logging
+import SIPConfig
+import SIPCore
+import SIPTransport
+
+extension ProxyCore {
+    /// Runs a script function. Returns Kamailio's convention: > 0 true,
+    /// < 0 false, 0 stop the script.
+    func call(_ c: CompiledScript.Call, _ ctx: MessageContext) -> Int {
+        func arg(_ i: Int) -> String { i < c.args.count ? eval(c.args[i], ctx).string : "" }
+        switch c.function {
+        case .slSendReply:
+            guard ctx.message.isRequest else { return -1 }
+            let code = Int(arg(0)) ?? 500
+            reply(ctx, code: code, reason: arg(1))
+            return 1
+        case .slReplyError:
+            let (code, reason) = ctx.lastError ?? (500, "Server Internal Error")
+            reply(ctx, code: code, reason: reason)
+            return 1
+        case .tReply:
+            let code = Int(arg(0)) ?? 500
+            reply(ctx, code: code, reason: arg(1), stateful: true)
+            return 1
+        case .forward(let choice):
+            var forced: (TransportProtocol?, String, UInt16?)? = nil
+            if !c.args.isEmpty {
+                let proto: TransportProtocol? = {
+                    switch choice {
+                    case .udp: return .udp
+                    case .tcp: return .tcp
+                    case .tls: return .tls
+                    default: return nil
+                    }
+                }()
+                forced = (proto, arg(0), c.args.count > 1 ? UInt16(arg(1)) : nil)
+            } else if case .udp = choice {
+                forced = (.udp, "", nil)
+            } else if case .tcp = choice {
+                forced = (.tcp, "", nil)
+            } else if case .tls = choice {
+                forced = (.tls, "", nil)
+            }
+            return forwardStateless(ctx, forced: forced) ? 1 : -1
+        case .tRelay:
+            return transactions.relay(ctx) ? 1 : -1
+        case .route:
+            guard let idx = c.routeIndex else { return -1 }
+            switch run(block: idx, ctx) {
+            case .drop, .exit: return 0
+            case .returned(let v): return v
+            default: return 1
+            }
+        case .setflag:
+            if let n = Int(arg(0)), (0..<64).contains(n) { ctx.flags |= 1 << UInt64(n) }
+            return 1
+        case .resetflag:
+            if let n = Int(arg(0)), (0..<64).contains(n) { ctx.flags &= ~(1 << UInt64(n)) }
+            return 1
+        case .isflag:
+            if let n = Int(arg(0)), (0..<64).contains(n) { return ctx.flags & (1 << UInt64(n)) != 0 ? 1 : -1 }
+            return -1
+        case .isPeerVerified:
+            return ctx.received.tls?.peerVerified == true ? 1 : -1
+        case .tOnFailure:
+            ctx.failureRoute = c.routeIndex
+            return 1
+        case .tOnReply:
+            ctx.replyRoute = c.routeIndex
+            return 1
+        case .tOnBranch:
+            ctx.branchRoute = c.routeIndex
+            return 1
+        case .tCheckTrans:
+            return transactions.exists(for: ctx.message) ? 1 : -1
+        case .tNewTran:
+            return transactions.newServerTransaction(ctx) != nil ? 1 : -1
+        case .tIsCanceled:
+            return ctx.transaction?.canceled == true ? 1 : -1
+        case .tCheckStatus:
+            guard let status = ctx.status else { return -1 }
+            let s = String(status)
+            let re = c.regex ?? (try? NSRegularExpression(pattern: arg(0)))
+            return re?.firstMatch(in: s, range: NSRange(s.startIndex..., in: s)) != nil ? 1 : -1
+        case .recordRoute:
+            ctx.recordRoute = true
+            if !c.args.isEmpty { ctx.recordRouteParams = arg(0) }
+            return 1
+        case .looseRoute:
+            return looseRoute(ctx) ? 1 : -1
+        case .save:
+            return registrarSave(ctx, table: arg(0)) ? 1 : -1
+        case .lookup:
+            return registrarLookup(ctx, table: arg(0))
+        case .registered:
+            guard let s = ctx.message.requestURIString, let u = try? SIPURI.parse(s) else { return -1 }
+            return location.bindings(for: LocationService.aor(u)).isEmpty ? -1 : 1
+        case .maxfwd:
+            guard ctx.message.isRequest else { return -1 }
+            let limit = UInt8(clamping: Int(arg(0)) ?? 70)
+            guard let current = try? ctx.message.maxForwards() else {
+                ctx.message.setMaxForwards(limit)
+                ctx.maxForwardsDone = true
+                return 1
+            }
+            if current == 0 { return -1 }
+            ctx.message.setMaxForwards(min(current - 1, limit))
+            ctx.maxForwardsDone = true
+            return 1
+        case .appendHF:
+            var text = arg(0)
+            while text.hasSuffix("\n") || text.hasSuffix("\r") { text.removeLast() }
+            guard let colon = text.firstIndex(of: ":") else { return -1 }
+            ctx.message.appendHeader(String(text[..<colon]).trimmingCharacters(in: .whitespaces),
+                                     text[text.index(after: colon)...].trimmingCharacters(in: .whitespaces))
+            return 1
+        case .removeHF:
+            return ctx.message.removeHeaders(named: arg(0)) > 0 ? 1 : -1
+        case .isPresentHF:
+            return ctx.message.header(named: arg(0)) != nil ? 1 : -1
+        case .isMethod:
+            let name = ctx.message.method?.name ?? ((try? ctx.message.cseq()) ?? nil)?.method.name ?? ""
+            return arg(0).split(separator: "|").contains { $0 == name } ? 1 : -1
+        case .hasTotag:
+            return ((try? ctx.message.to()) ?? nil)?.tag != nil ? 1 : -1
+        case .uriParam:
+            guard let s = ctx.message.requestURIString, let u = try? SIPURI.parse(s), let v = u.parameter(arg(0)) else { return -1 }
+            if c.args.count > 1 { return v == arg(1) ? 1 : -1 }
+            return 1
+        case .xlog:
+            let levelName = c.args.count == 2 ? arg(0) : "L_ERR"
+            let text = c.format.map { format($0, ctx) } ?? arg(c.args.count - 1)
+            let msg = Logger.Message(stringLiteral: text.hasSuffix("\n") ? String(text.dropLast()) : text)
+            switch levelName {
+            case "L_ALERT", "L_CRIT": logger.critical(msg)
+            case "L_ERR": logger.error(msg)
+            case "L_WARN": logger.warning(msg)
+            case "L_NOTICE": logger.notice(msg)
+            case "L_INFO": logger.info(msg)
+            default: logger.debug(msg)
+            }
+            return 1
+        case .sanityCheck:
+            return (try? ctx.message.validate()) != nil ? 1 : -1
+        }
+    }
+
+    /// Replies to the request being processed, through its transaction
+    /// when there is one.
+    func reply(_ ctx: MessageContext, code: Int, reason: String, stateful: Bool = false) {
+        guard ctx.message.isRequest, ctx.received.message.method != .ack else { return }
+        ctx.replied = true
+        if stateful || ctx.transaction != nil {
+            let t = ctx.transaction ?? transactions.newServerTransaction(ctx)
+            t?.reply(code: code, reason: reason)
+            if t != nil { return }
+        }
+        sendReply(to: ctx.received, request: ctx.requestForReplies, code: code, reason: reason)
+    }
+
+    /// RFC 3261 §16.4 and §16.12: removes the Route values that name this
+    /// proxy (two with r2=on), repairs a strict-routed Request-URI.
+    /// True when the request carried a route set.
+    func looseRoute(_ ctx: MessageContext) -> Bool {
+        guard var routes = try? ctx.message.routes(), !routes.isEmpty || ctx.message.isRequest else { return false }
+        // Strict router before us: the R-URI is our own Record-Route value.
+        if let s = ctx.message.requestURIString, let ru = try? SIPURI.parse(s), isMyself(uri: ru), ru.isLooseRouter || ru.hasParameter("r2"), let last = routes.last {
+            ctx.message.setRequestURI(last.uri.description)
+            // Drop the last Route value: rebuild the Route list without it.
+            routes.removeLast()
+            ctx.message.removeHeaders(.route)
+            for r in routes { ctx.message.appendHeader(SIPHeaderField(.route, value: ArraySlice(Array("<\(r.uri.description)>".utf8)))) }
+        }
+        guard let first = routes.first else { return false }
+        if isMyself(uri: first.uri) {
+            ctx.message.popFirstValue(.route)
+            if first.uri.parameter("r2") == "on", routes.count > 1, isMyself(uri: routes[1].uri) {
+                ctx.message.popFirstValue(.route)
+            }
+        }
+        return true
+    }
+}

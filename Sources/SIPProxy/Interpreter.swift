@@ -1,0 +1,280 @@
+import Foundation
+import SIPConfig
+import SIPCore
+import SIPTransport
+
+/// How a block of statements ended.
+enum Flow: Equatable {
+    case next
+    case drop
+    case exit
+    case returned(Int)
+    case breakLoop
+}
+
+extension ProxyCore {
+    static let maxSteps = 100_000
+    static let maxDepth = 100
+
+    /// Runs a route block; `drop` and `exit` end the whole script run.
+    @discardableResult
+    func run(block index: Int, _ ctx: MessageContext) -> Flow {
+        ctx.depth += 1
+        defer { ctx.depth -= 1 }
+        guard ctx.depth <= ProxyCore.maxDepth else {
+            logger.error("route nesting deeper than \(ProxyCore.maxDepth); stopping the script")
+            return .exit
+        }
+        let previous = ctx.routeKind
+        ctx.routeKind = script.blocks[index].kind
+        defer { ctx.routeKind = previous }
+        return exec(script.blocks[index].body, ctx)
+    }
+
+    func exec(_ stmts: [CompiledScript.Stmt], _ ctx: MessageContext) -> Flow {
+        for s in stmts {
+            ctx.steps += 1
+            if ctx.steps > ProxyCore.maxSteps {
+                logger.error("route script ran more than \(ProxyCore.maxSteps) steps on one message (a loop without end?); stopping it")
+                return .exit
+            }
+            let f = execOne(s, ctx)
+            if f != .next { return f }
+        }
+        return .next
+    }
+
+    func execOne(_ s: CompiledScript.Stmt, _ ctx: MessageContext) -> Flow {
+        switch s {
+        case .call(let c):
+            let r = call(c, ctx)
+            return r == 0 ? .exit : .next
+        case .ifElse(let cond, let then, let els):
+            switch condition(cond, ctx) {
+            case .none: return .exit
+            case .some(true): return exec(then, ctx)
+            case .some(false): return exec(els, ctx)
+            }
+        case .switchCase(let subject, let cases):
+            let v = eval(subject, ctx)
+            var matched = false
+            for (value, body) in cases {
+                if !matched {
+                    if let value { matched = equal(v, eval(value, ctx)) } else { matched = true }
+                }
+                if matched {
+                    let f = exec(body, ctx)
+                    if f == .breakLoop { return .next }
+                    if f != .next { return f }
+                }
+            }
+            return .next
+        case .whileLoop(let cond, let body):
+            while condition(cond, ctx) == true {
+                let f = exec(body, ctx)
+                if f == .breakLoop { break }
+                if f != .next { return f }
+                if ctx.steps > ProxyCore.maxSteps { return .exit }
+            }
+            return .next
+        case .assign(let pv, let e):
+            assign(pv, eval(e, ctx), ctx)
+            return .next
+        case .drop: return .drop
+        case .exit: return .exit
+        case .breakLoop: return .breakLoop
+        case .returnValue(let e): return .returned(e.map { eval($0, ctx).int } ?? 1)
+        case .block(let b): return exec(b, ctx)
+        }
+    }
+
+    /// A condition; nil when a function in it returned 0 (exit).
+    func condition(_ e: CompiledScript.Expr, _ ctx: MessageContext) -> Bool? {
+        switch e {
+        case .call(let c):
+            let r = call(c, ctx)
+            if r == 0 { return nil }
+            return r > 0
+        case .not(let x):
+            return condition(x, ctx).map { !$0 }
+        case .and(let a, let b):
+            guard let l = condition(a, ctx) else { return nil }
+            return l ? condition(b, ctx) : false
+        case .or(let a, let b):
+            guard let l = condition(a, ctx) else { return nil }
+            return l ? true : condition(b, ctx)
+        case .compare(let op, let a, let b):
+            return compare(op, a, b, ctx)
+        default:
+            return eval(e, ctx).truthy
+        }
+    }
+
+    func equal(_ a: Value, _ b: Value) -> Bool {
+        switch (a, b) {
+        case (.int(let x), .int(let y)): return x == y
+        case (.null, .null): return true
+        case (.null, _), (_, .null): return false
+        default: return a.string == b.string
+        }
+    }
+
+    func compare(_ op: CompiledScript.CompareOp, _ a: CompiledScript.Expr, _ b: CompiledScript.Expr, _ ctx: MessageContext) -> Bool {
+        // `x == myself`
+        if case .keyword(.myself) = b {
+            let is_ = myself(eval(a, ctx).string, lhs: a, ctx)
+            if case .ne = op { return !is_ }
+            return is_
+        }
+        let l = eval(a, ctx)
+        let r = eval(b, ctx)
+        switch op {
+        case .eq: return equal(l, r)
+        case .ne: return !equal(l, r)
+        case .lt, .gt, .le, .ge:
+            let (x, y) = (l.int, r.int)
+            switch op {
+            case .lt: return x < y
+            case .gt: return x > y
+            case .le: return x <= y
+            default: return x >= y
+            }
+        case .match(let re), .notMatch(let re):
+            let regex = re ?? (try? NSRegularExpression(pattern: r.string))
+            let s = l.string
+            let found = regex?.firstMatch(in: s, range: NSRange(s.startIndex..., in: s)) != nil
+            if case .match = op { return found }
+            return !found
+        }
+    }
+
+    /// `uri == myself`, `$fd == myself`, `src_ip == myself`, …
+    func myself(_ value: String, lhs: CompiledScript.Expr, _ ctx: MessageContext) -> Bool {
+        if let u = try? SIPURI.parse(value) { return isMyself(uri: u) }
+        if let hp = ProxyCore.splitHostPort(value) { return isMyself(host: hp.0, port: hp.1) }
+        return false
+    }
+
+    func eval(_ e: CompiledScript.Expr, _ ctx: MessageContext) -> Value {
+        switch e {
+        case .string(let s): return .str(s)
+        case .number(let n): return .int(n)
+        case .pv(let pv): return get(pv, ctx)
+        case .keyword(let k): return keyword(k, ctx)
+        case .call(let c): return .int(call(c, ctx))
+        case .not(let x): return .int(condition(x, ctx) == true ? 0 : 1)
+        case .and, .or, .compare: return .int(condition(e, ctx) == true ? 1 : 0)
+        case .arithmetic(let op, let a, let b):
+            let l = eval(a, ctx), r = eval(b, ctx)
+            if op == "+", case .str = l { return .str(l.string + r.string) }
+            if op == "+", case .str = r { return .str(l.string + r.string) }
+            let (x, y) = (l.int, r.int)
+            switch op {
+            case "+": return .int(x &+ y)
+            case "-": return .int(x &- y)
+            case "*": return .int(x &* y)
+            case "/": return .int(y == 0 ? 0 : x / y)
+            case "%": return .int(y == 0 ? 0 : x % y)
+            case "|": return .int(x | y)
+            default: return .int(x & y)
+            }
+        }
+    }
+
+    func keyword(_ k: CompiledScript.Keyword, _ ctx: MessageContext) -> Value {
+        let r = ctx.received
+        switch k {
+        case .method: return .str(ctx.message.method?.name ?? ((try? ctx.message.cseq())??.method.name ?? ""))
+        case .uri: return .str(ctx.message.requestURIString ?? "")
+        case .srcIP: return .str(r.sourceIP)
+        case .srcPort: return .int(r.sourcePort)
+        case .dstIP: return .str(r.listener.host)
+        case .dstPort: return .int(Int(r.listener.port))
+        case .proto: return .str(r.proto.rawValue)
+        case .af: return .str(r.source.protocol == .inet6 ? "INET6" : "INET")
+        case .status: return ctx.status.map { .int($0) } ?? (ctx.message.statusCode.map { .int($0) } ?? .null)
+        case .myself: return .str("")
+        }
+    }
+
+    // MARK: Pseudo-variables
+
+    func get(_ pv: CompiledScript.PV, _ ctx: MessageContext) -> Value {
+        let m = ctx.message
+        func uriPart(_ s: String?, _ part: (SIPURI) -> String?) -> Value {
+            guard let s, let u = try? SIPURI.parse(s) else { return .null }
+            return part(u).map { .str($0) } ?? .null
+        }
+        switch pv {
+        case .ru: return m.requestURIString.map { .str($0) } ?? .null
+        case .rU: return uriPart(m.requestURIString) { $0.user }
+        case .rd: return uriPart(m.requestURIString) { $0.host }
+        case .rp: return uriPart(m.requestURIString) { u in u.port.map(String.init) ?? "5060" }
+        case .fu: return ((try? m.from()) ?? nil).map { .str($0.uri.description) } ?? .null
+        case .fU: return ((try? m.from()) ?? nil)?.uri.user.map { .str($0) } ?? .null
+        case .fd: return ((try? m.from()) ?? nil).map { .str($0.uri.host) } ?? .null
+        case .tu: return ((try? m.to()) ?? nil).map { .str($0.uri.description) } ?? .null
+        case .tU: return ((try? m.to()) ?? nil)?.uri.user.map { .str($0) } ?? .null
+        case .td: return ((try? m.to()) ?? nil).map { .str($0.uri.host) } ?? .null
+        case .ci: return m.callID.map { .str($0) } ?? .null
+        case .cs: return ((try? m.cseq()) ?? nil).map { .int(Int($0.number)) } ?? .null
+        case .rm: return .str(m.method?.name ?? ((try? m.cseq()) ?? nil)?.method.name ?? "")
+        case .rs: return ctx.status.map { .int($0) } ?? (m.statusCode.map { .int($0) } ?? .null)
+        case .rr: return m.reasonPhrase.map { .str($0) } ?? .null
+        case .si: return .str(ctx.received.sourceIP)
+        case .sp: return .int(ctx.received.sourcePort)
+        case .Ri: return .str(ctx.received.listener.host)
+        case .Rp: return .int(Int(ctx.received.listener.port))
+        case .pr: return .str(ctx.received.proto.rawValue)
+        case .du: return ctx.destinationURI.map { .str($0) } ?? .null
+        case .ua: return m.header(.userAgent).map { .str($0.valueString) } ?? .null
+        case .mb: return .str(ASCII_string(m.serialized()))
+        case .ml: return .int(m.serialized().count)
+        case .hdr(let name): return m.header(named: name).map { .str($0.valueString) } ?? .null
+        case .variable(let n): return ctx.vars[n] ?? .int(0)
+        case .avp(let n): return ctx.avps[n] ?? .null
+        case .tlsVersion: return ctx.received.tls?.version.map { .str($0) } ?? .null
+        case .tlsCipher: return ctx.received.tls?.cipher.map { .str($0) } ?? .null
+        case .tlsPeerSubject: return ctx.received.tls?.peerSubject.map { .str($0) } ?? .null
+        case .tlsPeerSubjectCN: return ctx.received.tls?.peerSubjectCN.map { .str($0) } ?? .null
+        case .tlsPeerIssuer: return ctx.received.tls?.peerIssuer.map { .str($0) } ?? .null
+        case .tlsPeerVerified: return .int(ctx.received.tls?.peerVerified == true ? 1 : 0)
+        case .tlsPeerServerName: return ctx.received.tls?.serverName.map { .str($0) } ?? .null
+        case .null: return .null
+        }
+    }
+
+    func assign(_ pv: CompiledScript.PV, _ v: Value, _ ctx: MessageContext) {
+        switch pv {
+        case .variable(let n): ctx.vars[n] = v
+        case .avp(let n): ctx.avps[n] = v
+        case .du: ctx.destinationURI = v == .null ? nil : v.string
+        case .ru:
+            if ctx.message.isRequest { ctx.message.setRequestURI(v.string) }
+        case .rU, .rd, .rp:
+            guard ctx.message.isRequest, let s = ctx.message.requestURIString, var u = try? SIPURI.parse(s) else { return }
+            switch pv {
+            case .rU: u.user = v == .null ? nil : v.string
+            case .rd: u.host = v.string
+            default: u.port = UInt16(v.string)
+            }
+            ctx.message.setRequestURI(u.description)
+        default:
+            logger.warning("assignment to a read-only pseudo-variable ignored")
+        }
+    }
+
+    /// Expands an xlog format.
+    func format(_ parts: [CompiledScript.FormatPart], _ ctx: MessageContext) -> String {
+        var s = ""
+        for p in parts {
+            switch p {
+            case .text(let t): s += t
+            case .pv(let pv): s += get(pv, ctx).printable
+            }
+        }
+        return s
+    }
+}
+
+func ASCII_string(_ b: [UInt8]) -> String { String(decoding: b, as: UTF8.self) }

@@ -1,0 +1,184 @@
+import CSQLite
+import Foundation
+import NIOConcurrencyHelpers
+import SIPCore
+import SIPTransport
+
+/// The location store (usrloc): bindings of addresses-of-record to
+/// contacts. Kept in memory for lookups and written through to an
+/// embedded SQLite file (WAL), read back at start, so a restart loses no
+/// registration. With no file it is memory only (`db_mode=0`).
+public final class LocationService: @unchecked Sendable {
+    public struct Binding: Sendable, Equatable {
+        public var aor: String
+        /// The contact URI as registered.
+        public var contact: String
+        /// Absolute expiry, seconds since 1970.
+        public var expires: Int64
+        public var q: Double?
+        public var callID: String
+        public var cseq: UInt32
+        /// RFC 5626 `+sip.instance` and `reg-id`.
+        public var instance: String?
+        public var regID: UInt32?
+        /// RFC 3327 Path values.
+        public var path: [String]
+        /// Where the REGISTER came from: transport, address, connection.
+        public var proto: String
+        public var receivedIP: String
+        public var receivedPort: Int
+        public var connectionID: UInt64?
+        public var userAgent: String?
+        /// The listener it arrived on (`proto:host:port`).
+        public var socket: String
+
+        public func secondsLeft(now: Int64) -> Int64 { max(0, expires - now) }
+    }
+
+    private let lock = NIOLock()
+    private var byAOR: [String: [Binding]] = [:]
+    private var db: OpaquePointer?
+    public let path: String?
+
+    public enum StoreError: Error, CustomStringConvertible {
+        case open(String, String)
+        case sql(String)
+        public var description: String {
+            switch self {
+            case .open(let p, let why): return "cannot open location database '\(p)': \(why)"
+            case .sql(let why): return "location database error: \(why)"
+            }
+        }
+    }
+
+    /// Opens (or creates) the database at `path` and loads every unexpired
+    /// binding; nil keeps bindings in memory only.
+    public init(path: String?) throws {
+        self.path = path
+        guard let path else { return }
+        let dir = (path as NSString).deletingLastPathComponent
+        if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        var handle: OpaquePointer?
+        if sqlite3_open_v2(path, &handle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nil) != SQLITE_OK {
+            let why = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+            sqlite3_close(handle)
+            throw StoreError.open(path, why)
+        }
+        db = handle
+        try exec("PRAGMA journal_mode=WAL")
+        try exec("PRAGMA synchronous=NORMAL")
+        try exec("""
+            CREATE TABLE IF NOT EXISTS location (
+              aor TEXT NOT NULL, contact TEXT NOT NULL, expires INTEGER NOT NULL, q REAL,
+              callid TEXT NOT NULL, cseq INTEGER NOT NULL, instance TEXT, reg_id INTEGER, path TEXT NOT NULL,
+              proto TEXT NOT NULL, received_ip TEXT NOT NULL, received_port INTEGER NOT NULL,
+              user_agent TEXT, socket TEXT NOT NULL, PRIMARY KEY (aor, contact))
+            """)
+        try load()
+    }
+
+    deinit { sqlite3_close(db) }
+
+    private func exec(_ sql: String) throws {
+        var err: UnsafeMutablePointer<CChar>?
+        if sqlite3_exec(db, sql, nil, nil, &err) != SQLITE_OK {
+            let why = err.map { String(cString: $0) } ?? "unknown"
+            sqlite3_free(err)
+            throw StoreError.sql(why)
+        }
+    }
+
+    private func load() throws {
+        let now = Int64(Date().timeIntervalSince1970)
+        try exec("DELETE FROM location WHERE expires <= \(now)")
+        var stmt: OpaquePointer?
+        guard sqlite3_prepare_v2(db, "SELECT aor, contact, expires, q, callid, cseq, instance, reg_id, path, proto, received_ip, received_port, user_agent, socket FROM location", -1, &stmt, nil) == SQLITE_OK else {
+            throw StoreError.sql(String(cString: sqlite3_errmsg(db)))
+        }
+        defer { sqlite3_finalize(stmt) }
+        func text(_ i: Int32) -> String? { sqlite3_column_text(stmt, i).map { String(cString: $0) } }
+        while sqlite3_step(stmt) == SQLITE_ROW {
+            let b = Binding(
+                aor: text(0) ?? "", contact: text(1) ?? "", expires: sqlite3_column_int64(stmt, 2),
+                q: sqlite3_column_type(stmt, 3) == SQLITE_NULL ? nil : sqlite3_column_double(stmt, 3),
+                callID: text(4) ?? "", cseq: UInt32(truncatingIfNeeded: sqlite3_column_int64(stmt, 5)), instance: text(6),
+                regID: sqlite3_column_type(stmt, 7) == SQLITE_NULL ? nil : UInt32(truncatingIfNeeded: sqlite3_column_int64(stmt, 7)),
+                path: (text(8) ?? "").split(separator: "\n").map(String.init), proto: text(9) ?? "udp", receivedIP: text(10) ?? "",
+                receivedPort: Int(sqlite3_column_int64(stmt, 11)), connectionID: nil, userAgent: text(12), socket: text(13) ?? "")
+            byAOR[b.aor, default: []].append(b)
+        }
+    }
+
+    /// The address-of-record key for a URI: `user@host`, host in lower case.
+    public static func aor(_ uri: SIPURI) -> String {
+        let user = uri.user.map { String(decoding: SIPURI.unescaped($0), as: UTF8.self) } ?? ""
+        return user.isEmpty ? uri.hostName : "\(user)@\(uri.hostName)"
+    }
+
+    /// Unexpired bindings of an AOR.
+    public func bindings(for aor: String, now: Int64 = Int64(Date().timeIntervalSince1970)) -> [Binding] {
+        lock.withLock { (byAOR[aor] ?? []).filter { $0.expires > now } }
+    }
+
+    /// Every unexpired binding (for `swiftser ctl ul`).
+    public func all(now: Int64 = Int64(Date().timeIntervalSince1970)) -> [Binding] {
+        lock.withLock { byAOR.values.flatMap { $0 }.filter { $0.expires > now } }
+    }
+
+    /// Replaces an AOR's bindings with `bindings` (already merged by the registrar).
+    public func replace(aor: String, with bindings: [Binding]) throws {
+        try lock.withLock {
+            byAOR[aor] = bindings.isEmpty ? nil : bindings
+            guard db != nil else { return }
+            try exec("BEGIN")
+            do {
+                try run("DELETE FROM location WHERE aor = ?", [.text(aor)])
+                for b in bindings {
+                    try run("INSERT OR REPLACE INTO location VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", [
+                        .text(b.aor), .text(b.contact), .int(b.expires), b.q.map { .real($0) } ?? .null, .text(b.callID), .int(Int64(b.cseq)),
+                        b.instance.map { .text($0) } ?? .null, b.regID.map { .int(Int64($0)) } ?? .null, .text(b.path.joined(separator: "\n")),
+                        .text(b.proto), .text(b.receivedIP), .int(Int64(b.receivedPort)), b.userAgent.map { .text($0) } ?? .null, .text(b.socket),
+                    ])
+                }
+                try exec("COMMIT")
+            } catch {
+                try? exec("ROLLBACK")
+                throw error
+            }
+        }
+    }
+
+    /// Removes expired bindings; returns how many.
+    @discardableResult
+    public func purgeExpired(now: Int64 = Int64(Date().timeIntervalSince1970)) -> Int {
+        lock.withLock {
+            var removed = 0
+            for (aor, list) in byAOR {
+                let keep = list.filter { $0.expires > now }
+                removed += list.count - keep.count
+                byAOR[aor] = keep.isEmpty ? nil : keep
+            }
+            if db != nil, removed > 0 { try? exec("DELETE FROM location WHERE expires <= \(now)") }
+            return removed
+        }
+    }
+
+    enum SQLValue { case text(String), int(Int64), real(Double), null }
+
+    private func run(_ sql: String, _ values: [SQLValue]) throws {
+        var stmt: OpaquePointer?
+        guard sqlite3_prepare_v2(db, sql, -1, &stmt, nil) == SQLITE_OK else { throw StoreError.sql(String(cString: sqlite3_errmsg(db))) }
+        defer { sqlite3_finalize(stmt) }
+        let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+        for (i, v) in values.enumerated() {
+            let idx = Int32(i + 1)
+            switch v {
+            case .text(let s): sqlite3_bind_text(stmt, idx, s, -1, transient)
+            case .int(let n): sqlite3_bind_int64(stmt, idx, n)
+            case .real(let d): sqlite3_bind_double(stmt, idx, d)
+            case .null: sqlite3_bind_null(stmt, idx)
+            }
+        }
+        guard sqlite3_step(stmt) == SQLITE_DONE else { throw StoreError.sql(String(cString: sqlite3_errmsg(db))) }
+    }
+}

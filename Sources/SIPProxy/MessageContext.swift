@@ -1,0 +1,84 @@
+import SIPConfig
+import SIPCore
+import SIPTransport
+
+/// A script value: Kamailio's pseudo-variables are strings or integers,
+/// or null when unset.
+enum Value: Equatable {
+    case null
+    case int(Int)
+    case str(String)
+
+    var string: String {
+        switch self {
+        case .null: return ""
+        case .int(let n): return String(n)
+        case .str(let s): return s
+        }
+    }
+
+    /// As xlog prints it: `<null>` for an unset value.
+    var printable: String { self == .null ? "<null>" : string }
+
+    var int: Int {
+        switch self {
+        case .null: return 0
+        case .int(let n): return n
+        case .str(let s): return Int(s) ?? 0
+        }
+    }
+
+    var truthy: Bool {
+        switch self {
+        case .null: return false
+        case .int(let n): return n > 0
+        case .str(let s): return !s.isEmpty
+        }
+    }
+}
+
+/// Everything the route script reads and changes while it runs one message.
+final class MessageContext {
+    let received: ReceivedMessage
+    /// The message as the script has edited it.
+    var message: SIPMessage
+    var flags: UInt64 = 0
+    var vars: [String: Value] = [:]
+    var avps: [String: Value] = [:]
+    /// `$du`: where to send instead of the Request-URI.
+    var destinationURI: String?
+    /// Targets found by lookup(): the first is the Request-URI, more mean
+    /// parallel forking.
+    var targets: [Target] = []
+    /// A reply was sent (sl_send_reply, t_reply, t_relay's error reply).
+    var replied = false
+    /// record_route() was called.
+    var recordRoute = false
+    var recordRouteParams = ""
+    /// mf_process_maxfwd_header() already decremented Max-Forwards.
+    var maxForwardsDone = false
+    var failureRoute: Int?
+    var replyRoute: Int?
+    var branchRoute: Int?
+    /// In onreply_route / failure_route: the reply's status.
+    var status: Int?
+    /// The transaction this request created or matched (t_relay / t_newtran).
+    var transaction: ServerTransaction?
+    /// The running block kind (functions allowed differ).
+    var routeKind: RouteScript.Kind = .request
+    /// Loop guard for while loops and route() depth.
+    var steps = 0
+    var depth = 0
+    /// The last error reply a function would give (for sl_reply_error).
+    var lastError: (Int, String)?
+
+    /// The request as received plus `received`/`rport` on its top Via:
+    /// what locally generated replies copy their Via from.
+    var requestForReplies: SIPMessage
+
+    init(received: ReceivedMessage) {
+        self.received = received
+        self.message = received.message
+        self.requestForReplies = received.message
+    }
+}

@@ -1,0 +1,223 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import SIPConfig
+import SIPCore
+import SIPTLS
+import SIPTransport
+
+/// The proxy: receives every message from the transport, checks it, runs
+/// the route script on requests, routes responses back, and carries out
+/// what the script asks (replies, stateless and stateful forwarding,
+/// record-routing, registrar).
+public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
+    public let config: Config
+    public let transport: SIPTransport
+    let logger: Logger
+    let script: CompiledScript
+    let location: LocationService
+    lazy var transactions = TransactionLayer(core: self)
+    /// Hosts (lower case) and host:port strings that `myself` matches.
+    private let myselfHosts: Set<String>
+    private let myselfHostPorts: Set<String>
+    let resolver: Resolver
+
+    public init(config: Config, transport: SIPTransport, location: LocationService, logger: Logger) {
+        self.config = config
+        self.transport = transport
+        self.logger = logger
+        self.location = location
+        self.script = CompiledScript(config.script)
+        self.resolver = Resolver(hostsFile: config.core.dnsHostsFile, logger: logger)
+        var hosts: Set<String> = []
+        var hostPorts: Set<String> = []
+        for l in transport.listeners {
+            for h in [l.host, l.advertisedHost].compactMap({ $0 }) {
+                hosts.insert(h.lowercased())
+                hostPorts.insert("\(h.lowercased()):\(l.advertisedPort ?? l.port)")
+                hostPorts.insert("\(h.lowercased()):\(l.port)")
+            }
+        }
+        for a in config.aliases {
+            if let hp = ProxyCore.splitHostPort(a) {
+                hosts.insert(hp.0.lowercased())
+                if let p = hp.1 { hostPorts.insert("\(hp.0.lowercased()):\(p)") }
+            }
+        }
+        self.myselfHosts = hosts
+        self.myselfHostPorts = hostPorts
+    }
+
+    static func splitHostPort(_ s: String) -> (String, UInt16?)? {
+        if s.hasPrefix("[") {
+            guard let close = s.firstIndex(of: "]") else { return nil }
+            let host = String(s[s.index(after: s.startIndex)..<close])
+            let rest = s[s.index(after: close)...]
+            return (host, rest.hasPrefix(":") ? UInt16(rest.dropFirst()) : nil)
+        }
+        let parts = s.split(separator: ":")
+        if parts.count == 2 { return (String(parts[0]), UInt16(parts[1])) }
+        return (s, nil)
+    }
+
+    // MARK: myself
+
+    /// True when host (and port, if given) is one of ours (`myself`).
+    func isMyself(host rawHost: String, port: UInt16?) -> Bool {
+        var host = rawHost.lowercased()
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard myselfHosts.contains(host) else { return false }
+        guard let port else { return true }
+        // Aliases given without a port match any port, as in Kamailio.
+        if config.aliases.contains(where: { $0.lowercased() == host }) { return true }
+        return myselfHostPorts.contains("\(host):\(port)")
+    }
+
+    func isMyself(uri: SIPURI) -> Bool {
+        guard uri.isSIP else { return false }
+        // No port: the scheme's default port must be one of ours (as Kamailio's check_self).
+        return isMyself(host: uri.host, port: uri.port ?? (uri.scheme == .sips || uri.transport == "tls" ? 5061 : 5060))
+    }
+
+    // MARK: Receiving
+
+    public func transport(_ transport: SIPTransport, received r: ReceivedMessage) {
+        if r.message.isRequest {
+            handleRequest(r)
+        } else {
+            handleResponse(r)
+        }
+    }
+
+    func handleRequest(_ r: ReceivedMessage) {
+        let m = r.message
+        do {
+            try m.validate()
+        } catch {
+            logger.info("bad request from \(r.proto.rawValue):\(r.sourceIP):\(r.sourcePort): \(error)")
+            if m.method != .ack {
+                var code = error.statusCode
+                var reason = error.reasonPhrase
+                if error.kind == .methodMismatch, case .other? = m.method { (code, reason) = (501, "Not Implemented") }
+                sendReply(to: r, request: m, code: code, reason: reason)
+            }
+            return
+        }
+        // RFC 3261 §16.3 step 5: Proxy-Require with options we do not support.
+        if m.method != .ack && m.method != .cancel {
+            let unsupported = m.optionTags(.proxyRequire)
+            if !unsupported.isEmpty {
+                sendReply(to: r, request: m, code: 420, reason: "Bad Extension", extraHeaders: [("Unsupported", unsupported.joined(separator: ", "))])
+                return
+            }
+        }
+        // Retransmissions and CANCEL/ACK of known transactions.
+        if transactions.absorb(r) { return }
+        let ctx = MessageContext(received: r)
+        // received/rport on the top Via (RFC 3261 §18.2.1, RFC 3581).
+        stampTopVia(ctx)
+        guard let main = script.mainRequest else { return }
+        _ = run(block: main, ctx)
+    }
+
+    /// Adds `received` when the source differs from the sent-by, and fills
+    /// `rport` (always on a stream, so the reply finds the connection).
+    func stampTopVia(_ ctx: MessageContext) {
+        guard var via = try? ctx.message.topVia() else { return }
+        let r = ctx.received
+        var changed = false
+        if via.host.lowercased() != r.sourceIP.lowercased() && "[\(r.sourceIP)]" != via.host.lowercased() {
+            via.parameters.set("received", r.sourceIP.contains(":") ? "[\(r.sourceIP)]" : r.sourceIP)
+            changed = true
+        }
+        if via.rport != nil || r.proto != .udp {
+            via.parameters.set("rport", String(r.sourcePort))
+            changed = true
+        }
+        if changed {
+            ctx.message.replaceFirstValue(.via, with: Array(via.description.utf8))
+            ctx.requestForReplies = ctx.message
+        }
+    }
+
+    // MARK: Replies
+
+    /// Sends a reply generated here, statelessly.
+    func sendReply(to r: ReceivedMessage, request: SIPMessage, code: Int, reason: String, extraHeaders: [(String, String)] = [], toTag: String? = nil) {
+        var headers = extraHeaders
+        if code == 405 || code == 501 { headers.append(("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, NOTIFY, SUBSCRIBE, UPDATE, PRACK, REFER")) }
+        let server = config.core.serverHeader
+        if let colon = server.firstIndex(of: ":") {
+            headers.append((String(server[..<colon]), server[server.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
+        }
+        let bytes = SIPResponseBuilder.response(to: request, code: code, reason: reason, toTag: toTag ?? localTag(request), extraHeaders: headers)
+        transport.reply(bytes, to: r).whenFailure { [logger] e in logger.info("reply \(code) to \(r.sourceIP):\(r.sourcePort) not sent: \(e)") }
+    }
+
+    /// A To tag that is the same for retransmissions of a request.
+    func localTag(_ m: SIPMessage) -> String {
+        var h = FNV64()
+        h.add(m.callID ?? "")
+        h.add((try? m.from())??.tag ?? "")
+        h.add((try? m.topVia())??.branch ?? "")
+        return "ss" + String(h.value, radix: 36)
+    }
+
+    // MARK: Responses
+
+    func handleResponse(_ r: ReceivedMessage) {
+        let m = r.message
+        do {
+            try m.validate()
+        } catch {
+            logger.info("bad response from \(r.proto.rawValue):\(r.sourceIP):\(r.sourcePort) dropped: \(error)")
+            return
+        }
+        guard let top = try? m.topVia(), isMyself(host: top.host, port: top.port ?? (top.transport == "TLS" ? 5061 : 5060)) else {
+            logger.info("response from \(r.sourceIP):\(r.sourcePort) whose top Via is not ours dropped")
+            return
+        }
+        if transactions.handleResponse(r) { return }
+        // Stateless: pop our Via and send on by the next one.
+        let ctx = MessageContext(received: r)
+        ctx.routeKind = .reply
+        ctx.status = m.statusCode
+        if let idx = script.mainReply {
+            if run(block: idx, ctx) == .drop { return }
+        }
+        ctx.message.popFirstValue(.via)
+        forwardResponse(ctx.message)
+    }
+
+    /// Sends a response to the address its (new) top Via names: received
+    /// and rport when present (RFC 3261 §18.2.2, RFC 3581), over the
+    /// connection that address has when the transport is a stream.
+    func forwardResponse(_ m: SIPMessage) {
+        guard let via = try? m.topVia() else { return }
+        let host = via.received ?? via.host
+        let port: UInt16 = (via.rport ?? nil) ?? via.port ?? (via.transport == "TLS" ? 5061 : 5060)
+        let proto = TransportProtocol(rawValue: via.transport.lowercased()) ?? .udp
+        let bare = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
+        if bare == "255.255.255.255" || bare.hasPrefix("224.") || bare.lowercased().hasPrefix("ff") && bare.contains(":") {
+            logger.info("response to broadcast/multicast address \(bare) dropped")
+            return
+        }
+        var dest = Destination(proto: proto, host: bare, port: port)
+        if proto != .udp, let c = transport.findConnection(proto: proto, ip: bare, port: Int(port)) { dest.connectionID = c.id }
+        transport.send(m.serialized(), to: dest).whenFailure { [logger] e in logger.info("response to \(dest) not sent: \(e)") }
+    }
+}
+
+/// 64-bit FNV-1a, for branch and tag values that must be stable.
+struct FNV64 {
+    var value: UInt64 = 0xcbf2_9ce4_8422_2325
+    mutating func add(_ s: String) {
+        for b in s.utf8 {
+            value ^= UInt64(b)
+            value = value &* 0x100_0000_01b3
+        }
+        value ^= 0xff
+        value = value &* 0x100_0000_01b3
+    }
+}

@@ -1,0 +1,136 @@
+import Foundation
+import SIPConfig
+import SIPCore
+import SIPTransport
+
+extension ProxyCore {
+    /// save("location"): RFC 3261 §10.3 — binds, refreshes and removes
+    /// contacts of the To AOR and answers 200 with the current bindings.
+    /// Also: `*` with Expires 0, min/max/default expires and 423, Path
+    /// (RFC 3327), `+sip.instance`/`reg-id` flows (RFC 5626).
+    func registrarSave(_ ctx: MessageContext, table: String) -> Bool {
+        let m = ctx.received.message
+        guard m.method == .register else {
+            ctx.lastError = (405, "Method Not Allowed")
+            return false
+        }
+        func fail(_ code: Int, _ reason: String, _ extra: [(String, String)] = []) -> Bool {
+            ctx.lastError = (code, reason)
+            ctx.replied = true
+            sendReply(to: ctx.received, request: ctx.requestForReplies, code: code, reason: reason, extraHeaders: extra)
+            return false
+        }
+        guard let to = (try? m.to()) ?? nil, to.uri.isSIP else {
+            return fail(400, "Bad Request (the AOR in To must be a sip: or sips: URI)")
+        }
+        let aor = LocationService.aor(to.uri)
+        guard let contacts = try? m.contacts(), let cseq = (try? m.cseq()) ?? nil, let callID = m.callID else {
+            return fail(400, "Bad Request")
+        }
+        let settings = config.registrar
+        let now = Int64(Date().timeIntervalSince1970)
+        var current = location.bindings(for: aor, now: now)
+        let headerExpires = m.expires.map(Int64.init)
+        if contacts.contains(where: { if case .wildcard = $0 { return true }; return false }) {
+            guard contacts.count == 1, headerExpires == 0 else {
+                return fail(400, "Bad Request (Contact: * needs Expires: 0 and no other Contact)")
+            }
+            current.removeAll { !($0.callID == callID && $0.cseq >= cseq.number) }
+            do { try location.replace(aor: aor, with: current) } catch { return fail(500, "Server Internal Error (location store)") }
+            replyBindings(ctx, aor: aor, bindings: current, now: now)
+            return true
+        }
+        let path = m.headers(.path).map(\.valueString)
+        for c in contacts {
+            guard let addr = c.address else { continue }
+            var exp = Int64(c.expires ?? (headerExpires.map { UInt32(clamping: $0) } ?? UInt32(settings.defaultExpires)))
+            if exp != 0 && exp < Int64(settings.minExpires) {
+                return fail(423, "Interval Too Brief", [("Min-Expires", String(settings.minExpires))])
+            }
+            exp = min(exp, Int64(settings.maxExpires))
+            let instance = c.instance
+            let regID = c.regID
+            let contactURI = addr.uri.description
+            let existing = current.firstIndex { b in
+                if let instance, let bi = b.instance { return bi == instance && b.regID == regID }
+                return (try? SIPURI.parse(b.contact)).map { $0.isEquivalent(to: addr.uri) } ?? false
+            }
+            if let i = existing, current[i].callID == callID, current[i].cseq >= cseq.number {
+                return fail(500, "Server Internal Error (out-of-order REGISTER)", [("Retry-After", "5")])
+            }
+            if exp == 0 {
+                if let i = existing { current.remove(at: i) }
+                continue
+            }
+            let r = ctx.received
+            let b = LocationService.Binding(
+                aor: aor, contact: contactURI, expires: now + exp, q: c.q, callID: callID, cseq: cseq.number,
+                instance: instance, regID: regID, path: path, proto: r.proto.rawValue, receivedIP: r.sourceIP,
+                receivedPort: r.sourcePort, connectionID: r.connection?.id, userAgent: m.header(.userAgent)?.valueString,
+                socket: r.listener.description)
+            if let i = existing { current[i] = b } else { current.append(b) }
+        }
+        if settings.maxContacts > 0 && current.count > settings.maxContacts {
+            return fail(403, "Forbidden (too many registered contacts)")
+        }
+        do {
+            try location.replace(aor: aor, with: current)
+        } catch {
+            logger.error("\(error)")
+            return fail(500, "Server Internal Error (location store)")
+        }
+        logger.info("registered \(aor): \(current.count) contact\(current.count == 1 ? "" : "s") (from \(ctx.received.proto.rawValue):\(ctx.received.sourceIP):\(ctx.received.sourcePort))")
+        replyBindings(ctx, aor: aor, bindings: current, now: now)
+        return true
+    }
+
+    func replyBindings(_ ctx: MessageContext, aor: String, bindings: [LocationService.Binding], now: Int64) {
+        var extra: [(String, String)] = bindings.map { b in
+            var v = "<\(b.contact)>;expires=\(b.secondsLeft(now: now))"
+            if let q = b.q { v += ";q=\(q)" }
+            if let i = b.instance { v += ";+sip.instance=\"\(i)\"" }
+            if let r = b.regID { v += ";reg-id=\(r)" }
+            return ("Contact", v)
+        }
+        for p in ctx.received.message.headers(.path) { extra.append(("Path", p.valueString)) }
+        if ctx.received.message.header(.path) != nil { extra.append(("Require", "path")) }
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone(identifier: "GMT")
+        f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+        extra.append(("Date", f.string(from: Date())))
+        ctx.replied = true
+        sendReply(to: ctx.received, request: ctx.requestForReplies, code: 200, reason: "OK", extraHeaders: extra)
+    }
+
+    /// lookup("location"): rewrites the Request-URI with the best contact
+    /// (highest q) and keeps the others as parallel branches. A contact
+    /// registered over TCP/TLS is reached over that same connection while
+    /// it is open; a UDP contact at the address the REGISTER came from.
+    /// Returns -1 when the AOR has no binding (Kamailio: -1 not found).
+    func registrarLookup(_ ctx: MessageContext, table: String) -> Int {
+        guard ctx.message.isRequest, let s = ctx.message.requestURIString, let uri = try? SIPURI.parse(s), uri.isSIP else { return -1 }
+        let list = location.bindings(for: LocationService.aor(uri)).sorted { ($0.q ?? 1) > ($1.q ?? 1) }
+        guard !list.isEmpty else { return -1 }
+        ctx.targets = list.map { b in
+            Target(uri: b.contact, destination: destination(for: b), path: b.path)
+        }
+        ctx.message.setRequestURI(list[0].contact)
+        return 1
+    }
+
+    func destination(for b: LocationService.Binding) -> Destination? {
+        guard let proto = TransportProtocol(rawValue: b.proto) else { return nil }
+        guard b.path.isEmpty else { return nil }
+        if proto == .udp {
+            return Destination(proto: .udp, host: b.receivedIP, port: UInt16(clamping: b.receivedPort))
+        }
+        if let id = b.connectionID, let c = transport.connection(id: id), c.isOpen {
+            return Destination(proto: proto, host: b.receivedIP, port: UInt16(clamping: b.receivedPort), connectionID: c.id)
+        }
+        if let c = transport.findConnection(proto: proto, ip: b.receivedIP, port: b.receivedPort) {
+            return Destination(proto: proto, host: b.receivedIP, port: UInt16(clamping: b.receivedPort), connectionID: c.id)
+        }
+        return nil
+    }
+}

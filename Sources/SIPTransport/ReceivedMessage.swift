@@ -1,0 +1,87 @@
+import NIOCore
+import SIPConfig
+import SIPCore
+
+/// A message as it arrived: the message, where from, on which socket, and
+/// over which connection.
+public struct ReceivedMessage: @unchecked Sendable {
+    public var message: SIPMessage
+    /// The peer's address (for UDP the datagram's source).
+    public var source: SocketAddress
+    /// The listen socket it arrived on (for an outbound connection: the
+    /// listener of the same protocol and family that SwiftSER advertises).
+    public var listener: ListenSocket
+    public var proto: TransportProtocol
+    /// The connection it came in on (TCP/TLS), for replies and reuse.
+    public var connection: SIPConnection?
+    public var tls: TLSSessionInfo?
+
+    public init(message: SIPMessage, source: SocketAddress, listener: ListenSocket, proto: TransportProtocol, connection: SIPConnection?, tls: TLSSessionInfo?) {
+        self.message = message
+        self.source = source
+        self.listener = listener
+        self.proto = proto
+        self.connection = connection
+        self.tls = tls
+    }
+
+    /// The source IP as text.
+    public var sourceIP: String { source.ipAddress ?? "" }
+    public var sourcePort: Int { source.port ?? 0 }
+}
+
+/// Where to send a message.
+public struct Destination: Sendable, CustomStringConvertible {
+    public var proto: TransportProtocol
+    /// Host as text (IP literal or name); for TLS the name also drives SNI
+    /// and the RFC 5922 check.
+    public var host: String
+    public var port: UInt16
+    /// The resolved address, when known.
+    public var address: SocketAddress?
+    /// Prefer this connection when it is still open.
+    public var connectionID: UInt64?
+    /// The SIP domain the TLS peer must prove (RFC 5922); defaults to `host`.
+    public var tlsServerName: String?
+
+    public init(proto: TransportProtocol, host: String, port: UInt16, address: SocketAddress? = nil, connectionID: UInt64? = nil, tlsServerName: String? = nil) {
+        self.proto = proto
+        self.host = host
+        self.port = port
+        self.address = address
+        self.connectionID = connectionID
+        self.tlsServerName = tlsServerName
+    }
+
+    public var description: String {
+        "\(proto.rawValue):\(host.contains(":") ? "[\(host)]" : host):\(port)"
+    }
+}
+
+/// Receives what the transport delivers. Called on the event loop of the
+/// socket the message came in on.
+public protocol SIPTransportDelegate: AnyObject, Sendable {
+    func transport(_ transport: SIPTransport, received: ReceivedMessage)
+}
+
+public enum SIPTransportError: Error, CustomStringConvertible {
+    case tlsDisabled
+    case noListener(TransportProtocol, String)
+    case connectionClosed(String)
+    case resolveFailed(String)
+    case tooManyConnections(TransportProtocol)
+    case tlsVerificationFailed(String)
+    case sendTimeout
+
+    public var description: String {
+        switch self {
+        case .tlsDisabled: return "TLS is disabled (disable_tls=1)"
+        case .noListener(let p, let f): return "no \(p.rawValue) listener for \(f) to send from"
+        case .connectionClosed(let why): return "connection closed: \(why)"
+        case .resolveFailed(let h): return "cannot resolve \(h)"
+        case .tooManyConnections(let p): return "\(p.rawValue) connection limit reached"
+        case .tlsVerificationFailed(let why): return "TLS verification failed: \(why)"
+        case .sendTimeout: return "send timeout"
+        }
+    }
+}

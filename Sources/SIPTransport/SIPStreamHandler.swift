@@ -1,0 +1,266 @@
+import X509
+import Logging
+import NIOCore
+import NIOSSL
+import NIOTLS
+import SIPConfig
+import SIPCore
+import SIPTLS
+
+/// The last handler of a TCP or TLS connection: cuts the stream into
+/// messages and hands them to the transport; answers keep-alive pings;
+/// enforces the handshake timeout, the idle lifetime, the send timeout and
+/// the write-queue bound; registers and removes the connection; logs every
+/// close once with its reason. The seed's `tls_tcpconn_init`, `tls_read`,
+/// `tls_blocking_write`, `tls_close` and `tls_tcpconn_clean` live here.
+final class SIPStreamHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    struct Settings {
+        var handshakeTimeout: TimeAmount?
+        var sendTimeout: TimeAmount
+        var maxQueuedBytes: Int
+        var limits: SIPLimits
+        var maxConnections: Int
+    }
+
+    private let transport: SIPTransport
+    private let listener: ListenSocket
+    private let settings: Settings
+    private let outbound: Bool
+    private let identityKey: String
+    /// Outbound TLS: the domain, and the name the server must prove.
+    private let clientDomain: TLSDomainContext?
+    private let targetName: String?
+    /// Inbound TLS: the domain chosen for the listener (and SNI).
+    var serverDomain: TLSDomainContext?
+    var sniName: String?
+    var cipherSuite: UInt16?
+
+    private(set) var connection: SIPConnection?
+    private var framer: SIPStreamFramer
+    private var handshakeTimer: Scheduled<Void>?
+    private var sendTimer: Scheduled<Void>?
+    private var outstandingWrites = 0
+    private var outstandingBytes = 0
+    private var completedWrites = 0
+    private var logger: Logger { transport.logger }
+
+    init(transport: SIPTransport, listener: ListenSocket, settings: Settings, outbound: Bool, identityKey: String = "",
+         clientDomain: TLSDomainContext? = nil, targetName: String? = nil) {
+        self.transport = transport
+        self.listener = listener
+        self.settings = settings
+        self.outbound = outbound
+        self.identityKey = identityKey
+        self.clientDomain = clientDomain
+        self.targetName = targetName
+        self.framer = SIPStreamFramer(limits: settings.limits)
+    }
+
+    var isTLS: Bool { listener.proto == .tls }
+
+    // MARK: Lifecycle
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { activate(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        activate(context)
+        context.fireChannelActive()
+    }
+
+    private func activate(_ context: ChannelHandlerContext) {
+        guard connection == nil else { return }
+        let c = SIPConnection(id: transport.connections.makeID(), proto: listener.proto, channel: context.channel, listener: listener,
+                              outbound: outbound, identityKey: identityKey, ready: !(outbound && isTLS))
+        connection = c
+        guard transport.connections.add(c, limit: settings.maxConnections) else {
+            logger.warning("refusing \(c): \(listener.proto == .tls ? "tls_max_connections" : "tcp_max_connections") (\(settings.maxConnections)) reached")
+            c.closeReason = "connection limit reached"
+            connection = nil
+            context.close(promise: nil)
+            return
+        }
+        if outbound { transport.registerOutbound(c) }
+        logger.debug("\(c) opened on \(listener)")
+        if isTLS, let t = settings.handshakeTimeout {
+            handshakeTimer = context.eventLoop.scheduleTask(in: t) { [weak self] in
+                guard let self, let c = self.connection else { return }
+                c.closeReason = "TLS handshake not completed within tls_handshake_timeout (\(t.nanoseconds / 1_000_000_000) s)"
+                context.close(promise: nil)
+            }
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        handshakeTimer?.cancel()
+        sendTimer?.cancel()
+        if let c = connection {
+            transport.connections.remove(c)
+            let reason = c.closeReason ?? "closed by the peer"
+            c.failPending(SIPTransportError.connectionClosed(reason))
+            var details = ""
+            if let t = c.tls { details = " [\(t.version ?? "?") \(t.cipher ?? "?")\(t.peerSubject.map { ", peer \($0)" } ?? "")]" }
+            logger.info("\(c) closed: \(reason)\(details)")
+            transport.connectionClosed(c, reason: reason)
+            connection = nil
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if let c = connection {
+            let reason = TLSFailureReason.describe(error)
+            if isTLS && c.tls == nil {
+                c.closeReason = "TLS handshake failed: \(reason)"
+                logger.warning("TLS handshake with \(c.remote.ipAddress ?? "?"):\(c.remote.port ?? 0) on \(listener) failed: \(reason)")
+            } else {
+                c.closeReason = reason
+            }
+        }
+        context.close(promise: nil)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? TLSUserEvent, case .handshakeCompleted = e {
+            handshakeTimer?.cancel()
+            handshakeCompleted(context)
+        } else if let e = event as? IdleStateHandler.IdleStateEvent, e == .all {
+            connection?.closeReason = "idle for tcp_connection_lifetime"
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    private func handshakeCompleted(_ context: ChannelHandlerContext) {
+        guard let c = connection else { return }
+        var info = TLSSessionInfo()
+        let ssl = try? context.pipeline.syncOperations.handler(type: NIOSSLHandler.self)
+        info.version = TLSSessionInfo.versionName(ssl?.tlsVersion)
+        info.cipher = cipherSuite.map(TLSRecordSniffer.name)
+        info.setPeer(ssl?.peerCertificate)
+        if outbound {
+            let domain = clientDomain!
+            info.domain = domain.domain.name
+            info.serverName = targetName
+            if domain.domain.verify {
+                // The chain was verified by the library; now RFC 5922.
+                if domain.domain.verifyHostname, let name = targetName {
+                    let ok = ssl?.peerCertificate.flatMap { cert -> Bool? in
+                        guard let der = try? cert.toDERBytes(), let x = try? X509Certificate(derEncoded: der) else { return nil }
+                        return PeerIdentity.matches(x, domain: name, allowWildcards: domain.domain.allowWildcardCertificates)
+                    } ?? false
+                    if !ok {
+                        c.tls = info
+                        let why = "server certificate does not name '\(name)' (RFC 5922: SAN sip: URI or DNS name, CN only without SAN\(domain.domain.allowWildcardCertificates ? "" : ", no wildcards"))"
+                        logger.warning("TLS connection to \(c.remote.ipAddress ?? "?"):\(c.remote.port ?? 0) refused: \(why)")
+                        c.closeReason = "TLS verification failed: \(why)"
+                        c.failPending(SIPTransportError.tlsVerificationFailed(why))
+                        context.close(promise: nil)
+                        return
+                    }
+                }
+                info.peerVerified = ssl?.peerCertificate != nil
+            }
+        } else {
+            let domain = serverDomain
+            info.domain = domain?.domain.name ?? ""
+            info.serverName = sniName
+            info.peerVerified = (domain?.domain.verify ?? false) && ssl?.peerCertificate != nil
+        }
+        c.tls = info
+        logger.debug("\(c): TLS established \(info.version ?? "?") \(info.cipher ?? "?") domain \(info.domain)\(info.peerSubject.map { " peer \($0)" } ?? "")")
+        if outbound { c.markReady() }
+    }
+
+    // MARK: Reading
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let c = connection else { return }
+        var buf = unwrapInboundIn(data)
+        buf.withUnsafeReadableBytes { framer.append($0) }
+        buf.moveReaderIndex(forwardBy: buf.readableBytes)
+        while true {
+            let event: SIPStreamFramer.Event?
+            do {
+                event = try framer.next()
+            } catch {
+                c.closeReason = "framing error: \(error.detail)"
+                logger.warning("\(c): unrecoverable framing error (\(error.detail)); closing")
+                context.close(promise: nil)
+                return
+            }
+            guard let event else { break }
+            switch event {
+            case .keepAlivePing:
+                // RFC 5626 §4.4.1: answer CRLFCRLF with CRLF.
+                var pong = context.channel.allocator.buffer(capacity: 2)
+                pong.writeBytes([0x0D, 0x0A])
+                context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
+            case .message(let bytes):
+                deliver(bytes, context: context, connection: c)
+            }
+            if connection == nil { return }
+        }
+    }
+
+    private func deliver(_ bytes: [UInt8], context: ChannelHandlerContext, connection c: SIPConnection) {
+        do {
+            let m = try SIPMessage.parse(bytes, framing: .stream, limits: settings.limits)
+            let r = ReceivedMessage(message: m, source: c.remote, listener: listener, proto: listener.proto, connection: c, tls: c.tls)
+            transport.deliver(r)
+        } catch {
+            logger.info("\(c): malformed message (\(error)); \(bytes.starts(with: Array("SIP/".utf8)) ? "response dropped" : "answering 400")")
+            if let reply = SIPResponseBuilder.errorResponse(toUnparsed: bytes, error: error, toTag: transport.makeTag()) {
+                _ = c.send(ByteBuffer(bytes: reply))
+            }
+        }
+    }
+
+    // MARK: Writing (send timeout, queue bound)
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let buf = unwrapOutboundIn(data)
+        let size = buf.readableBytes
+        if outstandingBytes + size > settings.maxQueuedBytes {
+            connection?.closeReason = "write queue over \(settings.maxQueuedBytes) octets: the peer does not read"
+            promise?.fail(SIPTransportError.sendTimeout)
+            context.close(promise: nil)
+            return
+        }
+        outstandingWrites += 1
+        outstandingBytes += size
+        let p = promise ?? context.eventLoop.makePromise()
+        p.futureResult.whenComplete { [weak self] _ in
+            guard let self else { return }
+            self.outstandingWrites -= 1
+            self.outstandingBytes -= size
+            self.completedWrites += 1
+        }
+        if sendTimer == nil { armSendTimer(context) }
+        context.write(data, promise: p)
+    }
+
+    private func armSendTimer(_ context: ChannelHandlerContext) {
+        let mark = completedWrites
+        let timeout = settings.sendTimeout
+        sendTimer = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
+            guard let self else { return }
+            self.sendTimer = nil
+            if self.outstandingWrites == 0 { return }
+            if self.completedWrites == mark {
+                self.connection?.closeReason = "send timeout: queued data not flushed within \(self.isTLS ? "tls_send_timeout" : "tcp_send_timeout") (\(timeout.nanoseconds / 1_000_000_000) s)"
+                context.close(promise: nil)
+            } else {
+                self.armSendTimer(context)
+            }
+        }
+    }
+}
+
+typealias X509Certificate = X509.Certificate

@@ -1,0 +1,315 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import NIOSSL
+import NIOTLS
+import SIPConfig
+import SIPCore
+import SIPTLS
+
+/// Every socket SwiftSER serves: the UDP, TCP and TLS listeners of the
+/// config, the connection table, and outbound connections. The seed's
+/// `init_tls` / `tls_init(socket)` / `destroy_tls` map to `start()` and
+/// `shutdown()`; the default and per-domain `SSL_CTX` live in the
+/// `TLSDomainTable` this transport holds (and swaps on reload).
+public final class SIPTransport: @unchecked Sendable {
+    public let config: Config
+    public let group: EventLoopGroup
+    public let logger: Logger
+    let connections = ConnectionTable()
+    private let tlsBox: NIOLockedValueBox<TLSDomainTable?>
+    private let delegateBox = NIOLockedValueBox<SIPTransportDelegate?>(nil)
+    private let lock = NIOLock()
+    private var channels: [Channel] = []
+    private var udpChannels: [(ListenSocket, Channel)] = []
+    private var pendingConnects: [String: EventLoopFuture<SIPConnection>] = [:]
+    /// The listen sockets as bound (a configured port 0 replaced by the real one).
+    public private(set) var listeners: [ListenSocket] = []
+    let limits: SIPLimits
+
+    public init(config: Config, tls: TLSDomainTable?, group: EventLoopGroup, logger: Logger) {
+        self.config = config
+        self.group = group
+        self.logger = logger
+        self.tlsBox = NIOLockedValueBox(tls)
+        let maxMessage = config.core.maxMessageSize
+        self.limits = SIPLimits(maxHeaderBytes: min(maxMessage, 64 * 1024), maxBodyBytes: maxMessage, maxHeaderFields: 256)
+    }
+
+    public var delegate: SIPTransportDelegate? {
+        get { delegateBox.withLockedValue { $0 } }
+        set { delegateBox.withLockedValue { $0 = newValue } }
+    }
+
+    /// The TLS domains in use; replaced by `reloadTLS`.
+    public var tlsTable: TLSDomainTable? { tlsBox.withLockedValue { $0 } }
+
+    /// Swaps in new TLS domains: new connections use them, open ones keep theirs.
+    public func reloadTLS(_ table: TLSDomainTable) {
+        tlsBox.withLockedValue { $0 = table }
+    }
+
+    // MARK: Start and stop
+
+    /// Binds every listen socket. Throws naming the socket that failed.
+    public func start() throws {
+        for l in config.listens {
+            do {
+                let (channel, bound) = try bind(l)
+                lock.withLock {
+                    channels.append(channel)
+                    listeners.append(bound)
+                    if l.proto == .udp { udpChannels.append((bound, channel)) }
+                }
+                logger.info("listening on \(bound)\(bound.advertisedHost.map { " advertise \($0)" } ?? "")")
+            } catch {
+                throw ListenError(listen: l, reason: String(describing: error))
+            }
+        }
+    }
+
+    public struct ListenError: Error, CustomStringConvertible {
+        public var listen: ListenSocket
+        public var reason: String
+        public var description: String { "cannot listen on \(listen): \(reason)" }
+    }
+
+    private func bind(_ l: ListenSocket) throws -> (Channel, ListenSocket) {
+        let channel: Channel
+        switch l.proto {
+        case .udp:
+            channel = try DatagramBootstrap(group: group)
+                .channelOption(.socketOption(.so_reuseaddr), value: 1)
+                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65_536))
+                .channelInitializer { [unowned self] ch in
+                    ch.addSync([SIPDatagramHandler(transport: self, listener: l, limits: self.limits)])
+                }
+                .bind(host: l.host, port: Int(l.port)).wait()
+        case .tcp, .tls:
+            if l.proto == .tls && tlsTable == nil { throw SIPTransportError.tlsDisabled }
+            channel = try ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 256)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelInitializer { [unowned self] ch in
+                    self.initializeInbound(ch, listener: l)
+                }
+                .bind(host: l.host, port: Int(l.port)).wait()
+        }
+        var bound = l
+        if let p = channel.localAddress?.port { bound.port = UInt16(p) }
+        return (channel, bound)
+    }
+
+    func streamSettings(_ proto: TransportProtocol) -> SIPStreamHandler.Settings {
+        let tls = proto == .tls
+        let table = tlsTable
+        return SIPStreamHandler.Settings(
+            handshakeTimeout: tls ? .seconds(Int64(table?.handshakeTimeout ?? TimeInterval(config.tls.handshakeTimeout))) : nil,
+            sendTimeout: .seconds(Int64(tls ? config.tls.sendTimeout : config.core.tcpSendTimeout)),
+            maxQueuedBytes: 4 * 1024 * 1024,
+            limits: limits,
+            maxConnections: tls ? config.core.tlsMaxConnections : config.core.tcpMaxConnections)
+    }
+
+    private func initializeInbound(_ ch: Channel, listener l: ListenSocket) -> EventLoopFuture<Void> {
+        let stream = SIPStreamHandler(transport: self, listener: l, settings: streamSettings(l.proto), outbound: false)
+        let idle = IdleStateHandler(allTimeout: .seconds(Int64(config.core.tcpConnectionLifetime)))
+        guard l.proto == .tls, let table = tlsTable else {
+            return ch.addSync([idle, stream])
+        }
+        let sniffer = TLSRecordSniffer(outbound: true) { [weak stream] suite in stream?.cipherSuite = suite }
+        let local = HostPort(host: l.host, port: l.port)
+        var sniRef: ChannelHandler?
+        let sni = ByteToMessageHandler(SNIHandler { [weak stream] result in
+            var name: String? = nil
+            if case .hostname(let h) = result { name = h }
+            let domain = table.server(local: local, serverName: name)
+            stream?.serverDomain = domain
+            stream?.sniName = name
+            let ssl = NIOSSLServerHandler(context: domain.context)
+            do {
+                try ch.pipeline.syncOperations.addHandler(ssl, position: .after(sniRef!))
+                return ch.eventLoop.makeSucceededVoidFuture()
+            } catch {
+                return ch.eventLoop.makeFailedFuture(error)
+            }
+        })
+        sniRef = sni
+        return ch.addSync([sniffer, sni, idle, stream])
+    }
+
+    /// Closes every listener and connection.
+    public func shutdown() {
+        let all = lock.withLock { channels }
+        for c in all { try? c.close().wait() }
+        for c in connections.all { c.close(reason: "shutting down") }
+        delegate = nil
+    }
+
+    // MARK: Delivery
+
+    func deliver(_ r: ReceivedMessage) {
+        delegate?.transport(self, received: r)
+    }
+
+    func registerOutbound(_ c: SIPConnection) {}
+
+    func connectionClosed(_ c: SIPConnection, reason: String) {}
+
+    /// A random token for To tags and branches.
+    public func makeTag() -> String {
+        String(UInt64.random(in: 0...UInt64.max), radix: 36)
+    }
+
+    public func connection(id: UInt64) -> SIPConnection? { connections.connection(id: id) }
+
+    /// An open connection to a peer (inbound or outbound).
+    public func findConnection(proto: TransportProtocol, ip: String, port: Int) -> SIPConnection? {
+        connections.find(proto: proto, ip: ip, port: port, identityKey: nil)
+    }
+
+    /// RFC 5923: lets requests to `ip:port` reuse connection `c`.
+    public func addAlias(_ c: SIPConnection, ip: String, port: Int) {
+        connections.alias(c, proto: c.proto, ip: ip, port: port)
+    }
+
+    public func connectionCount(_ proto: TransportProtocol) -> Int { connections.count(proto) }
+
+    /// The listener of a protocol and address family that messages are sent from.
+    public func listener(for proto: TransportProtocol, ipv6: Bool) -> ListenSocket? {
+        lock.withLock {
+            listeners.first { $0.proto == proto && $0.isIPv6 == ipv6 } ?? listeners.first { $0.proto == proto }
+        }
+    }
+
+    // MARK: Sending
+
+    /// Sends a reply back where a request came from: over its connection, or
+    /// for UDP to the datagram's source (RFC 3581: the source port).
+    @discardableResult
+    public func reply(_ bytes: [UInt8], to r: ReceivedMessage) -> EventLoopFuture<Void> {
+        if let c = r.connection {
+            if c.isOpen { return c.send(ByteBuffer(bytes: bytes)) }
+            // The connection is gone: open a new one to the same peer (RFC 3261 §18.2.2).
+            return send(bytes, to: Destination(proto: r.proto, host: r.sourceIP, port: UInt16(r.sourcePort), address: r.source))
+        }
+        return sendUDP(bytes, to: r.source, from: r.listener)
+    }
+
+    /// Sends a message to a destination, reusing or opening a connection.
+    @discardableResult
+    public func send(_ bytes: [UInt8], to d: Destination) -> EventLoopFuture<Void> {
+        let loop = group.next()
+        if d.proto == .tls && (tlsTable == nil || config.tls.disabled) {
+            return loop.makeFailedFuture(SIPTransportError.tlsDisabled)
+        }
+        if d.proto != .udp, let id = d.connectionID, let c = connections.connection(id: id), c.isOpen {
+            return c.send(ByteBuffer(bytes: bytes))
+        }
+        return resolve(d, on: loop).flatMap { address in
+            if d.proto == .udp {
+                let l = self.listener(for: .udp, ipv6: address.protocol == .inet6)
+                return self.sendUDP(bytes, to: address, from: l)
+            }
+            return self.connection(to: d, address: address).flatMap { c in c.send(ByteBuffer(bytes: bytes)) }
+        }
+    }
+
+    private func sendUDP(_ bytes: [UInt8], to address: SocketAddress, from l: ListenSocket?) -> EventLoopFuture<Void> {
+        let ch = lock.withLock { () -> Channel? in
+            if let l, let c = udpChannels.first(where: { $0.0 == l })?.1 { return c }
+            return udpChannels.first { $0.0.isIPv6 == (address.protocol == .inet6) }?.1
+        }
+        guard let ch else { return group.next().makeFailedFuture(SIPTransportError.noListener(.udp, "\(address)")) }
+        return ch.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: ByteBuffer(bytes: bytes)))
+    }
+
+    func resolve(_ d: Destination, on loop: EventLoop) -> EventLoopFuture<SocketAddress> {
+        if let a = d.address { return loop.makeSucceededFuture(a) }
+        var host = d.host
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        if let a = try? SocketAddress(ipAddress: host, port: Int(d.port)) { return loop.makeSucceededFuture(a) }
+        let port = Int(d.port)
+        return NIOThreadPool.singleton.runIfActive(eventLoop: loop) {
+            do { return try SocketAddress.makeAddressResolvingHost(host, port: port) } catch { throw SIPTransportError.resolveFailed(host) }
+        }
+    }
+
+    /// An open connection to `d` whose TLS identity fits, or a new one.
+    func connection(to d: Destination, address: SocketAddress) -> EventLoopFuture<SIPConnection> {
+        let loop = group.next()
+        let ip = address.ipAddress ?? d.host
+        let port = address.port ?? Int(d.port)
+        var domain: TLSDomainContext? = nil
+        var targetName: String? = nil
+        var identity = ""
+        if d.proto == .tls {
+            guard let table = tlsTable else { return loop.makeFailedFuture(SIPTransportError.tlsDisabled) }
+            domain = table.client(remote: HostPort(host: ip, port: UInt16(port)))
+            targetName = d.tlsServerName ?? domain?.domain.serverName ?? d.host
+            identity = "\(domain!.domain.name)|\(targetName ?? "")"
+        }
+        if let c = connections.find(proto: d.proto, ip: ip, port: port, identityKey: d.proto == .tls ? identity : nil) {
+            return loop.makeSucceededFuture(c)
+        }
+        let key = ConnectionTable.peerKey(d.proto, ip, port) + "|" + identity
+        return lock.withLock { () -> EventLoopFuture<SIPConnection> in
+            if let pending = pendingConnects[key] { return pending }
+            let f = openConnection(d.proto, address: address, domain: domain, targetName: targetName, identity: identity, loop: loop)
+            pendingConnects[key] = f
+            f.whenComplete { _ in self.lock.withLock { self.pendingConnects[key] = nil } }
+            return f
+        }
+    }
+
+    private func openConnection(_ proto: TransportProtocol, address: SocketAddress, domain: TLSDomainContext?, targetName: String?, identity: String, loop: EventLoop) -> EventLoopFuture<SIPConnection> {
+        guard let l = listener(for: proto, ipv6: address.protocol == .inet6) ?? listener(for: proto == .tls ? .tcp : .tls, ipv6: address.protocol == .inet6) ?? listener(for: .udp, ipv6: false) else {
+            return loop.makeFailedFuture(SIPTransportError.noListener(proto, "\(address)"))
+        }
+        var from = l
+        from.proto = proto
+        let settings = streamSettings(proto)
+        let lifetime = config.core.tcpConnectionLifetime
+        let bootstrap = ClientBootstrap(group: loop)
+            .connectTimeout(.seconds(Int64(config.core.tcpConnectTimeout)))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { [unowned self] ch in
+                let stream = SIPStreamHandler(transport: self, listener: from, settings: settings, outbound: true, identityKey: identity,
+                                              clientDomain: domain, targetName: targetName)
+                let idle = IdleStateHandler(allTimeout: .seconds(Int64(lifetime)))
+                guard proto == .tls, let domain else { return ch.addSync([idle, stream]) }
+                let sni = targetName.flatMap { PeerIdentity.isIPLiteral($0) ? nil : $0 }
+                do {
+                    let ssl = try NIOSSLClientHandler(context: domain.context, serverHostname: sni)
+                    let sniffer = TLSRecordSniffer(outbound: false) { [weak stream] suite in stream?.cipherSuite = suite }
+                    return ch.addSync([sniffer, ssl, idle, stream])
+                } catch {
+                    return ch.eventLoop.makeFailedFuture(error)
+                }
+            }
+        return bootstrap.connect(to: address).flatMap { ch in
+            ch.pipeline.handler(type: SIPStreamHandler.self).flatMapThrowing { h in
+                guard let c = h.connection else { throw SIPTransportError.connectionClosed("refused at the connection limit") }
+                return c
+            }
+        }.flatMapErrorThrowing { error in
+            self.logger.warning("cannot connect to \(proto.rawValue):\(address.ipAddress ?? "?"):\(address.port ?? 0): \(error)")
+            throw error
+        }
+    }
+}
+
+extension Channel {
+    /// Adds handlers from a channel initializer (which runs on the channel's loop).
+    func addSync(_ handlers: [ChannelHandler]) -> EventLoopFuture<Void> {
+        do {
+            try pipeline.syncOperations.addHandlers(handlers)
+            return eventLoop.makeSucceededVoidFuture()
+        } catch {
+            return eventLoop.makeFailedFuture(error)
+        }
+    }
+}

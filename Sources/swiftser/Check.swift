@@ -1,0 +1,54 @@
+import ArgumentParser
+import Foundation
+import SIPConfig
+import SIPTLS
+
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check a config: syntax, script, TLS files. Prints the listen sockets and the TLS domain table.")
+
+    @OptionGroup var options: ConfigOptions
+
+    func run() throws {
+        let config = Startup.loadConfig(options)
+        for w in config.warnings { print(w.description) }
+        print("config \(options.file): OK")
+        print("\nlisten sockets:")
+        for l in config.listens {
+            print("  \(l)\(l.advertisedHost.map { " advertise \($0)\(l.advertisedPort.map { ":\($0)" } ?? "")" } ?? "")")
+        }
+        if !config.aliases.isEmpty { print("aliases: \(config.aliases.joined(separator: ", "))") }
+        if config.tls.disabled {
+            print("\nTLS: disabled (disable_tls=1)")
+            return
+        }
+        if config.tls.autoDevelopmentCertificates, let d = config.tls.defaultServer, !FileManager.default.fileExists(atPath: d.certificate) {
+            print("\nTLS: \(d.certificate) does not exist yet; the proxy creates development certificates at start (tls_auto_dev_certificates=yes)")
+            return
+        }
+        guard Startup.needsTLS(config) else {
+            print("\nTLS: no TLS listener and no certificate; outbound TLS unavailable")
+            return
+        }
+        let table: TLSDomainTable
+        do {
+            table = try TLSDomainTable.build(config.tls)
+        } catch {
+            for e in error.errors { print("error: \(e)") }
+            throw ExitCode(1)
+        }
+        for w in table.warnings { print("warning: \(w)") }
+        print("\nTLS domains (handshake timeout \(config.tls.handshakeTimeout) s, send timeout \(config.tls.sendTimeout) s):")
+        for d in table.servers + table.clients {
+            print("  \(d.domain.name)")
+            print("    certificate \(d.domain.certificate): \(d.summary.subject)")
+            print("      issuer \(d.summary.issuer), expires \(ISO8601DateFormatter().string(from: d.summary.notValidAfter)), key \(d.summary.keyType)")
+            if !d.summary.alternativeNames.isEmpty { print("      SAN \(d.summary.alternativeNames.joined(separator: " "))") }
+            print("    private key \(d.domain.privateKey)")
+            print("    CA list \(d.domain.caList ?? "(system trust store)")\(d.trustedCASubjects.isEmpty ? "" : ": " + d.trustedCASubjects.joined(separator: "; "))")
+            print("    method \(d.domain.method)")
+            print("    ciphers (TLS 1.2) \(d.cipherList.openSSLString)")
+            print("    \(d.verificationDescription)")
+        }
+    }
+}

@@ -1,0 +1,99 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import SIPConfig
+import SIPProxy
+import SIPTLS
+import SIPTransport
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the proxy (the default command).")
+
+    @OptionGroup var options: ConfigOptions
+
+    func run() throws {
+        let config = Startup.loadConfig(options)
+        let level = Startup.logLevel(config.core.logLevel)
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let logger = Logger(label: "swiftser")
+        for w in config.warnings { logger.warning("\(w.description)") }
+        do {
+            try Startup.makeDevelopmentCertificates(config, logger: logger)
+        } catch {
+            logger.error("cannot create development certificates: \(error)")
+            throw ExitCode(1)
+        }
+        let tls = Startup.buildTLS(config)
+        if let tls {
+            for w in tls.warnings { logger.warning("\(w)") }
+            for d in tls.servers + tls.clients {
+                logger.info("TLS domain \(d.domain.name): \(d.summary.subject), \(d.domain.method), \(d.verificationDescription)")
+            }
+        }
+        let threads = config.core.children > 0 ? config.core.children : System.coreCount
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        let location: LocationService
+        do {
+            location = try LocationService(path: config.registrar.dbMode == 0 ? nil : config.registrar.database)
+        } catch {
+            logger.error("\(error)")
+            throw ExitCode(1)
+        }
+        let transport = SIPTransport(config: config, tls: tls, group: group, logger: logger)
+        do {
+            try transport.start()
+        } catch {
+            logger.error("\(error)")
+            try? group.syncShutdownGracefully()
+            throw ExitCode(1)
+        }
+        let core = ProxyCore(config: config, transport: transport, location: location, logger: logger)
+        transport.delegate = core
+        let control = ControlServer(core: core, config: config, logger: logger)
+        do {
+            try control.start(group: group)
+        } catch {
+            logger.warning("control socket \(config.core.controlSocket) not available: \(error)")
+        }
+        if let pid = config.core.pidFile {
+            try? "\(getpid())\n".write(toFile: pid, atomically: true, encoding: .utf8)
+        }
+        logger.notice("SwiftSER running: \(transport.listeners.map(\.description).joined(separator: ", ")); \(location.all().count) registrations loaded")
+
+        // Signals: HUP reloads TLS files; INT and TERM stop.
+        signal(SIGHUP, SIG_IGN)
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        signal(SIGPIPE, SIG_IGN)
+        let queue = DispatchQueue(label: "signals")
+        let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: queue)
+        hup.setEventHandler { _ = control.reloadTLS() }
+        hup.resume()
+        let done = DispatchSemaphore(value: 0)
+        var stops: [DispatchSourceSignal] = []
+        for sig in [SIGINT, SIGTERM] {
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+            s.setEventHandler { done.signal() }
+            s.resume()
+            stops.append(s)
+        }
+        let purge = group.next().scheduleRepeatedTask(initialDelay: .seconds(60), delay: .seconds(60)) { _ in
+            let n = location.purgeExpired()
+            if n > 0 { logger.info("purged \(n) expired registration\(n == 1 ? "" : "s")") }
+        }
+        done.wait()
+        logger.notice("stopping")
+        purge.cancel()
+        control.stop()
+        transport.shutdown()
+        try? group.syncShutdownGracefully()
+        if let pid = config.core.pidFile { try? FileManager.default.removeItem(atPath: pid) }
+    }
+}
