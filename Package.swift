@@ -77,7 +77,19 @@ let package = Package(
             swiftSettings: [.swiftLanguageMode(.v5)]
         ),
         .testTarget(name: "SIPCoreTests", dependencies: ["SIPCore"]),
-        .testTarget(name: "SIPTLSTests", dependencies: ["SIPTLS"]),
+        .testTarget(name: "SIPTLSTests", dependencies: ["SIPTLS", .product(name: "X509", package: "swift-certificates")]),
+        .testTarget(
+            name: "SIPProxyTests",
+            dependencies: [
+                "SIPProxy", "SIPTransport", "SIPTLS", "SIPConfig", "SIPCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: [],
+            swiftSettings: [.swiftLanguageMode(.v5)]
+        ),
         .testTarget(name: "SIPConfigTests", dependencies: ["SIPConfig"]),
     ]
 )

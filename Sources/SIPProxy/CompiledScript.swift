@@ -33,6 +33,8 @@ final class CompiledScript: @unchecked Sendable {
         case or(Expr, Expr)
         case compare(CompareOp, Expr, Expr)
         case arithmetic(String, Expr, Expr)
+        /// A string argument with pseudo-variables in it ("to $ru").
+        case format([FormatPart])
     }
 
     enum CompareOp { case eq, ne, lt, gt, le, ge, match(NSRegularExpression?), notMatch(NSRegularExpression?) }
@@ -182,7 +184,15 @@ final class CompiledScript: @unchecked Sendable {
 
     func compile(_ c: SIPConfig.Call) -> Call {
         let f = CompiledScript.functionTable[c.name]!
-        var call = Call(function: f, args: c.arguments.map(compile), routeIndex: nil, format: nil, regex: nil, location: c.location)
+        var args = c.arguments.map(compile)
+        let routeArg = Builtins.functions[c.name]?.routeArgument?.index
+        for i in args.indices where i != routeArg {
+            if case .string(let text) = args[i], text.contains("$") {
+                let parts = CompiledScript.parseFormat(text)
+                if parts.contains(where: { if case .pv = $0 { return true }; return false }) { args[i] = .format(parts) }
+            }
+        }
+        var call = Call(function: f, args: args, routeIndex: nil, format: nil, regex: nil, location: c.location)
         if let ra = Builtins.functions[c.name]?.routeArgument, ra.index < c.arguments.count {
             var name = ""
             switch c.arguments[ra.index] {

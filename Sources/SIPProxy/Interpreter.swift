@@ -162,6 +162,7 @@ extension ProxyCore {
         case .pv(let pv): return get(pv, ctx)
         case .keyword(let k): return keyword(k, ctx)
         case .call(let c): return .int(call(c, ctx))
+        case .format(let parts): return .str(format(parts, ctx))
         case .not(let x): return .int(condition(x, ctx) == true ? 0 : 1)
         case .and, .or, .compare: return .int(condition(e, ctx) == true ? 1 : 0)
         case .arithmetic(let op, let a, let b):

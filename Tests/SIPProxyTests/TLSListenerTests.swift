@@ -1,0 +1,182 @@
+import Foundation
+import SIPConfig
+import SIPTLS
+import Testing
+
+/// Replies tell the client what the proxy saw of its certificate.
+let verifyScript = """
+request_route {
+    if (is_peer_verified()) {
+        sl_send_reply("200", "Verified $tls_peer_subject_cn");
+    } else {
+        sl_send_reply("200", "Unverified");
+    }
+    exit;
+}
+"""
+
+func tlsProxy(_ pki: TestPKI, _ settings: String, script: String = verifyScript) throws -> TestProxy {
+    try pki.issue("server", cn: "localhost", dns: ["localhost"], ips: ["127.0.0.1"], sip: ["sip:localhost"])
+    return try TestProxy("""
+    listen=tls:127.0.0.1:0
+    tls_certificate="\(pki.dir)/server.pem"
+    tls_private_key="\(pki.dir)/server.key"
+    tls_ca_list="\(pki.caFile)"
+    tls_handshake_timeout=2
+    \(settings)
+    \(script)
+    """)
+}
+
+@Suite("TLS verification per seed §1.5.8 and §1.6, against Python's ssl", .serialized)
+struct TLSVerificationTests {
+    enum ClientCert: String, CaseIterable, Sendable { case none, good, otherCA, expired }
+
+    /// (tls_verify, tls_require_certificate, client certificate) → the reply, or nil when the connection must fail.
+    static let table: [(Int, Int, ClientCert, String?)] = [
+        (0, 0, .none, "Unverified"), (0, 0, .good, "Unverified"), (0, 0, .otherCA, "Unverified"), (0, 0, .expired, "Unverified"),
+        (1, 0, .none, "Unverified"), (1, 0, .good, "Verified phone1"), (1, 0, .otherCA, nil), (1, 0, .expired, nil),
+        (1, 1, .none, nil), (1, 1, .good, "Verified phone1"), (1, 1, .otherCA, nil), (1, 1, .expired, nil),
+    ]
+
+    @Test("verify/require × client certificate", arguments: Array(0..<12))
+    func mode(row: Int) throws {
+        let (verify, require, cert, expected) = TLSVerificationTests.table[row]
+        let pki = try TestPKI()
+        try pki.issue("phone1", dns: ["phone1.example.com"])
+        try pki.issue("stranger", byOtherCA: true)
+        try pki.issue("old", expired: true)
+        let proxy = try tlsProxy(pki, "tls_verify=\(verify)\ntls_require_certificate=\(require)")
+        defer { proxy.stop() }
+        var args = ["--proto", "tls", "--port", String(proxy.port(.tls)), "--ca", pki.caFile, "--options", "--wait", "3"]
+        switch cert {
+        case .none: break
+        case .good: args += ["--cert", pki.dir + "/phone1.pem", "--key", pki.dir + "/phone1.key"]
+        case .otherCA: args += ["--cert", pki.dir + "/stranger.pem", "--key", pki.dir + "/stranger.key"]
+        case .expired: args += ["--cert", pki.dir + "/old.pem", "--key", pki.dir + "/old.key"]
+        }
+        let r = Subprocess.sipclient(args)
+        let response = r.lines.first { $0.hasPrefix("RESPONSE") }
+        if let expected {
+            #expect(response == "RESPONSE SIP/2.0 200 \(expected)", "verify=\(verify) require=\(require) cert=\(cert): \(r.out) \(r.err)")
+        } else {
+            #expect(response == nil, "verify=\(verify) require=\(require) cert=\(cert) must fail: \(r.out)")
+            // The failure is logged with the peer and a plain reason.
+            #expect(proxy.log.wait(for: "TLS handshake with 127.0.0.1:"), "\(proxy.log.lines)")
+            let reason = proxy.log.lines.first { $0.contains("TLS handshake with 127.0.0.1:") } ?? ""
+            switch cert {
+            case .none: #expect(reason.contains("no client certificate"), "\(reason)")
+            default: #expect(reason.contains("certificate not trusted"), "\(reason)")
+            }
+        }
+    }
+}
+
+@Suite("TLS listeners against openssl s_client", .serialized)
+struct OpenSSLClientTests {
+    static func sClient(_ port: UInt16, _ extra: [String], input: String = "") -> Subprocess.Result {
+        Subprocess.run("openssl", ["s_client", "-connect", "127.0.0.1:\(port)", "-brief"] + extra, timeout: 10, stdin: Data(input.utf8))
+    }
+
+    static func negotiated(_ r: Subprocess.Result) -> Bool {
+        (r.out + r.err).contains("Protocol version:") && !(r.out + r.err).contains("alert")
+    }
+
+    @Test("tls_method bounds the versions", arguments: [
+        ("tlsv1.2+", "-tls1_2", true), ("tlsv1.2+", "-tls1_3", true), ("tlsv1.2+", "-tls1_1", false),
+        ("tlsv1.2", "-tls1_3", false), ("tlsv1.2", "-tls1_2", true), ("tlsv1.3", "-tls1_2", false),
+        ("tlsv1.3", "-tls1_3", true), ("sslv23", "-tls1_1", false), ("sslv23", "-tls1_3", true),
+    ])
+    func methods(method: String, flag: String, ok: Bool) throws {
+        let pki = try TestPKI()
+        let proxy = try tlsProxy(pki, "tls_method=\(method)")
+        defer { proxy.stop() }
+        let r = OpenSSLClientTests.sClient(proxy.port(.tls), [flag, "-CAfile", pki.caFile])
+        #expect(OpenSSLClientTests.negotiated(r) == ok, "\(method) with \(flag): \(r.out) \(r.err)")
+        if !ok {
+            #expect(proxy.log.wait(for: "protocol version"), "\(proxy.log.lines)")
+        }
+    }
+
+    @Test("the cipher list is honoured for TLS 1.2")
+    func ciphers() throws {
+        let pki = try TestPKI()
+        let proxy = try tlsProxy(pki, "tls_ciphers_list=\"ECDHE-ECDSA-CHACHA20-POLY1305\"\ntls_method=tlsv1.2")
+        defer { proxy.stop() }
+        let chacha = OpenSSLClientTests.sClient(proxy.port(.tls), ["-tls1_2", "-cipher", "ECDHE-ECDSA-CHACHA20-POLY1305"])
+        #expect((chacha.out + chacha.err).contains("Ciphersuite: ECDHE-ECDSA-CHACHA20-POLY1305"), "\(chacha.err)")
+        let aes = OpenSSLClientTests.sClient(proxy.port(.tls), ["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"])
+        #expect(!OpenSSLClientTests.negotiated(aes))
+        #expect(proxy.log.wait(for: "no shared cipher"), "\(proxy.log.lines)")
+    }
+
+    @Test("the default offers only ECDHE with AEAD ciphers")
+    func defaultCiphers() throws {
+        let pki = try TestPKI()
+        let proxy = try tlsProxy(pki, "tls_method=tlsv1.2")
+        defer { proxy.stop() }
+        let cbc = OpenSSLClientTests.sClient(proxy.port(.tls), ["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA:AES128-GCM-SHA256"])
+        #expect(!OpenSSLClientTests.negotiated(cbc))
+        let gcm = OpenSSLClientTests.sClient(proxy.port(.tls), ["-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384"])
+        #expect(OpenSSLClientTests.negotiated(gcm), "\(gcm.err)")
+    }
+
+    @Test("two listeners with different tls_domain serve different certificates")
+    func domainsPerListener() throws {
+        let pki = try TestPKI()
+        try pki.issue("server", cn: "localhost", dns: ["localhost"])
+        try pki.issue("second", cn: "second.example.com", dns: ["second.example.com"])
+        let p1 = freePort(), p2 = freePort()
+        let proxy = try TestProxy("""
+        listen=tls:127.0.0.1:\(p1)
+        listen=tls:127.0.0.1:\(p2)
+        tls_certificate="\(pki.dir)/server.pem"
+        tls_private_key="\(pki.dir)/server.key"
+        tls_domain[127.0.0.1:\(p2)] {
+            tls_certificate="\(pki.dir)/second.pem"
+            tls_private_key="\(pki.dir)/second.key"
+        }
+        \(verifyScript)
+        """)
+        defer { proxy.stop() }
+        let a = OpenSSLClientTests.sClient(p1, [])
+        let b = OpenSSLClientTests.sClient(p2, [])
+        #expect((a.out + a.err).contains("CN=localhost") || (a.out + a.err).contains("CN = localhost"), "\(a.err)")
+        #expect((b.out + b.err).contains("second.example.com"), "\(b.err)")
+    }
+
+    @Test("SNI picks the certificate and the CA policy of its domain")
+    func sni() throws {
+        let pki = try TestPKI()
+        try pki.issue("server", cn: "localhost", dns: ["localhost"])
+        try pki.issue("voice", cn: "voice.example.com", dns: ["voice.example.com"])
+        try pki.issue("phone1")
+        let port = freePort()
+        let proxy = try TestProxy("""
+        listen=tls:127.0.0.1:\(port)
+        tls_certificate="\(pki.dir)/server.pem"
+        tls_private_key="\(pki.dir)/server.key"
+        tls_ca_list="\(pki.caFile)"
+        tls_verify=0
+        tls_domain[127.0.0.1:\(port)] {
+            tls_server_name="*.example.com"
+            tls_certificate="\(pki.dir)/voice.pem"
+            tls_private_key="\(pki.dir)/voice.key"
+            tls_verify=1
+            tls_require_certificate=1
+        }
+        request_route { sl_send_reply("200", "sni=$tls_peer_server_name"); exit; }
+        """)
+        defer { proxy.stop() }
+        let plain = OpenSSLClientTests.sClient(port, ["-servername", "other.test"])
+        #expect((plain.out + plain.err).contains("localhost"), "\(plain.err)")
+        // *.example.com requires a client certificate.
+        let noCert = Subprocess.sipclient(["--proto", "tls", "--port", String(port), "--sni", "voice.example.com", "--options"])
+        #expect(!noCert.out.contains("RESPONSE"), "\(noCert.out)")
+        let withCert = Subprocess.sipclient(["--proto", "tls", "--port", String(port), "--sni", "voice.example.com", "--options",
+                                             "--cert", pki.dir + "/phone1.pem", "--key", pki.dir + "/phone1.key"])
+        #expect(withCert.out.contains("RESPONSE SIP/2.0 200 sni=voice.example.com"), "\(withCert.out)")
+        let voice = OpenSSLClientTests.sClient(port, ["-servername", "voice.example.com", "-cert", pki.dir + "/phone1.pem", "-key", pki.dir + "/phone1.key"])
+        #expect((voice.out + voice.err).contains("voice.example.com"), "\(voice.err)")
+    }
+}

@@ -1,0 +1,199 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import SIPConfig
+import SIPProxy
+import SIPTLS
+import SIPTransport
+import Testing
+
+enum Paths {
+    static let repo: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    static let peers = repo + "/Tests/Peers"
+    static var shared: String {
+        ProcessInfo.processInfo.environment["SWIFTSER_SHARED"] ?? (URL(fileURLWithPath: repo).deletingLastPathComponent().path + "/shared")
+    }
+}
+
+/// Runs a program with a time limit; returns its exit status and output.
+enum Subprocess {
+    struct Result {
+        var status: Int32
+        var out: String
+        var err: String
+        var lines: [String] { out.split(separator: "\n").map(String.init) }
+    }
+
+    static func run(_ executable: String, _ args: [String], timeout: TimeInterval = 20, stdin: Data? = nil) -> Result {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable.hasPrefix("/") ? executable : "/usr/bin/env")
+        p.arguments = executable.hasPrefix("/") ? args : [executable] + args
+        let out = Pipe(), err = Pipe(), inp = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = inp
+        let outData = NIOLockedValueBox(Data())
+        let errData = NIOLockedValueBox(Data())
+        out.fileHandleForReading.readabilityHandler = { h in let d = h.availableData; outData.withLockedValue { $0.append(d) } }
+        err.fileHandleForReading.readabilityHandler = { h in let d = h.availableData; errData.withLockedValue { $0.append(d) } }
+        do { try p.run() } catch { return Result(status: -1, out: "", err: "\(error)") }
+        if let stdin { inp.fileHandleForWriting.write(stdin) }
+        try? inp.fileHandleForWriting.close()
+        let deadline = Date().addingTimeInterval(timeout)
+        while p.isRunning && Date() < deadline { usleep(20_000) }
+        if p.isRunning {
+            p.terminate()
+            usleep(200_000)
+            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        }
+        p.waitUntilExit()
+        out.fileHandleForReading.readabilityHandler = nil
+        err.fileHandleForReading.readabilityHandler = nil
+        let restOut = (try? out.fileHandleForReading.readToEnd()) ?? nil
+        let restErr = (try? err.fileHandleForReading.readToEnd()) ?? nil
+        outData.withLockedValue { if let r = restOut { $0.append(r) } }
+        errData.withLockedValue { if let r = restErr { $0.append(r) } }
+        return Result(status: p.terminationStatus, out: String(decoding: outData.withLockedValue { $0 }, as: UTF8.self),
+                      err: String(decoding: errData.withLockedValue { $0 }, as: UTF8.self))
+    }
+
+    /// The SIP test client (Tests/Peers/sipclient.py).
+    static func sipclient(_ args: [String], timeout: TimeInterval = 15) -> Result {
+        run("python3", [Paths.peers + "/sipclient.py"] + args, timeout: timeout)
+    }
+}
+
+/// A free TCP/UDP port on 127.0.0.1 (bound then released).
+func freePort() -> UInt16 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = 0
+    _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+    return UInt16(bigEndian: addr.sin_port)
+}
+
+func makeTempDir(_ tag: String) -> String {
+    let dir = NSTemporaryDirectory() + "swiftser-\(tag)-\(UUID().uuidString.prefix(8))"
+    try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    return dir
+}
+
+/// Certificates for a test: a trusted CA, another CA, and what they sign.
+final class TestPKI: @unchecked Sendable {
+    let dir: String
+    let ca: CertificateGenerator.Issued
+    let otherCA: CertificateGenerator.Issued
+
+    init() throws {
+        dir = makeTempDir("pki")
+        ca = try CertificateGenerator.makeCA(commonName: "Test CA")
+        otherCA = try CertificateGenerator.makeCA(commonName: "Other CA")
+        try CertificateGenerator.writeFile(dir + "/ca.pem", try ca.certificatePEM(), mode: 0o644)
+        try CertificateGenerator.writeFile(dir + "/other-ca.pem", try otherCA.certificatePEM(), mode: 0o644)
+    }
+
+    var caFile: String { dir + "/ca.pem" }
+
+    /// Issues NAME.pem / NAME.key; returns (certificate, key) paths.
+    @discardableResult
+    func issue(_ name: String, cn: String? = nil, dns: [String] = [], ips: [String] = [], sip: [String] = [], byOtherCA: Bool = false, expired: Bool = false) throws -> (String, String) {
+        var req = CertificateGenerator.Request(commonName: cn ?? name)
+        req.dnsNames = dns
+        req.ipAddresses = ips
+        req.sipURIs = sip
+        if expired {
+            req.notBefore = Date().addingTimeInterval(-400 * 86_400)
+            req.validDays = 30
+        }
+        let issued = try CertificateGenerator.issue(req, by: byOtherCA ? otherCA : ca)
+        let c = dir + "/\(name).pem", k = dir + "/\(name).key"
+        try CertificateGenerator.write(issued, certificate: c, key: k)
+        return (c, k)
+    }
+}
+
+/// Log lines captured from a proxy under test.
+final class LogCapture: @unchecked Sendable {
+    private let box = NIOLockedValueBox<[String]>([])
+    var lines: [String] { box.withLockedValue { $0 } }
+    func append(_ s: String) { box.withLockedValue { $0.append(s) } }
+    func contains(_ s: String) -> Bool { lines.contains { $0.contains(s) } }
+
+    /// Waits (bounded) until a line containing `s` was logged.
+    func wait(for s: String, timeout: TimeInterval = 5) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if contains(s) { return true }
+            usleep(20_000)
+        }
+        return contains(s)
+    }
+}
+
+struct CapturingLogHandler: LogHandler {
+    let capture: LogCapture
+    var logLevel: Logger.Level = .debug
+    var metadata: Logger.Metadata = [:]
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
+        capture.append("\(level) \(message)")
+        if ProcessInfo.processInfo.environment["SWIFTSER_TEST_LOG"] != nil { print("[proxy] \(level) \(message)") }
+    }
+}
+
+/// A whole SwiftSER (transport, TLS, proxy, registrar) running in the test
+/// process on loopback, from config text. Its folder is CFG_DIR.
+final class TestProxy: @unchecked Sendable {
+    let dir: String
+    let config: Config
+    let group: MultiThreadedEventLoopGroup
+    let transport: SIPTransport
+    let core: ProxyCore
+    let control: ControlServer
+    let log = LogCapture()
+    let location: LocationService
+
+    init(_ text: String, dir givenDir: String? = nil, files: [String: String] = [:], locationFile: String? = nil) throws {
+        dir = givenDir ?? makeTempDir("proxy")
+        for (name, content) in files { try content.write(toFile: dir + "/" + name, atomically: true, encoding: .utf8) }
+        let file = dir + "/proxy.cfg"
+        var cfgText = text
+        if !cfgText.contains("control_socket") { cfgText = "control_socket=\"ctl.sock\"\n" + cfgText }
+        try cfgText.write(toFile: file, atomically: true, encoding: .utf8)
+        config = try ConfigLoader.load(file: file)
+        let capture = log
+        let logger = Logger(label: "test-proxy", factory: { _ in CapturingLogHandler(capture: capture) })
+        let tls: TLSDomainTable? = config.tls.disabled || !config.listens.contains(where: { $0.proto == .tls }) && config.tls.domains.allSatisfy({ $0.isDefault }) && !FileManager.default.fileExists(atPath: config.tls.defaultServer!.certificate)
+            ? nil : try TLSDomainTable.build(config.tls)
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        location = try LocationService(path: locationFile)
+        transport = SIPTransport(config: config, tls: tls, group: group, logger: logger)
+        try transport.start()
+        core = ProxyCore(config: config, transport: transport, location: location, logger: logger)
+        transport.delegate = core
+        control = ControlServer(core: core, config: config, logger: logger)
+        try control.start(group: group)
+    }
+
+    func port(_ proto: TransportProtocol, ipv6: Bool = false) -> UInt16 {
+        transport.listeners.first { $0.proto == proto && $0.isIPv6 == ipv6 }!.port
+    }
+
+    func stop() {
+        control.stop()
+        transport.shutdown()
+        try? group.syncShutdownGracefully()
+    }
+
+    deinit { }
+}
