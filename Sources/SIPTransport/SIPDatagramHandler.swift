@@ -11,12 +11,13 @@ final class SIPDatagramHandler: ChannelInboundHandler {
     typealias OutboundOut = AddressedEnvelope<ByteBuffer>
 
     private let transport: SIPTransport
-    private let listener: ListenSocket
+    private let listenerBox: ListenerBox
+    private var listener: ListenSocket { listenerBox.value }
     private let limits: SIPLimits
 
-    init(transport: SIPTransport, listener: ListenSocket, limits: SIPLimits) {
+    init(transport: SIPTransport, listener: ListenerBox, limits: SIPLimits) {
         self.transport = transport
-        self.listener = listener
+        self.listenerBox = listener
         self.limits = limits
     }
 

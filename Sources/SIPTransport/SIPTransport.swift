@@ -78,13 +78,15 @@ public final class SIPTransport: @unchecked Sendable {
 
     private func bind(_ l: ListenSocket) throws -> (Channel, ListenSocket) {
         let channel: Channel
+        // Handlers see the listener as bound (port 0 replaced by the real port).
+        let box = ListenerBox(l)
         switch l.proto {
         case .udp:
             channel = try DatagramBootstrap(group: group)
                 .channelOption(.socketOption(.so_reuseaddr), value: 1)
                 .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65_536))
                 .channelInitializer { [unowned self] ch in
-                    ch.addSync([SIPDatagramHandler(transport: self, listener: l, limits: self.limits)])
+                    ch.addSync([SIPDatagramHandler(transport: self, listener: box, limits: self.limits)])
                 }
                 .bind(host: l.host, port: Int(l.port)).wait()
         case .tcp, .tls:
@@ -94,12 +96,13 @@ public final class SIPTransport: @unchecked Sendable {
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .childChannelInitializer { [unowned self] ch in
-                    self.initializeInbound(ch, listener: l)
+                    self.initializeInbound(ch, listener: box.value)
                 }
                 .bind(host: l.host, port: Int(l.port)).wait()
         }
         var bound = l
         if let p = channel.localAddress?.port { bound.port = UInt16(p) }
+        box.value = bound
         return (channel, bound)
     }
 
@@ -311,5 +314,16 @@ extension Channel {
         } catch {
             return eventLoop.makeFailedFuture(error)
         }
+    }
+}
+
+/// The listen socket as bound, shared with the handlers created for it.
+final class ListenerBox: @unchecked Sendable {
+    private let lock = NIOLock()
+    private var _value: ListenSocket
+    init(_ l: ListenSocket) { _value = l }
+    var value: ListenSocket {
+        get { lock.withLock { _value } }
+        set { lock.withLock { _value = newValue } }
     }
 }

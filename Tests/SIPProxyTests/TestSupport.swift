@@ -197,3 +197,66 @@ final class TestProxy: @unchecked Sendable {
 
     deinit { }
 }
+
+/// A peer program running in the background; its output lines are kept.
+final class Background: @unchecked Sendable {
+    let process = Process()
+    let output = LogCapture()
+    private var pending = ""
+    private let lock = NIOLock()
+
+    init(_ executable: String, _ args: [String]) throws {
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = [executable] + args
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = out
+        process.standardInput = FileHandle.nullDevice
+        out.fileHandleForReading.readabilityHandler = { [weak self] h in
+            guard let self else { return }
+            let d = h.availableData
+            if d.isEmpty { return }
+            self.lock.withLock {
+                self.pending += String(decoding: d, as: UTF8.self)
+                while let nl = self.pending.firstIndex(of: "\n") {
+                    self.output.append(String(self.pending[..<nl]))
+                    self.pending = String(self.pending[self.pending.index(after: nl)...])
+                }
+            }
+        }
+        try process.run()
+    }
+
+    static func ua(_ args: [String]) throws -> Background { try Background("python3", [Paths.peers + "/ua.py"] + args) }
+
+    func wait(for s: String, timeout: TimeInterval = 10) -> Bool { output.wait(for: s, timeout: timeout) }
+
+    /// Waits for the program to end by itself (bounded), then stops it.
+    @discardableResult
+    func finish(timeout: TimeInterval = 20) -> Int32 {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        stop()
+        return process.terminationStatus
+    }
+
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            let deadline = Date().addingTimeInterval(2)
+            while process.isRunning && Date() < deadline { usleep(20_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+        process.waitUntilExit()
+        usleep(50_000)
+    }
+
+    var lines: [String] { output.lines }
+}
+
+/// The request_route and routes of etc/swiftser.cfg, so tests run the default script.
+func defaultScript() -> String {
+    let text = (try? String(contentsOfFile: Paths.repo + "/etc/swiftser.cfg", encoding: .utf8)) ?? ""
+    guard let r = text.range(of: "request_route {") else { return "" }
+    return String(text[r.lowerBound...])
+}
