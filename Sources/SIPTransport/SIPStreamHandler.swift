@@ -40,6 +40,8 @@ final class SIPStreamHandler: ChannelDuplexHandler {
     var cipherSuite: UInt16?
 
     private(set) var connection: SIPConnection?
+    /// Outbound: completed when the connection is registered (or refused).
+    let registered: EventLoopPromise<SIPConnection>?
     private var framer: SIPStreamFramer
     private var handshakeTimer: Scheduled<Void>?
     private var sendTimer: Scheduled<Void>?
@@ -58,6 +60,20 @@ final class SIPStreamHandler: ChannelDuplexHandler {
         self.clientDomain = clientDomain
         self.targetName = targetName
         self.framer = SIPStreamFramer(limits: settings.limits)
+        self.registered = nil
+    }
+
+    init(transport: SIPTransport, listener: ListenSocket, settings: Settings, identityKey: String,
+         clientDomain: TLSDomainContext?, targetName: String?, registered: EventLoopPromise<SIPConnection>) {
+        self.transport = transport
+        self.listener = listener
+        self.settings = settings
+        self.outbound = true
+        self.identityKey = identityKey
+        self.clientDomain = clientDomain
+        self.targetName = targetName
+        self.framer = SIPStreamFramer(limits: settings.limits)
+        self.registered = registered
     }
 
     var isTLS: Bool { listener.proto == .tls }
@@ -82,9 +98,11 @@ final class SIPStreamHandler: ChannelDuplexHandler {
             logger.warning("refusing \(c): \(listener.proto == .tls ? "tls_max_connections" : "tcp_max_connections") (\(settings.maxConnections)) reached")
             c.closeReason = "connection limit reached"
             connection = nil
+            registered?.fail(SIPTransportError.tooManyConnections(listener.proto))
             context.close(promise: nil)
             return
         }
+        registered?.succeed(c)
         if outbound { transport.registerOutbound(c) }
         logger.debug("\(c) opened on \(listener)")
         if isTLS, let t = settings.handshakeTimeout {
@@ -97,6 +115,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        if connection == nil { registered?.fail(SIPTransportError.connectionClosed("closed before it was ready")) }
         handshakeTimer?.cancel()
         sendTimer?.cancel()
         if let c = connection {

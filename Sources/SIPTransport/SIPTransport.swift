@@ -259,29 +259,31 @@ public final class SIPTransport: @unchecked Sendable {
             return loop.makeSucceededFuture(c)
         }
         let key = ConnectionTable.peerKey(d.proto, ip, port) + "|" + identity
+        let ipv6 = address.protocol == .inet6
+        // The listener whose address the connection is said to belong to.
+        guard var from = listener(for: d.proto, ipv6: ipv6) ?? listener(for: d.proto == .tls ? .tcp : .tls, ipv6: ipv6) ?? listener(for: .udp, ipv6: ipv6) else {
+            return loop.makeFailedFuture(SIPTransportError.noListener(d.proto, "\(address)"))
+        }
+        from.proto = d.proto
         return lock.withLock { () -> EventLoopFuture<SIPConnection> in
             if let pending = pendingConnects[key] { return pending }
-            let f = openConnection(d.proto, address: address, domain: domain, targetName: targetName, identity: identity, loop: loop)
+            let f = openConnection(d.proto, address: address, from: from, domain: domain, targetName: targetName, identity: identity, loop: loop)
             pendingConnects[key] = f
             f.whenComplete { _ in self.lock.withLock { self.pendingConnects[key] = nil } }
             return f
         }
     }
 
-    private func openConnection(_ proto: TransportProtocol, address: SocketAddress, domain: TLSDomainContext?, targetName: String?, identity: String, loop: EventLoop) -> EventLoopFuture<SIPConnection> {
-        guard let l = listener(for: proto, ipv6: address.protocol == .inet6) ?? listener(for: proto == .tls ? .tcp : .tls, ipv6: address.protocol == .inet6) ?? listener(for: .udp, ipv6: false) else {
-            return loop.makeFailedFuture(SIPTransportError.noListener(proto, "\(address)"))
-        }
-        var from = l
-        from.proto = proto
+    private func openConnection(_ proto: TransportProtocol, address: SocketAddress, from: ListenSocket, domain: TLSDomainContext?, targetName: String?, identity: String, loop: EventLoop) -> EventLoopFuture<SIPConnection> {
         let settings = streamSettings(proto)
         let lifetime = config.core.tcpConnectionLifetime
+        let registered = loop.makePromise(of: SIPConnection.self)
         let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(.seconds(Int64(config.core.tcpConnectTimeout)))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { [unowned self] ch in
-                let stream = SIPStreamHandler(transport: self, listener: from, settings: settings, outbound: true, identityKey: identity,
-                                              clientDomain: domain, targetName: targetName)
+                let stream = SIPStreamHandler(transport: self, listener: from, settings: settings, identityKey: identity,
+                                              clientDomain: domain, targetName: targetName, registered: registered)
                 let idle = IdleStateHandler(allTimeout: .seconds(Int64(lifetime)))
                 guard proto == .tls, let domain else { return ch.addSync([idle, stream]) }
                 let sni = targetName.flatMap { PeerIdentity.isIPLiteral($0) ? nil : $0 }
@@ -293,11 +295,10 @@ public final class SIPTransport: @unchecked Sendable {
                     return ch.eventLoop.makeFailedFuture(error)
                 }
             }
-        return bootstrap.connect(to: address).flatMap { ch in
-            ch.pipeline.handler(type: SIPStreamHandler.self).flatMapThrowing { h in
-                guard let c = h.connection else { throw SIPTransportError.connectionClosed("refused at the connection limit") }
-                return c
-            }
+        let connect = bootstrap.connect(to: address)
+        connect.whenFailure { registered.fail($0) }
+        return connect.flatMap { _ in
+            registered.futureResult
         }.flatMapErrorThrowing { error in
             self.logger.warning("cannot connect to \(proto.rawValue):\(address.ipAddress ?? "?"):\(address.port ?? 0): \(error)")
             throw error

@@ -23,18 +23,16 @@ final class TLSRecordSniffer: ChannelDuplexHandler, RemovableChannelHandler {
         self.found = found
     }
 
-    // Pass the data on first: removing this handler from inside the call
-    // would otherwise cut the data's way through the pipeline.
+    // Inbound, look first: the handshake completes while the data is
+    // passed on, and the suite must be known by then.
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let buf = unwrapInboundIn(data)
+        if !outbound && !done { inspect(unwrapInboundIn(data), context: context) }
         context.fireChannelRead(data)
-        if !outbound && !done { inspect(buf, context: context) }
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        let buf = unwrapOutboundIn(data)
+        if outbound && !done { inspect(unwrapOutboundIn(data), context: context) }
         context.write(data, promise: promise)
-        if outbound && !done { inspect(buf, context: context) }
     }
 
     private func inspect(_ buf: ByteBuffer, context: ChannelHandlerContext) {

@@ -1,0 +1,122 @@
+import Foundation
+import SIPConfig
+import SIPProxy
+import Testing
+
+/// The proxy forwards OPTIONS for sip:peer@NAME:PORT;transport=tls to a
+/// Python TLS server; NAME resolves through a hosts file.
+func outboundProxy(_ pki: TestPKI, peerPort: UInt16, client: String) throws -> TestProxy {
+    try pki.issue("server", cn: "proxy.test", dns: ["proxy.test"], ips: ["127.0.0.1"])
+    return try TestProxy("""
+    listen=udp:127.0.0.1:0
+    listen=tls:127.0.0.1:0
+    dns_hosts_file="hosts"
+    tls_certificate="\(pki.dir)/server.pem"
+    tls_private_key="\(pki.dir)/server.key"
+    tls_ca_list="\(pki.caFile)"
+    \(client)
+    request_route {
+        if (!t_relay()) { sl_reply_error(); }
+        exit;
+    }
+    """, files: ["hosts": "127.0.0.1 pbx.test wrong.test\n"])
+}
+
+func optionsTo(_ uri: String, proxy: TestProxy) -> Subprocess.Result {
+    let dir = makeTempDir("msg")
+    let msg = "OPTIONS \(uri) SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-\(UUID().uuidString.prefix(8))\r\nMax-Forwards: 70\r\nFrom: <sip:t@test>;tag=1\r\nTo: <\(uri)>\r\nCall-ID: \(UUID().uuidString)\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    try? msg.write(toFile: dir + "/m.sip", atomically: true, encoding: .utf8)
+    return Subprocess.sipclient(["--proto", "udp", "--port", String(proxy.port(.udp)), "--file", dir + "/m.sip", "--wait", "6"])
+}
+
+@Suite("Outbound TLS: client domains, RFC 5922 name checks, client certificates", .serialized)
+struct OutboundTLSTests {
+    @Test("a server certificate that names the target is accepted; the proxy presents its certificate")
+    func rightName() throws {
+        let pki = try TestPKI()
+        let (c, k) = try pki.issue("pbx", cn: "pbx.test", sip: ["sip:pbx.test"])
+        let port = freePort()
+        let peer = try Background("python3", [Paths.peers + "/tlsserver.py", "--port", String(port), "--cert", c, "--key", k, "--ca", pki.caFile, "--require-client-cert"])
+        defer { peer.stop() }
+        #expect(peer.wait(for: "READY"))
+        let proxy = try outboundProxy(pki, peerPort: port, client: "tls_client_domain { tls_verify=1 }")
+        defer { proxy.stop() }
+        let r = optionsTo("sip:peer@pbx.test:\(port);transport=tls", proxy: proxy)
+        #expect(r.out.contains("RESPONSE SIP/2.0 200 OK"), "\(r.out) \(proxy.log.lines)")
+        #expect(peer.lines.contains { $0.hasPrefix("CONNECTED") && $0.contains("commonName=proxy.test") && $0.contains("sni=pbx.test") }, "\(peer.lines)")
+    }
+
+    @Test("a certificate for another name is refused (and nothing is sent)")
+    func wrongName() throws {
+        let pki = try TestPKI()
+        let (c, k) = try pki.issue("pbx", cn: "pbx.test", dns: ["pbx.test"])
+        let port = freePort()
+        let peer = try Background("python3", [Paths.peers + "/tlsserver.py", "--port", String(port), "--cert", c, "--key", k])
+        defer { peer.stop() }
+        #expect(peer.wait(for: "READY"))
+        let proxy = try outboundProxy(pki, peerPort: port, client: "tls_client_domain { tls_verify=1 }")
+        defer { proxy.stop() }
+        let r = optionsTo("sip:peer@wrong.test:\(port);transport=tls", proxy: proxy)
+        #expect(!r.out.contains("200 OK"), "\(r.out)")
+        #expect(proxy.log.wait(for: "does not name 'wrong.test'"), "\(proxy.log.lines)")
+        #expect(!peer.lines.contains { $0.hasPrefix("REQUEST") }, "\(peer.lines)")
+    }
+
+    @Test("with tls_verify_hostname=no the name is not checked, the chain still is")
+    func noHostnameCheck() throws {
+        let pki = try TestPKI()
+        let (c, k) = try pki.issue("pbx", cn: "pbx.test", dns: ["pbx.test"])
+        let port = freePort()
+        let peer = try Background("python3", [Paths.peers + "/tlsserver.py", "--port", String(port), "--cert", c, "--key", k])
+        defer { peer.stop() }
+        #expect(peer.wait(for: "READY"))
+        let proxy = try outboundProxy(pki, peerPort: port, client: "tls_client_domain { tls_verify=1\n tls_verify_hostname=no }")
+        defer { proxy.stop() }
+        let r = optionsTo("sip:peer@wrong.test:\(port);transport=tls", proxy: proxy)
+        #expect(r.out.contains("200 OK"), "\(r.out) \(proxy.log.lines) \(peer.lines)")
+    }
+
+    @Test("a server certificate from an unknown CA is refused")
+    func unknownCA() throws {
+        let pki = try TestPKI()
+        let (c, k) = try pki.issue("pbx", cn: "pbx.test", dns: ["pbx.test"], byOtherCA: true)
+        let port = freePort()
+        let peer = try Background("python3", [Paths.peers + "/tlsserver.py", "--port", String(port), "--cert", c, "--key", k])
+        defer { peer.stop() }
+        #expect(peer.wait(for: "READY"))
+        let proxy = try outboundProxy(pki, peerPort: port, client: "tls_client_domain { tls_verify=1 }")
+        defer { proxy.stop() }
+        let r = optionsTo("sip:peer@pbx.test:\(port);transport=tls", proxy: proxy)
+        #expect(!r.out.contains("200 OK"))
+        #expect(proxy.log.wait(for: "certificate not trusted"), "\(proxy.log.lines)")
+    }
+
+    @Test("wildcard certificates only with tls_allow_wildcard_certs", arguments: [false, true])
+    func wildcard(allow: Bool) throws {
+        let pki = try TestPKI()
+        let (c, k) = try pki.issue("wild", cn: "*.test", dns: ["*.test"])
+        let port = freePort()
+        let peer = try Background("python3", [Paths.peers + "/tlsserver.py", "--port", String(port), "--cert", c, "--key", k])
+        defer { peer.stop() }
+        #expect(peer.wait(for: "READY"))
+        let proxy = try outboundProxy(pki, peerPort: port, client: "tls_client_domain { tls_verify=1\n tls_allow_wildcard_certs=\(allow ? "yes" : "no") }")
+        defer { proxy.stop() }
+        let r = optionsTo("sip:peer@pbx.test:\(port);transport=tls", proxy: proxy)
+        #expect(r.out.contains("200 OK") == allow, "\(r.out) \(proxy.log.lines)")
+    }
+
+    @Test("disable_tls=1: a request that needs TLS gets 503 and a clear log line")
+    func disabled() throws {
+        let pki = try TestPKI()
+        try pki.issue("server", cn: "proxy.test")
+        let proxy = try TestProxy("""
+        listen=udp:127.0.0.1:0
+        disable_tls=1
+        request_route { if (!t_relay()) { sl_reply_error(); } exit; }
+        """)
+        defer { proxy.stop() }
+        let r = optionsTo("sip:peer@127.0.0.1:5999;transport=tls", proxy: proxy)
+        #expect(r.out.contains("RESPONSE SIP/2.0 503"), "\(r.out) \(proxy.log.lines)")
+        #expect(proxy.log.contains("tls"))
+    }
+}
