@@ -45,9 +45,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
     private var framer: SIPStreamFramer
     private var handshakeTimer: Scheduled<Void>?
     private var sendTimer: Scheduled<Void>?
-    private var outstandingWrites = 0
-    private var outstandingBytes = 0
-    private var completedWrites = 0
+    private var queuedWhileBlocked = 0
     private var logger: Logger { transport.logger }
 
     init(transport: SIPTransport, listener: ListenSocket, settings: Settings, outbound: Bool, identityKey: String = "",
@@ -243,42 +241,36 @@ final class SIPStreamHandler: ChannelDuplexHandler {
 
     // MARK: Writing (send timeout, queue bound)
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        let buf = unwrapOutboundIn(data)
-        let size = buf.readableBytes
-        if outstandingBytes + size > settings.maxQueuedBytes {
-            connection?.closeReason = "write queue over \(settings.maxQueuedBytes) octets: the peer does not read"
-            promise?.fail(SIPTransportError.sendTimeout)
-            context.close(promise: nil)
-            return
-        }
-        outstandingWrites += 1
-        outstandingBytes += size
-        let p = promise ?? context.eventLoop.makePromise()
-        p.futureResult.whenComplete { [weak self] _ in
-            guard let self else { return }
-            self.outstandingWrites -= 1
-            self.outstandingBytes -= size
-            self.completedWrites += 1
-        }
-        if sendTimer == nil { armSendTimer(context) }
-        context.write(data, promise: p)
-    }
-
-    private func armSendTimer(_ context: ChannelHandlerContext) {
-        let mark = completedWrites
-        let timeout = settings.sendTimeout
-        sendTimer = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
-            guard let self else { return }
-            self.sendTimer = nil
-            if self.outstandingWrites == 0 { return }
-            if self.completedWrites == mark {
-                self.connection?.closeReason = "send timeout: queued data not flushed within \(self.isTLS ? "tls_send_timeout" : "tcp_send_timeout") (\(timeout.nanoseconds / 1_000_000_000) s)"
+    /// The channel stops being writable when more than its high-water mark
+    /// waits to be sent: the peer is not reading. If that lasts the send
+    /// timeout, or the queue grows past the bound, the connection closes.
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            sendTimer?.cancel()
+            sendTimer = nil
+            queuedWhileBlocked = 0
+        } else if sendTimer == nil {
+            let timeout = settings.sendTimeout
+            sendTimer = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
+                guard let self, !context.channel.isWritable else { return }
+                self.connection?.closeReason = "send timeout: queued data not sent within \(self.isTLS ? "tls_send_timeout" : "tcp_send_timeout") (\(timeout.nanoseconds / 1_000_000_000) s); the peer does not read"
                 context.close(promise: nil)
-            } else {
-                self.armSendTimer(context)
             }
         }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if !context.channel.isWritable {
+            queuedWhileBlocked += unwrapOutboundIn(data).readableBytes
+            if queuedWhileBlocked > settings.maxQueuedBytes {
+                connection?.closeReason = "write queue over \(settings.maxQueuedBytes) octets: the peer does not read"
+                promise?.fail(SIPTransportError.sendTimeout)
+                context.close(promise: nil)
+                return
+            }
+        }
+        context.write(data, promise: promise)
     }
 }
 

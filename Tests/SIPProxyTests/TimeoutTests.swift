@@ -1,0 +1,79 @@
+import Foundation
+import SIPConfig
+import SIPProxy
+import Testing
+
+/// Replies echo every header back, so replies are as large as requests.
+let echoScript = """
+request_route { sl_send_reply("200", "OK"); exit; }
+"""
+
+@Suite("Timeouts and limits (seed §1.5.9)", .serialized)
+struct TimeoutTests {
+    @Test("tls_handshake_timeout closes a client that connects and says nothing")
+    func handshakeTimeout() throws {
+        let pki = try TestPKI()
+        let proxy = try tlsProxy(pki, "tls_handshake_timeout=1", script: echoScript)
+        defer { proxy.stop() }
+        let r = Subprocess.run("python3", [Paths.peers + "/stalls.py", "silent", "--port", String(proxy.port(.tls)), "--limit", "6"], timeout: 15)
+        #expect(r.out.hasPrefix("CLOSED"), "\(r.out)")
+        // Closed within the timeout plus one second.
+        let seconds = Double(r.out.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ").dropFirst().first ?? "99") ?? 99
+        #expect(seconds <= 2.0, "closed after \(seconds) s")
+        #expect(proxy.log.wait(for: "TLS handshake not completed within tls_handshake_timeout (1 s)"), "\(proxy.log.lines)")
+    }
+
+    @Test("tls_send_timeout closes a connection whose peer stops reading")
+    func sendTimeout() throws {
+        let pki = try TestPKI()
+        let proxy = try tlsProxy(pki, "tls_send_timeout=1", script: """
+        request_route { append_hf("X-Pad: \(String(repeating: "y", count: 4000))\\r\\n"); sl_send_reply("200", "OK"); exit; }
+        """)
+        defer { proxy.stop() }
+        let r = Subprocess.run("python3", [Paths.peers + "/stalls.py", "noread", "--tls", "--port", String(proxy.port(.tls)), "--limit", "15"], timeout: 25)
+        #expect(r.out.hasPrefix("CLOSED"), "\(r.out)")
+        #expect(proxy.log.wait(for: "closed: send timeout") || proxy.log.contains("write queue over"), "\(proxy.log.lines.suffix(5))")
+    }
+
+    @Test("tcp_connection_lifetime closes idle connections")
+    func idle() throws {
+        let proxy = try TestProxy("""
+        listen=tcp:127.0.0.1:0
+        tcp_connection_lifetime=1
+        \(echoScript)
+        """)
+        defer { proxy.stop() }
+        let r = Subprocess.run("python3", [Paths.peers + "/stalls.py", "silent", "--port", String(proxy.port(.tcp)), "--limit", "6"], timeout: 15)
+        #expect(r.out.hasPrefix("CLOSED"), "\(r.out)")
+        #expect(proxy.log.wait(for: "idle for tcp_connection_lifetime"))
+    }
+
+    @Test("tls_max_connections is enforced at accept")
+    func maxConnections() throws {
+        let pki = try TestPKI()
+        let proxy = try tlsProxy(pki, "tls_max_connections=1", script: echoScript)
+        defer { proxy.stop() }
+        let first = try Background("python3", [Paths.peers + "/stalls.py", "silent", "--port", String(proxy.port(.tls)), "--limit", "5"])
+        defer { first.stop() }
+        #expect(proxy.log.wait(for: "opened on"))
+        let second = Subprocess.sipclient(["--proto", "tls", "--port", String(proxy.port(.tls)), "--options", "--wait", "2"])
+        #expect(!second.out.contains("RESPONSE"), "\(second.out)")
+        #expect(proxy.log.wait(for: "tls_max_connections (1) reached"), "\(proxy.log.lines)")
+    }
+
+    @Test("a CRLF CRLF keep-alive is answered with CRLF")
+    func keepAlive() throws {
+        let proxy = try TestProxy("""
+        listen=tcp:127.0.0.1:0
+        \(echoScript)
+        """)
+        defer { proxy.stop() }
+        let script = """
+        import socket,sys
+        s=socket.create_connection(("127.0.0.1",\(proxy.port(.tcp))));s.settimeout(3)
+        s.sendall(b"\\r\\n\\r\\n");print(repr(s.recv(10)))
+        """
+        let r = Subprocess.run("python3", ["-c", script])
+        #expect(r.out.trimmingCharacters(in: .whitespacesAndNewlines) == "b'\\r\\n'", "\(r.out) \(r.err)")
+    }
+}
