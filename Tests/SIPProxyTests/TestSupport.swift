@@ -36,8 +36,15 @@ enum Subprocess {
         p.standardInput = inp
         let outData = NIOLockedValueBox(Data())
         let errData = NIOLockedValueBox(Data())
-        out.fileHandleForReading.readabilityHandler = { h in let d = h.availableData; outData.withLockedValue { $0.append(d) } }
-        err.fileHandleForReading.readabilityHandler = { h in let d = h.availableData; errData.withLockedValue { $0.append(d) } }
+        let eof = NIOLockedValueBox(0)
+        out.fileHandleForReading.readabilityHandler = { h in
+            let d = h.availableData
+            if d.isEmpty { h.readabilityHandler = nil; eof.withLockedValue { $0 += 1 } } else { outData.withLockedValue { $0.append(d) } }
+        }
+        err.fileHandleForReading.readabilityHandler = { h in
+            let d = h.availableData
+            if d.isEmpty { h.readabilityHandler = nil; eof.withLockedValue { $0 += 1 } } else { errData.withLockedValue { $0.append(d) } }
+        }
         do { try p.run() } catch { return Result(status: -1, out: "", err: "\(error)") }
         if let stdin { inp.fileHandleForWriting.write(stdin) }
         try? inp.fileHandleForWriting.close()
@@ -49,12 +56,12 @@ enum Subprocess {
             if p.isRunning { kill(p.processIdentifier, SIGKILL) }
         }
         p.waitUntilExit()
+        // Drain what is left; a daemon the program started may hold the
+        // pipes open, so wait for end-of-file only briefly.
+        let drain = Date().addingTimeInterval(1)
+        while eof.withLockedValue({ $0 }) < 2 && Date() < drain { usleep(10_000) }
         out.fileHandleForReading.readabilityHandler = nil
         err.fileHandleForReading.readabilityHandler = nil
-        let restOut = (try? out.fileHandleForReading.readToEnd()) ?? nil
-        let restErr = (try? err.fileHandleForReading.readToEnd()) ?? nil
-        outData.withLockedValue { if let r = restOut { $0.append(r) } }
-        errData.withLockedValue { if let r = restErr { $0.append(r) } }
         return Result(status: p.terminationStatus, out: String(decoding: outData.withLockedValue { $0 }, as: UTF8.self),
                       err: String(decoding: errData.withLockedValue { $0 }, as: UTF8.self))
     }
