@@ -34,7 +34,15 @@ struct Certs: ParsableCommand {
 
         func issue(defaultDNS: Bool) throws {
             guard let kind = CertificateGenerator.KeyKind(rawValue: key) else { throw ValidationError("--key must be ec, rsa2048 or rsa3072") }
-            let ca = try CertificateGenerator.readCA(certificate: caDir + "/ca.pem", key: caDir + "/ca.key")
+            guard FileManager.default.fileExists(atPath: caDir + "/ca.pem"), FileManager.default.fileExists(atPath: caDir + "/ca.key") else {
+                throw ValidationError("no CA in \(caDir) (ca.pem and ca.key); create one with: swiftser certs ca --dir \(caDir)")
+            }
+            let ca: CertificateGenerator.Issued
+            do {
+                ca = try CertificateGenerator.readCA(certificate: caDir + "/ca.pem", key: caDir + "/ca.key")
+            } catch {
+                throw ValidationError("cannot read the CA in \(caDir): \(error)")
+            }
             var req = CertificateGenerator.Request(commonName: name)
             req.dnsNames = dns.isEmpty && defaultDNS && !name.contains(" ") ? [name] : dns
             req.ipAddresses = ip
