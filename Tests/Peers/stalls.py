@@ -11,6 +11,7 @@ def main():
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--tls", action="store_true")
     p.add_argument("--limit", type=float, default=20)
+    p.add_argument("--count", type=int, default=0, help="noread: stop sending requests after this many")
     a = p.parse_args()
     s = socket.create_connection(("127.0.0.1", a.port))
     start = time.time()
@@ -35,6 +36,15 @@ def main():
     pad = "X-Pad: " + "x" * 900 + "\r\n"
     sent = 0
     while time.time() - start < a.limit:
+        if a.count and sent >= a.count:
+            # Stop sending requests, never read; a CRLF now and then shows when the server closed.
+            time.sleep(0.3)
+            try:
+                s.sendall(b"\r\n")
+            except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
+                print("CLOSED %.1f after %d requests" % (time.time() - start, sent))
+                return 0
+            continue
         m = ("OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK%s\r\nMax-Forwards: 70\r\n"
              "From: <sip:a@b>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: %s\r\nCSeq: 1 OPTIONS\r\n%sContent-Length: 0\r\n\r\n"
              % (uuid.uuid4().hex, uuid.uuid4().hex, pad))
