@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import SIPConfig
 
@@ -361,5 +362,26 @@ struct ProfileTests {
         }
         #expect(strip(k.tls.domains) == strip(s.tls.domains))
         #expect(k.tls.domains.count == 4)
+    }
+}
+
+@Suite("The shipped configs")
+struct ShippedConfigTests {
+    static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+    @Test("etc/swiftser.cfg and etc/tls-example.cfg load", arguments: ["swiftser.cfg", "tls-example.cfg"])
+    func loads(name: String) throws {
+        let c = try ConfigLoader.load(file: ShippedConfigTests.repo + "/etc/" + name)
+        #expect(c.script.main != nil)
+        #expect(c.listens.contains { $0.proto == .tls })
+    }
+
+    @Test("the example shows an IP:port domain, an SNI domain and client domains")
+    func example() throws {
+        let c = try ConfigLoader.load(file: ShippedConfigTests.repo + "/etc/tls-example.cfg")
+        #expect(c.tls.domains.contains { $0.role == .server && $0.address != nil })
+        #expect(c.tls.domains.contains { $0.role == .server && $0.serverName == "voice.example.com" })
+        #expect(c.tls.domains.contains { $0.role == .client && $0.address != nil })
+        #expect(c.tls.defaultClient?.verify == true)
     }
 }
