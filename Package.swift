@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "swiftser", targets: ["swiftser"]),
         .library(name: "SIPCore", targets: ["SIPCore"]),
         .library(name: "SIPConfig", targets: ["SIPConfig"]),
+        .library(name: "SIPProxy", targets: ["SIPProxy", "SIPTransport", "SIPTLS"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),

@@ -120,7 +120,7 @@ extension ProxyCore {
         case .isPresentHF:
             return ctx.message.header(named: arg(0)) != nil ? 1 : -1
         case .isMethod:
-            let name = ctx.message.method?.name ?? ((try? ctx.message.cseq()) ?? nil)?.method.name ?? ""
+            let name = methodName(ctx.message)
             return arg(0).split(separator: "|").contains { $0 == name } ? 1 : -1
         case .hasTotag:
             return ((try? ctx.message.to()) ?? nil)?.tag != nil ? 1 : -1

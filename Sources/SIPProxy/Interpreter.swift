@@ -185,15 +185,15 @@ extension ProxyCore {
     func keyword(_ k: CompiledScript.Keyword, _ ctx: MessageContext) -> Value {
         let r = ctx.received
         switch k {
-        case .method: return .str(ctx.message.method?.name ?? ((try? ctx.message.cseq())??.method.name ?? ""))
-        case .uri: return .str(ctx.message.requestURIString ?? "")
+        case .method: return .str(methodName(ctx.message))
+        case .uri: return .str(requestURIText(ctx.message) ?? "")
         case .srcIP: return .str(r.sourceIP)
         case .srcPort: return .int(r.sourcePort)
         case .dstIP: return .str(r.listener.host)
         case .dstPort: return .int(Int(r.listener.port))
         case .proto: return .str(r.proto.rawValue)
         case .af: return .str(r.source.protocol == .inet6 ? "INET6" : "INET")
-        case .status: return ctx.status.map { .int($0) } ?? (ctx.message.statusCode.map { .int($0) } ?? .null)
+        case .status: return ctx.status.map { .int($0) } ?? (statusOf(ctx.message).map { .int($0) } ?? .null)
         case .myself: return .str("")
         }
     }
@@ -207,10 +207,10 @@ extension ProxyCore {
             return part(u).map { .str($0) } ?? .null
         }
         switch pv {
-        case .ru: return m.requestURIString.map { .str($0) } ?? .null
-        case .rU: return uriPart(m.requestURIString) { $0.user }
-        case .rd: return uriPart(m.requestURIString) { $0.host }
-        case .rp: return uriPart(m.requestURIString) { u in u.port.map(String.init) ?? "5060" }
+        case .ru: return requestURIText(m).map { .str($0) } ?? .null
+        case .rU: return uriPart(requestURIText(m)) { $0.user }
+        case .rd: return uriPart(requestURIText(m)) { $0.host }
+        case .rp: return uriPart(requestURIText(m)) { u in u.port.map(String.init) ?? "5060" }
         case .fu: return ((try? m.from()) ?? nil).map { .str($0.uri.description) } ?? .null
         case .fU: return ((try? m.from()) ?? nil)?.uri.user.map { .str($0) } ?? .null
         case .fd: return ((try? m.from()) ?? nil).map { .str($0.uri.host) } ?? .null
@@ -219,9 +219,9 @@ extension ProxyCore {
         case .td: return ((try? m.to()) ?? nil).map { .str($0.uri.host) } ?? .null
         case .ci: return m.callID.map { .str($0) } ?? .null
         case .cs: return ((try? m.cseq()) ?? nil).map { .int(Int($0.number)) } ?? .null
-        case .rm: return .str(m.method?.name ?? ((try? m.cseq()) ?? nil)?.method.name ?? "")
-        case .rs: return ctx.status.map { .int($0) } ?? (m.statusCode.map { .int($0) } ?? .null)
-        case .rr: return m.reasonPhrase.map { .str($0) } ?? .null
+        case .rm: return .str(methodName(m))
+        case .rs: return ctx.status.map { .int($0) } ?? (statusOf(m).map { .int($0) } ?? .null)
+        case .rr: return reasonOf(m).map { .str($0) } ?? .null
         case .si: return .str(ctx.received.sourceIP)
         case .sp: return .int(ctx.received.sourcePort)
         case .Ri: return .str(ctx.received.listener.host)
@@ -279,3 +279,23 @@ extension ProxyCore {
 }
 
 func ASCII_string(_ b: [UInt8]) -> String { String(decoding: b, as: UTF8.self) }
+
+// Start-line accessors kept out of line: inlined into the large switch of
+// `get`, they crashed the release compiler's ownership verifier (Swift 6.3.1).
+
+/// The request method, or for a response the method of its CSeq.
+@inline(never)
+func requestURIText(_ m: SIPMessage) -> String? { m.requestURIString }
+
+@inline(never)
+func statusOf(_ m: SIPMessage) -> Int? { m.statusCode }
+
+@inline(never)
+func reasonOf(_ m: SIPMessage) -> String? { m.reasonPhrase }
+
+@inline(never)
+func methodName(_ m: SIPMessage) -> String {
+    if case .request(let method, _) = m.startLine { return method.name }
+    if let cseq = try? m.cseq() { return cseq.method.name }
+    return ""
+}

@@ -48,25 +48,15 @@ final class SIPStreamHandler: ChannelDuplexHandler {
     private var queuedWhileBlocked = 0
     private var logger: Logger { transport.logger }
 
+    /// - Parameters:
+    ///   - outbound: a connection SwiftSER opens (with `clientDomain`,
+    ///     `targetName`, and `registered`, completed once it is in the table).
     init(transport: SIPTransport, listener: ListenSocket, settings: Settings, outbound: Bool, identityKey: String = "",
-         clientDomain: TLSDomainContext? = nil, targetName: String? = nil) {
+         clientDomain: TLSDomainContext? = nil, targetName: String? = nil, registered: EventLoopPromise<SIPConnection>? = nil) {
         self.transport = transport
         self.listener = listener
         self.settings = settings
         self.outbound = outbound
-        self.identityKey = identityKey
-        self.clientDomain = clientDomain
-        self.targetName = targetName
-        self.framer = SIPStreamFramer(limits: settings.limits)
-        self.registered = nil
-    }
-
-    init(transport: SIPTransport, listener: ListenSocket, settings: Settings, identityKey: String,
-         clientDomain: TLSDomainContext?, targetName: String?, registered: EventLoopPromise<SIPConnection>) {
-        self.transport = transport
-        self.listener = listener
-        self.settings = settings
-        self.outbound = true
         self.identityKey = identityKey
         self.clientDomain = clientDomain
         self.targetName = targetName

@@ -282,7 +282,7 @@ public final class SIPTransport: @unchecked Sendable {
             .connectTimeout(.seconds(Int64(config.core.tcpConnectTimeout)))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { [unowned self] ch in
-                let stream = SIPStreamHandler(transport: self, listener: from, settings: settings, identityKey: identity,
+                let stream = SIPStreamHandler(transport: self, listener: from, settings: settings, outbound: true, identityKey: identity,
                                               clientDomain: domain, targetName: targetName, registered: registered)
                 let idle = IdleStateHandler(allTimeout: .seconds(Int64(lifetime)))
                 guard proto == .tls, let domain else { return ch.addSync([idle, stream]) }

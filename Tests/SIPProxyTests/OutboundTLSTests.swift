@@ -29,80 +29,69 @@ func optionsTo(_ uri: String, proxy: TestProxy) -> Subprocess.Result {
     return Subprocess.sipclient(["--proto", "udp", "--port", String(proxy.port(.udp)), "--file", dir + "/m.sip", "--wait", "6"])
 }
 
+/// Starts the Python TLS peer with `cert`, a proxy with `client` settings,
+/// sends OPTIONS for `target` (port appended) and returns the client's
+/// output with the proxy and the peer for further checks.
+func outbound(_ pki: TestPKI, cert: (String, String), peerArgs: [String] = [], client: String, target: String,
+              check: (Subprocess.Result, TestProxy, Background) -> Void) throws {
+    let port = freePort()
+    let peer = try Background("python3", [Paths.peers + "/tlsserver.py", "--port", String(port), "--cert", cert.0, "--key", cert.1] + peerArgs)
+    defer { peer.stop() }
+    #expect(peer.wait(for: "READY"))
+    let proxy = try outboundProxy(pki, peerPort: port, client: client)
+    defer { proxy.stop() }
+    check(optionsTo("sip:peer@\(target):\(port);transport=tls", proxy: proxy), proxy, peer)
+}
+
 @Suite("Outbound TLS: client domains, RFC 5922 name checks, client certificates", .serialized)
 struct OutboundTLSTests {
     @Test("a server certificate that names the target is accepted; the proxy presents its certificate")
     func rightName() throws {
         let pki = try TestPKI()
-        let (c, k) = try pki.issue("pbx", cn: "pbx.test", sip: ["sip:pbx.test"])
-        let port = freePort()
-        let peer = try Background("python3", [Paths.peers + "/tlsserver.py", "--port", String(port), "--cert", c, "--key", k, "--ca", pki.caFile, "--require-client-cert"])
-        defer { peer.stop() }
-        #expect(peer.wait(for: "READY"))
-        let proxy = try outboundProxy(pki, peerPort: port, client: "tls_client_domain { tls_verify=1 }")
-        defer { proxy.stop() }
-        let r = optionsTo("sip:peer@pbx.test:\(port);transport=tls", proxy: proxy)
-        #expect(r.out.contains("RESPONSE SIP/2.0 200 OK"), "\(r.out) \(proxy.log.lines)")
-        #expect(peer.lines.contains { $0.hasPrefix("CONNECTED") && $0.contains("commonName=proxy.test") && $0.contains("sni=pbx.test") }, "\(peer.lines)")
+        let cert = try pki.issue("pbx", cn: "pbx.test", sip: ["sip:pbx.test"])
+        try outbound(pki, cert: cert, peerArgs: ["--ca", pki.caFile, "--require-client-cert"], client: "tls_client_domain { tls_verify=1 }", target: "pbx.test") { r, proxy, peer in
+            #expect(r.out.contains("RESPONSE SIP/2.0 200 OK"), "\(r.out) \(proxy.log.lines)")
+            #expect(peer.lines.contains { $0.hasPrefix("CONNECTED") && $0.contains("commonName=proxy.test") && $0.contains("sni=pbx.test") }, "\(peer.lines)")
+        }
     }
 
     @Test("a certificate for another name is refused (and nothing is sent)")
     func wrongName() throws {
         let pki = try TestPKI()
-        let (c, k) = try pki.issue("pbx", cn: "pbx.test", dns: ["pbx.test"])
-        let port = freePort()
-        let peer = try Background("python3", [Paths.peers + "/tlsserver.py", "--port", String(port), "--cert", c, "--key", k])
-        defer { peer.stop() }
-        #expect(peer.wait(for: "READY"))
-        let proxy = try outboundProxy(pki, peerPort: port, client: "tls_client_domain { tls_verify=1 }")
-        defer { proxy.stop() }
-        let r = optionsTo("sip:peer@wrong.test:\(port);transport=tls", proxy: proxy)
-        #expect(!r.out.contains("200 OK"), "\(r.out)")
-        #expect(proxy.log.wait(for: "does not name 'wrong.test'"), "\(proxy.log.lines)")
-        #expect(!peer.lines.contains { $0.hasPrefix("REQUEST") }, "\(peer.lines)")
+        let cert = try pki.issue("pbx", cn: "pbx.test", dns: ["pbx.test"])
+        try outbound(pki, cert: cert, client: "tls_client_domain { tls_verify=1 }", target: "wrong.test") { r, proxy, peer in
+            #expect(!r.out.contains("200 OK"), "\(r.out)")
+            #expect(proxy.log.wait(for: "does not name 'wrong.test'"), "\(proxy.log.lines)")
+            #expect(!peer.lines.contains { $0.hasPrefix("REQUEST") }, "\(peer.lines)")
+        }
     }
 
     @Test("with tls_verify_hostname=no the name is not checked, the chain still is")
     func noHostnameCheck() throws {
         let pki = try TestPKI()
-        let (c, k) = try pki.issue("pbx", cn: "pbx.test", dns: ["pbx.test"])
-        let port = freePort()
-        let peer = try Background("python3", [Paths.peers + "/tlsserver.py", "--port", String(port), "--cert", c, "--key", k])
-        defer { peer.stop() }
-        #expect(peer.wait(for: "READY"))
-        let proxy = try outboundProxy(pki, peerPort: port, client: "tls_client_domain { tls_verify=1\n tls_verify_hostname=no }")
-        defer { proxy.stop() }
-        let r = optionsTo("sip:peer@wrong.test:\(port);transport=tls", proxy: proxy)
-        #expect(r.out.contains("200 OK"), "\(r.out) \(proxy.log.lines) \(peer.lines)")
+        let cert = try pki.issue("pbx", cn: "pbx.test", dns: ["pbx.test"])
+        try outbound(pki, cert: cert, client: "tls_client_domain { tls_verify=1\n tls_verify_hostname=no }", target: "wrong.test") { r, proxy, peer in
+            #expect(r.out.contains("200 OK"), "\(r.out) \(proxy.log.lines) \(peer.lines)")
+        }
     }
 
     @Test("a server certificate from an unknown CA is refused")
     func unknownCA() throws {
         let pki = try TestPKI()
-        let (c, k) = try pki.issue("pbx", cn: "pbx.test", dns: ["pbx.test"], byOtherCA: true)
-        let port = freePort()
-        let peer = try Background("python3", [Paths.peers + "/tlsserver.py", "--port", String(port), "--cert", c, "--key", k])
-        defer { peer.stop() }
-        #expect(peer.wait(for: "READY"))
-        let proxy = try outboundProxy(pki, peerPort: port, client: "tls_client_domain { tls_verify=1 }")
-        defer { proxy.stop() }
-        let r = optionsTo("sip:peer@pbx.test:\(port);transport=tls", proxy: proxy)
-        #expect(!r.out.contains("200 OK"))
-        #expect(proxy.log.wait(for: "certificate not trusted"), "\(proxy.log.lines)")
+        let cert = try pki.issue("pbx", cn: "pbx.test", dns: ["pbx.test"], byOtherCA: true)
+        try outbound(pki, cert: cert, client: "tls_client_domain { tls_verify=1 }", target: "pbx.test") { r, proxy, _ in
+            #expect(!r.out.contains("200 OK"))
+            #expect(proxy.log.wait(for: "certificate not trusted"), "\(proxy.log.lines)")
+        }
     }
 
     @Test("wildcard certificates only with tls_allow_wildcard_certs", arguments: [false, true])
     func wildcard(allow: Bool) throws {
         let pki = try TestPKI()
-        let (c, k) = try pki.issue("wild", cn: "*.test", dns: ["*.test"])
-        let port = freePort()
-        let peer = try Background("python3", [Paths.peers + "/tlsserver.py", "--port", String(port), "--cert", c, "--key", k])
-        defer { peer.stop() }
-        #expect(peer.wait(for: "READY"))
-        let proxy = try outboundProxy(pki, peerPort: port, client: "tls_client_domain { tls_verify=1\n tls_allow_wildcard_certs=\(allow ? "yes" : "no") }")
-        defer { proxy.stop() }
-        let r = optionsTo("sip:peer@pbx.test:\(port);transport=tls", proxy: proxy)
-        #expect(r.out.contains("200 OK") == allow, "\(r.out) \(proxy.log.lines)")
+        let cert = try pki.issue("wild", cn: "*.test", dns: ["*.test"])
+        try outbound(pki, cert: cert, client: "tls_client_domain { tls_verify=1\n tls_allow_wildcard_certs=\(allow ? "yes" : "no") }", target: "pbx.test") { r, proxy, _ in
+            #expect(r.out.contains("200 OK") == allow, "\(r.out) \(proxy.log.lines)")
+        }
     }
 
     @Test("disable_tls=1: a request that needs TLS gets 503 and a clear log line")

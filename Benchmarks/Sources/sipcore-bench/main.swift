@@ -1,6 +1,12 @@
 import CMallocCounter
-import SIPCore
 import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import SIPConfig
+import SIPCore
+import SIPProxy
+import SIPTransport
 
 /// Realistic traffic: a ~1 KB INVITE with an SDP body, as a softphone sends it.
 let inviteText = """
@@ -118,6 +124,40 @@ results.append(measure("stream framing of INVITE", iterations: n) {
     f.append(invite)
     blackHole(try! f.next())
 })
+
+// The default route script (etc/swiftser.cfg) run on one message, through
+// ProxyCore: validation, Via stamping, the script, the reply built and
+// handed to the transport (which has no socket here, so nothing is sent).
+do {
+    let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    var text = try String(contentsOfFile: repo + "/etc/swiftser.cfg", encoding: .utf8)
+    text = text.replacingOccurrences(of: "listen=tls:127.0.0.1:5061", with: "")
+        .replacingOccurrences(of: "tls_auto_dev_certificates=yes", with: "")
+        .replacingOccurrences(of: "modparam(\"usrloc\", \"db_url\", \"sqlite://../var/location.sqlite\")", with: "modparam(\"usrloc\", \"db_mode\", 0)")
+    let config = try ConfigLoader.load(text: text, file: repo + "/etc/bench.cfg", directory: repo + "/etc")
+    let logger = Logger(label: "bench", factory: { _ in SwiftLogNoOpLogHandler() })
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let transport = SIPTransport(config: config, tls: nil, group: group, logger: logger)
+    let location = try LocationService(path: nil)
+    let core = ProxyCore(config: config, transport: transport, location: location, logger: logger)
+    let source = try SocketAddress(ipAddress: "127.0.0.1", port: 40000)
+    let listener = config.listens[0]
+    let options = Array("OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bK-1;rport\r\nMax-Forwards: 70\r\nFrom: <sip:a@localhost>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: bench-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n".utf8)
+    var i = 0
+    results.append(measure("default script: OPTIONS to the proxy → 200", iterations: n / 4) {
+        let m = try! SIPMessage.parse(options)
+        core.transport(transport, received: ReceivedMessage(message: m, source: source, listener: listener, proto: .udp, connection: nil, tls: nil))
+    })
+    results.append(measure("default script: REGISTER → save (memory) → 200", iterations: n / 4) {
+        i += 1
+        let reg = Array("REGISTER sip:localhost SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bK-r\(i);rport\r\nMax-Forwards: 70\r\nFrom: <sip:u\(i % 1000)@localhost>;tag=1\r\nTo: <sip:u\(i % 1000)@localhost>\r\nCall-ID: reg-\(i % 1000)\r\nCSeq: \(i) REGISTER\r\nContact: <sip:u@127.0.0.1:40000>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n".utf8)
+        let m = try! SIPMessage.parse(reg)
+        core.transport(transport, received: ReceivedMessage(message: m, source: source, listener: listener, proto: .udp, connection: nil, tls: nil))
+    })
+    try? group.syncShutdownGracefully()
+} catch {
+    print("route-script benchmark skipped: \(error)")
+}
 
 print("| benchmark | ns/op | allocations/op |")
 print("| --- | ---: | ---: |")
