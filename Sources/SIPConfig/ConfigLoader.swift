@@ -156,8 +156,6 @@ struct Builder {
             config.core.pidFile = path(a.text)
         case "dns_hosts_file":
             config.core.dnsHostsFile = path(a.text)
-        case "dns_server":
-            config.core.dnsServer = a.text
         case "fork", "log_stderror", "log_facility", "log_prefix", "memdbg", "memlog", "mhomed", "auto_aliases",
              "dns", "rev_dns", "dns_try_ipv6", "use_dns_cache", "tcp_accept_no_cl", "tcp_keepalive", "enable_sctp", "udp_mtu":
             warning(a.nameLocation, "'\(a.name)' is a Kamailio setting SwiftSER does not need; it is ignored")
@@ -288,6 +286,9 @@ struct Builder {
             let loc = d.location ?? SourceLocation(file: config.file, line: 1, column: 1)
             if d.method.allowsDeprecatedVersions {
                 warning(global.method?.1 ?? loc, "TLS domain \(d.name) allows \(d.method.minimum), which BCP 195 (RFC 8996) forbids; use tlsv1.2+")
+            }
+            if d.verifyDepth != 9 {
+                warning(loc, "TLS domain \(d.name): tls_verify_depth=\(d.verifyDepth) is accepted but not enforced yet")
             }
             if let c = d.ciphers, let weak = TLSParams.weakCipherWords.first(where: { c.uppercased().contains($0) && !c.uppercased().contains("!" + $0) }) {
                 warning(global.ciphers?.1 ?? loc, "TLS domain \(d.name): cipher list '\(c)' enables \(weak) ciphers, which give no or weak protection")

@@ -92,8 +92,6 @@ public struct CoreSettings: Sendable, Equatable {
     public var pidFile: String?
     /// `dns_hosts_file`: a hosts-style file consulted before DNS (tests, lab setups).
     public var dnsHostsFile: String?
-    /// `dns_server`: `host[:port]` of the DNS server for SRV/NAPTR look-ups (default: /etc/resolv.conf).
-    public var dnsServer: String?
 }
 
 /// A TLS protocol version.

@@ -151,6 +151,10 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
         if let colon = server.firstIndex(of: ":") {
             headers.append((String(server[..<colon]), server[server.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
         }
+        if config.core.sipWarning {
+            let l = r.listener
+            headers.append(("Warning", "392 \(l.advertisedHost ?? l.host):\(l.advertisedPort ?? l.port) \"Noisy feedback tells: src=\(r.sourceIP):\(r.sourcePort) proto=\(r.proto.rawValue) reason=\(reason.replacingOccurrences(of: "\"", with: "'"))\""))
+        }
         let bytes = SIPResponseBuilder.response(to: request, code: code, reason: reason, toTag: toTag ?? localTag(request), extraHeaders: headers)
         transport.reply(bytes, to: r).whenFailure { [logger] e in logger.info("reply \(code) to \(r.sourceIP):\(r.sourcePort) not sent: \(e)") }
     }
