@@ -33,7 +33,9 @@ extension ProxyCore {
             switch self {
             case .tooManyHops: return (483, "Too Many Hops")
             case .loop: return (482, "Loop Detected")
-            case .unroutable(let why): return why.contains("scheme") ? (416, "Unsupported URI Scheme") : (478, "Unresolvable Destination")
+            case .unroutable(let why):
+                if why.contains("sips") { return (480, "Temporarily Unavailable (sips: needs a TLS path)") }
+                return why.contains("scheme") ? (416, "Unsupported URI Scheme") : (478, "Unresolvable Destination")
             case .noListener: return (503, "Service Unavailable")
             }
         }
@@ -103,8 +105,10 @@ extension ProxyCore {
         } catch {
             throw .unroutable(String(describing: error))
         }
-        // RFC 5630: a sips: Request-URI leaves only over TLS.
-        if let s = m.requestURIString, s.lowercased().hasPrefix("sips:"), dest.proto != .tls {
+        // RFC 5630: a request whose Request-URI is (or arrived as) sips:
+        // leaves only over TLS — never downgraded by a lookup() to a sip: contact.
+        let sips = [m.requestURIString, ctx.received.message.requestURIString].contains { $0?.lowercased().hasPrefix("sips:") == true }
+        if sips && dest.proto != .tls {
             throw .unroutable("a sips: request may only be forwarded over TLS")
         }
         guard let out = transport.listener(for: dest.proto, ipv6: dest.host.contains(":")), !(dest.proto == .tls && config.tls.disabled) else {

@@ -208,7 +208,7 @@ def call(a):
     call_id = uuid.uuid4().hex
     ftag = tag()
     branch = "z9hG4bK" + tag()
-    ruri = "sip:%s@%s" % (a.to, a.domain)
+    ruri = "%s:%s@%s" % (a.scheme, a.to, a.domain)
     sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
     contact = "<sip:caller@127.0.0.1:%d;transport=%s>" % (c.local_port, c.proto)
     inv = ("INVITE %s SIP/2.0\r\n%s\r\nMax-Forwards: 70\r\nFrom: <sip:caller@%s>;tag=%s\r\nTo: <%s>\r\n"
@@ -296,6 +296,7 @@ def main():
     p.add_argument("--expires", type=int, default=300)
     p.add_argument("--contacts", type=int, default=1)
     p.add_argument("--cancel", action="store_true")
+    p.add_argument("--scheme", default="sip", help="sip or sips for the called URI")
     p.add_argument("--expect", type=int, default=200)
     a = p.parse_args()
     return {"phone": phone, "call": call, "register": register}[a.mode](a)

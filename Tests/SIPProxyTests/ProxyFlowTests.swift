@@ -131,6 +131,23 @@ struct ProxyFlowTests {
         #expect(a.wait(for: "CANCEL-RECEIVED"), "\(a.lines)")
     }
 
+    @Test("sips: reaches a TLS contact, and is never downgraded to a UDP one (RFC 5630)")
+    func sips() throws {
+        let pki = try TestPKI()
+        let proxy = try defaultProxy(pki)
+        defer { proxy.stop() }
+        let udpPhone = try Background.ua(["phone", "--proto", "udp", "--port", String(proxy.port(.udp)), "--user", "uma", "--duration", "8"])
+        defer { udpPhone.stop() }
+        let tlsPhone = try Background.ua(["phone", "--proto", "tls", "--port", String(proxy.port(.tls)), "--user", "tess", "--duration", "8"])
+        defer { tlsPhone.stop() }
+        #expect(udpPhone.wait(for: "REGISTERED") && tlsPhone.wait(for: "REGISTERED"))
+        let toUDP = Subprocess.run("python3", [Paths.peers + "/ua.py", "call", "--proto", "tls", "--port", String(proxy.port(.tls)), "--to", "uma", "--scheme", "sips", "--expect", "480"], timeout: 15)
+        #expect(toUDP.out.contains("RESPONSE 480"), "\(toUDP.out)")
+        #expect(!udpPhone.lines.contains { $0.contains("INVITE-RECEIVED") })
+        let toTLS = Subprocess.run("python3", [Paths.peers + "/ua.py", "call", "--proto", "tls", "--port", String(proxy.port(.tls)), "--to", "tess", "--scheme", "sips"], timeout: 15)
+        #expect(toTLS.out.contains("BYE-OK"), "\(toTLS.out)")
+    }
+
     @Test("registrar: several contacts, 423 below min_expires, removal with Expires 0")
     func registrar() throws {
         let pki = try TestPKI()
