@@ -90,6 +90,14 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
         }
     }
 
+    /// An outbound connection that fails (for example a TLS 1.3 server that
+    /// refuses our certificate after the handshake) fails the branches
+    /// waiting on it at once, instead of after fr_timer.
+    public func transport(_ transport: SIPTransport, closed connection: SIPConnection, reason: String) {
+        guard connection.outbound, !reason.hasPrefix("idle"), reason != "shutting down" else { return }
+        transactions.connectionFailed(connection, reason: reason)
+    }
+
     func handleRequest(_ r: ReceivedMessage) {
         let m = r.message
         do {

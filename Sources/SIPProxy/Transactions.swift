@@ -330,6 +330,23 @@ final class TransactionLayer {
         core.transport.send(Array(text.utf8), to: b.out.destination)
     }
 
+    /// Branches still waiting for a final response over a connection that
+    /// just failed end with 503.
+    func connectionFailed(_ c: SIPConnection, reason: String) {
+        let ip = c.remote.ipAddress ?? ""
+        let port = c.remote.port ?? 0
+        lock.withLock {
+            let waiting = clients.values.filter { b in
+                !b.done && b.out.destination.proto == c.proto && Int(b.out.destination.port) == port
+                    && (b.out.destination.host == ip || b.out.destination.address?.ipAddress == ip || b.out.destination.connectionID == c.id)
+            }
+            for b in waiting {
+                core.logger.info("\(c) failed (\(reason)); branch to \(b.out.destination) ends with 503")
+                branchFinalLocked(b, status: 503, reason: "Service Unavailable", message: nil)
+            }
+        }
+    }
+
     // MARK: Responses
 
     /// A response to one of our branches. True when it was ours.

@@ -62,6 +62,12 @@ public struct Destination: Sendable, CustomStringConvertible {
 /// socket the message came in on.
 public protocol SIPTransportDelegate: AnyObject, Sendable {
     func transport(_ transport: SIPTransport, received: ReceivedMessage)
+    /// A TCP/TLS connection closed; `reason` says why.
+    func transport(_ transport: SIPTransport, closed connection: SIPConnection, reason: String)
+}
+
+extension SIPTransportDelegate {
+    public func transport(_ transport: SIPTransport, closed connection: SIPConnection, reason: String) {}
 }
 
 public enum SIPTransportError: Error, CustomStringConvertible {

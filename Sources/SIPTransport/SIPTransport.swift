@@ -160,7 +160,9 @@ public final class SIPTransport: @unchecked Sendable {
 
     func registerOutbound(_ c: SIPConnection) {}
 
-    func connectionClosed(_ c: SIPConnection, reason: String) {}
+    func connectionClosed(_ c: SIPConnection, reason: String) {
+        delegate?.transport(self, closed: c, reason: reason)
+    }
 
     /// A random token for To tags and branches.
     public func makeTag() -> String {
