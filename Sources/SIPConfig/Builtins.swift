@@ -64,7 +64,7 @@ public enum Builtins {
         "tls_peer_subject": (false, false), "tls_peer_subject_cn": (false, false),
         "tls_peer_issuer": (false, false), "tls_peer_verified": (false, false),
         "tls_peer_server_name": (false, false),
-        "null": (false, false),
+        "null": (false, false), "af": (false, false),
     ]
 
     /// Modules a config may load: each is provided natively by SwiftSER.

@@ -8,7 +8,7 @@ final class CompiledScript: @unchecked Sendable {
     enum Keyword { case method, uri, srcIP, srcPort, dstIP, dstPort, proto, af, status, myself }
 
     enum PV {
-        case ru, rU, rd, rp, fu, fU, fd, tu, tU, td, ci, cs, rm, rs, rr, si, sp, Ri, Rp, pr, du, ua, mb, ml
+        case ru, rU, rd, rp, fu, fU, fd, tu, tU, td, ci, cs, rm, rs, rr, si, sp, Ri, Rp, pr, du, ua, mb, ml, af
         case hdr(String), variable(String), avp(String)
         case tlsVersion, tlsCipher, tlsPeerSubject, tlsPeerSubjectCN, tlsPeerIssuer, tlsPeerVerified, tlsPeerServerName, null
     }
@@ -122,6 +122,7 @@ final class CompiledScript: @unchecked Sendable {
         case "tls_peer_verified": return .tlsPeerVerified
         case "tls_peer_server_name": return .tlsPeerServerName
         case "null": return .null
+        case "af": return .af
         default: return .variable(v.name) // unreachable: the checker refused unknown names
         }
     }

@@ -242,6 +242,7 @@ extension ProxyCore {
         case .tlsPeerVerified: return .int(ctx.received.tls?.peerVerified == true ? 1 : 0)
         case .tlsPeerServerName: return ctx.received.tls?.serverName.map { .str($0) } ?? .null
         case .null: return .null
+        case .af: return .str(ctx.received.source.protocol == .inet6 ? "INET6" : "INET")
         }
     }
 

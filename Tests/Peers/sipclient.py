@@ -12,6 +12,8 @@ arrives: REQUEST <request line>. Exit 0 when the connection worked.
 import argparse, socket, ssl, sys, time, uuid
 
 def options_message(proto, host, port, local_port):
+    if ":" in host:
+        host = "[%s]" % host
     branch = "z9hG4bK-" + uuid.uuid4().hex[:12]
     return ("OPTIONS sip:%s:%d;transport=%s SIP/2.0\r\n"
             "Via: SIP/2.0/%s 127.0.0.1:%d;branch=%s;rport\r\n"

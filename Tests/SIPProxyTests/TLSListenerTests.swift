@@ -180,3 +180,26 @@ struct OpenSSLClientTests {
         #expect((voice.out + voice.err).contains("voice.example.com"), "\(voice.err)")
     }
 }
+
+@Suite("IPv6 listeners")
+struct IPv6Tests {
+    @Test("OPTIONS over UDP, TCP and TLS on [::1]")
+    func ipv6() throws {
+        let pki = try TestPKI()
+        try pki.issue("server", cn: "localhost", dns: ["localhost"], ips: ["::1"])
+        let proxy = try TestProxy("""
+        listen=udp:[::1]:0
+        listen=tcp:[::1]:0
+        listen=tls:[::1]:0
+        tls_certificate="\(pki.dir)/server.pem"
+        tls_private_key="\(pki.dir)/server.key"
+        request_route { sl_send_reply("200", "OK $pr $af"); exit; }
+        """)
+        defer { proxy.stop() }
+        for proto in ["udp", "tcp", "tls"] {
+            let port = proxy.transport.listeners.first { $0.proto.rawValue == proto }!.port
+            let r = Subprocess.sipclient(["--proto", proto, "--host", "::1", "--port", String(port), "--options"])
+            #expect(r.out.contains("RESPONSE SIP/2.0 200 OK \(proto) INET6"), "\(proto): \(r.out)")
+        }
+    }
+}
