@@ -70,6 +70,7 @@ let package = Package(
             name: "SIPProxy",
             dependencies: [
                 "SIPCore", "SIPConfig", "SIPTLS", "SIPTransport", "CSQLite",
+                .product(name: "X509", package: "swift-certificates"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -6,6 +6,7 @@ import SIPConfig
 import SIPCore
 import SIPTLS
 import SIPTransport
+import X509
 
 /// The proxy: receives every message from the transport, checks it, runs
 /// the route script on requests, routes responses back, and carries out
@@ -122,6 +123,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
         }
         // Retransmissions and CANCEL/ACK of known transactions.
         if transactions.absorb(r) { return }
+        applyAlias(r)
         let ctx = MessageContext(received: r)
         // received/rport on the top Via (RFC 3261 §18.2.1, RFC 3581).
         stampTopVia(ctx)
@@ -147,6 +149,24 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
             ctx.message.replaceFirstValue(.via, with: Array(via.description.utf8))
             ctx.requestForReplies = ctx.message
         }
+    }
+
+    /// RFC 5923: a TLS peer whose top Via carries `alias` may have requests
+    /// for its sent-by sent over this connection — only when its verified
+    /// certificate names that sent-by (RFC 5923 §5 / RFC 5922).
+    func applyAlias(_ r: ReceivedMessage) {
+        guard r.proto != .udp, let c = r.connection, let via = try? r.message.topVia(), via.hasAlias else { return }
+        let host = via.hostName
+        guard r.proto == .tls, let tls = r.tls, tls.peerVerified, let der = tls.peerCertificateDER,
+              let cert = try? Certificate(derEncoded: der), PeerIdentity.matches(cert, domain: host, allowWildcards: false)
+        else {
+            logger.debug("alias from \(r.sourceIP):\(r.sourcePort) not honoured: the sent-by \(host) is not authenticated by a verified TLS certificate")
+            return
+        }
+        guard let ip = PeerIdentity.isIPLiteral(host) ? host : resolver.hosts[host] else { return }
+        let port = Int(via.port ?? r.proto.defaultPort)
+        transport.addAlias(c, ip: ip, port: port)
+        logger.debug("\(c) is also \(ip):\(port) (RFC 5923 alias)")
     }
 
     // MARK: Replies

@@ -20,6 +20,8 @@ public struct TLSSessionInfo: Sendable, Equatable {
     public var serverName: String?
     /// The TLS domain used.
     public var domain: String = ""
+    /// The peer's certificate (DER), for identity checks such as RFC 5923.
+    public var peerCertificateDER: [UInt8]?
 
     public init() {}
 
@@ -36,6 +38,7 @@ public struct TLSSessionInfo: Sendable, Equatable {
     /// Fills the peer fields from its certificate.
     mutating func setPeer(_ cert: NIOSSLCertificate?) {
         guard let cert, let der = try? cert.toDERBytes(), let x = try? Certificate(derEncoded: der) else { return }
+        peerCertificateDER = der
         peerSubject = x.subject.description
         peerIssuer = x.issuer.description
         for rdn in x.subject {

@@ -120,3 +120,45 @@ struct OutboundTLSTests {
         #expect(proxy.log.contains("tls"))
     }
 }
+
+@Suite("RFC 5923 connection reuse (alias)", .serialized)
+struct AliasTests {
+    /// OPTIONS with `alias` in its Via announces the sent-by 127.0.0.1:PORT;
+    /// a MESSAGE then asks the proxy to relay to that address. With a verified
+    /// certificate naming 127.0.0.1, the MESSAGE comes back over the same
+    /// connection; without one, the proxy must not reuse it.
+    func run(withCertificate: Bool) throws -> Subprocess.Result {
+        let pki = try TestPKI()
+        let port = freePort() // nothing listens there
+        let proxy = try tlsProxy(pki, "tls_verify=1\ntls_require_certificate=0", script: """
+        request_route {
+            if (is_method("OPTIONS")) { sl_send_reply("200", "OK"); exit; }
+            $du = "sip:127.0.0.1:\(port);transport=tls";
+            t_relay();
+        }
+        """)
+        defer { proxy.stop() }
+        let (c, k) = try pki.issue("peer", cn: "127.0.0.1", ips: ["127.0.0.1"])
+        let dir = makeTempDir("alias")
+        let via = "Via: SIP/2.0/TLS 127.0.0.1:\(port);branch=z9hG4bK-\(UUID().uuidString.prefix(8));alias"
+        try "OPTIONS sip:127.0.0.1 SIP/2.0\r\n\(via)\r\nMax-Forwards: 70\r\nFrom: <sip:p@test>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: \(UUID().uuidString)\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            .write(toFile: dir + "/1.sip", atomically: true, encoding: .utf8)
+        try "MESSAGE sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:9;branch=z9hG4bK-\(UUID().uuidString.prefix(8))\r\nMax-Forwards: 70\r\nFrom: <sip:p@test>;tag=2\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: \(UUID().uuidString)\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+            .write(toFile: dir + "/2.sip", atomically: true, encoding: .utf8)
+        var args = ["--proto", "tls", "--port", String(proxy.port(.tls)), "--file", dir + "/1.sip", "--file", dir + "/2.sip", "--expect", "3", "--wait", "3"]
+        if withCertificate { args += ["--cert", c, "--key", k] }
+        return Subprocess.sipclient(args)
+    }
+
+    @Test("honoured when the verified certificate names the sent-by")
+    func honoured() throws {
+        let r = try run(withCertificate: true)
+        #expect(r.out.contains("REQUEST MESSAGE sip:bob@127.0.0.1 SIP/2.0"), "\(r.out)")
+    }
+
+    @Test("not honoured without an authenticated certificate")
+    func refused() throws {
+        let r = try run(withCertificate: false)
+        #expect(!r.out.contains("REQUEST MESSAGE"), "\(r.out)")
+    }
+}
