@@ -13,13 +13,22 @@ public final class TLSDomainContext: Sendable {
     public let cipherList: TLSCipherList
     /// Subjects of the trusted CAs (empty: the system's trust store).
     public let trustedCASubjects: [String]
+    /// Certificates `tls_crl` revokes; checked after each handshake.
+    public let revocations: RevocationList?
 
-    init(domain: TLSDomain, context: NIOSSLContext, summary: CertificateSummary, cipherList: TLSCipherList, trustedCASubjects: [String]) {
+    init(domain: TLSDomain, context: NIOSSLContext, summary: CertificateSummary, cipherList: TLSCipherList, trustedCASubjects: [String], revocations: RevocationList?) {
         self.domain = domain
         self.context = context
         self.summary = summary
         self.cipherList = cipherList
         self.trustedCASubjects = trustedCASubjects
+        self.revocations = revocations
+    }
+
+    /// True when the peer's certificate (DER) is listed in `tls_crl`.
+    public func isRevoked(peerDER: [UInt8]) -> Bool {
+        guard let revocations, let cert = try? Certificate(derEncoded: peerDER) else { return false }
+        return revocations.isRevoked(cert)
     }
 
     /// The verification mode in the seed's words.
@@ -144,11 +153,9 @@ public final class TLSDomainTable: Sendable {
                 warnings.append("TLS domain \(d.name) verifies peers but has no tls_ca_list: the system's trust store is used")
             }
         }
-        if d.crl != nil {
-            warnings.append("TLS domain \(d.name): tls_crl is read but revocation checking is not implemented yet; the CRL is not applied")
-        }
+        let revocations = try d.crl.map { path throws(TLSFileError) in try RevocationList.load(path, domain: d.name) }
         let context = try NIOSSLContext(configuration: config)
-        return TLSDomainContext(domain: d, context: context, summary: identity.summary, cipherList: ciphers, trustedCASubjects: caSubjects)
+        return TLSDomainContext(domain: d, context: context, summary: identity.summary, cipherList: ciphers, trustedCASubjects: caSubjects, revocations: revocations)
     }
 
     // MARK: Picking a domain

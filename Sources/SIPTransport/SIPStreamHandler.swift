@@ -151,6 +151,15 @@ final class SIPStreamHandler: ChannelDuplexHandler {
         info.version = TLSSessionInfo.versionName(ssl?.tlsVersion)
         info.cipher = cipherSuite.map(TLSRecordSniffer.name)
         info.setPeer(ssl?.peerCertificate)
+        // tls_crl: a revoked peer certificate ends the connection.
+        if let domain = outbound ? clientDomain : serverDomain, let der = info.peerCertificateDER, domain.isRevoked(peerDER: der) {
+            let why = "the peer's certificate (\(info.peerSubject ?? "?")) is revoked by tls_crl"
+            logger.warning("TLS connection with \(c.remote.ipAddress ?? "?"):\(c.remote.port ?? 0) refused: \(why)")
+            c.closeReason = "TLS verification failed: \(why)"
+            c.failPending(SIPTransportError.tlsVerificationFailed(why))
+            context.close(promise: nil)
+            return
+        }
         if outbound {
             let domain = clientDomain!
             info.domain = domain.domain.name

@@ -203,3 +203,42 @@ struct IPv6Tests {
         }
     }
 }
+
+@Suite("tls_crl: revoked certificates", .serialized)
+struct CRLTests {
+    /// Revokes `cert` with openssl's `ca` command and writes crl.pem.
+    static func revoke(_ pki: TestPKI, _ cert: String) throws -> String {
+        let d = pki.dir
+        try "".write(toFile: d + "/index.txt", atomically: true, encoding: .utf8)
+        try "01\n".write(toFile: d + "/crlnumber", atomically: true, encoding: .utf8)
+        try """
+        [ ca ]
+        default_ca = CA_default
+        [ CA_default ]
+        database = \(d)/index.txt
+        crlnumber = \(d)/crlnumber
+        default_md = sha256
+        default_crl_days = 30
+        """.write(toFile: d + "/ca.cnf", atomically: true, encoding: .utf8)
+        let base = ["-config", d + "/ca.cnf", "-keyfile", d + "/ca.key", "-cert", d + "/ca.pem"]
+        let r1 = Subprocess.run("openssl", ["ca", "-revoke", cert] + base)
+        let r2 = Subprocess.run("openssl", ["ca", "-gencrl", "-out", d + "/crl.pem"] + base)
+        #expect(r1.status == 0 && r2.status == 0, "\(r1.err) \(r2.err)")
+        return d + "/crl.pem"
+    }
+
+    @Test("a client whose certificate tls_crl revokes is refused; others are served")
+    func revoked() throws {
+        let pki = try TestPKI()
+        let (bad, badKey) = try pki.issue("phone1")
+        let (good, goodKey) = try pki.issue("phone2")
+        let crl = try CRLTests.revoke(pki, bad)
+        let proxy = try tlsProxy(pki, "tls_verify=1\ntls_require_certificate=1\ntls_crl=\"\(crl)\"")
+        defer { proxy.stop() }
+        let r1 = Subprocess.sipclient(["--proto", "tls", "--port", String(proxy.port(.tls)), "--options", "--cert", bad, "--key", badKey, "--wait", "2"])
+        #expect(!r1.out.contains("RESPONSE"), "\(r1.out)")
+        #expect(proxy.log.wait(for: "is revoked by tls_crl"), "\(proxy.log.lines)")
+        let r2 = Subprocess.sipclient(["--proto", "tls", "--port", String(proxy.port(.tls)), "--options", "--cert", good, "--key", goodKey])
+        #expect(r2.out.contains("RESPONSE SIP/2.0 200 Verified phone2"), "\(r2.out)")
+    }
+}

@@ -102,7 +102,7 @@ final class TestPKI: @unchecked Sendable {
         dir = makeTempDir("pki")
         ca = try CertificateGenerator.makeCA(commonName: "Test CA")
         otherCA = try CertificateGenerator.makeCA(commonName: "Other CA")
-        try CertificateGenerator.writeFile(dir + "/ca.pem", try ca.certificatePEM(), mode: 0o644)
+        try CertificateGenerator.write(ca, certificate: dir + "/ca.pem", key: dir + "/ca.key")
         try CertificateGenerator.writeFile(dir + "/other-ca.pem", try otherCA.certificatePEM(), mode: 0o644)
     }
 
