@@ -47,9 +47,27 @@ class Conn:
     def send(self, text):
         data = text.encode() if isinstance(text, str) else text
         if self.proto == "udp":
-            self.s.sendto(data, (self.a.host, self.a.port))
+            self.s.sendto(data, self.via_destination(data) or (self.a.host, self.a.port))
         else:
             self.s.sendall(data)
+
+    @staticmethod
+    def via_destination(data):
+        """A response over UDP goes where its top Via says (RFC 3261 18.2.2, RFC 3581)."""
+        if not data.startswith(b"SIP/2.0"):
+            return None
+        for line in data.split(b"\r\n")[1:]:
+            name, _, value = line.decode("utf-8", "replace").partition(":")
+            if name.strip().lower() in ("via", "v"):
+                first = value.split(",")[0].strip()
+                parts = first.split(";")
+                sent_by = parts[0].split()[-1]
+                host, _, port = sent_by.rpartition(":") if sent_by.count(":") == 1 else (sent_by, "", "")
+                params = dict((p.split("=", 1) + [""])[:2] for p in parts[1:])
+                host = params.get("received") or host
+                port = params.get("rport") or port or "5060"
+                return (host, int(port))
+        return None
 
     def recv(self, timeout):
         """Next message (bytes) or None on timeout."""

@@ -37,6 +37,8 @@ final class KamailioPeer: @unchecked Sendable {
         loadmodule "pv.so"
         loadmodule "xlog.so"
         loadmodule "textops.so"
+        loadmodule "rr.so"
+        loadmodule "siputils.so"
         modparam("tls", "config", "\(dir)/tls.cfg")
         request_route {
         \(route)
@@ -145,5 +147,52 @@ struct KamailioTests {
         let r = Subprocess.sipclient(["--proto", "udp", "--port", String(proxy.port(.udp)), "--options", "--wait", "5"])
         #expect(r.out.contains("RESPONSE SIP/2.0 200 Kamailio over TLS"), "\(r.out) \(proxy.log.lines.suffix(5)) \(kam.logLines.suffix(5))")
         #expect(proxy.log.contains("peer CN=kamailio.test") || proxy.log.lines.contains { $0.contains("kamailio.test") })
+    }
+}
+
+@Suite("A call through SwiftSER and then Kamailio over TLS", .serialized, .enabled(if: KamailioPeer.available))
+struct KamailioCallTests {
+    @Test("UDP caller → SwiftSER → TLS → Kamailio → UDP phone: 200, ACK and BYE follow both proxies' Record-Routes")
+    func callThroughKamailio() throws {
+        let pki = try TestPKI()
+        let (kc, kk) = try pki.issue("kamailio", cn: "kamailio.test", dns: ["kamailio.test"], ips: ["127.0.0.1"])
+        let kam = try KamailioPeer(route: """
+            if (has_totag()) { loose_route(); t_relay(); exit; }
+            record_route();
+            t_relay();
+        """, tls: """
+        [server:default]
+        method = TLSv1.2+
+        verify_certificate = no
+        require_certificate = no
+        private_key = \(kk)
+        certificate = \(kc)
+        ca_list = \(pki.caFile)
+        [client:default]
+        verify_certificate = no
+        """)
+        defer { kam.stop() }
+        let script = """
+        request_route {
+            if (!mf_process_maxfwd_header("10")) { sl_send_reply("483", "Too Many Hops"); exit; }
+            if (has_totag()) { if (loose_route()) { t_relay(); exit; } t_relay(); exit; }
+            if (is_method("REGISTER")) { save("location"); exit; }
+            if (!lookup("location")) { sl_send_reply("404", "Not Found"); exit; }
+            record_route();
+            $du = "sip:127.0.0.1:\(kam.tlsPort);transport=tls";
+            t_relay();
+        }
+        """
+        let proxy = try defaultProxy(pki, script: script)
+        defer { proxy.stop() }
+        let phone = try Background.ua(["phone", "--proto", "udp", "--port", String(proxy.port(.udp)), "--user", "alice", "--duration", "10"])
+        defer { phone.stop() }
+        #expect(phone.wait(for: "REGISTERED"))
+        let caller = Subprocess.run("python3", [Paths.peers + "/ua.py", "call", "--proto", "udp", "--port", String(proxy.port(.udp)), "--to", "alice"], timeout: 20)
+        #expect(caller.out.contains("RESPONSE 200"), "\(caller.out) \(proxy.log.lines.suffix(6)) \(kam.logLines.suffix(6))")
+        // Ours twice (UDP and TLS legs), Kamailio's at least once.
+        #expect(caller.lines.contains { $0.hasPrefix("CALL-OK routes") && (Int($0.split(separator: " ").last ?? "0") ?? 0) >= 3 }, "\(caller.out)")
+        #expect(caller.out.contains("BYE-OK"), "\(caller.out) \(proxy.log.lines.suffix(6))")
+        #expect(phone.wait(for: "BYE-RECEIVED"))
     }
 }
