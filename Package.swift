@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "swiftser", targets: ["swiftser"]),
+        .executable(name: "sipload", targets: ["sipload"]),
         .library(name: "SIPCore", targets: ["SIPCore"]),
         .library(name: "SIPConfig", targets: ["SIPConfig"]),
         .library(name: "SIPProxy", targets: ["SIPProxy", "SIPTransport", "SIPTLS"]),
@@ -32,6 +33,19 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v5)]
+        ),
+        // A closed-loop load generator for the benchmarks (docs/performance.md).
+        .executableTarget(
+            name: "sipload",
+            dependencies: [
+                "SIPCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: [.swiftLanguageMode(.v5)]
         ),
