@@ -193,6 +193,10 @@ final class TransactionLayer {
             let t = ServerTransaction(key: k, ctx: ctx, layer: self)
             servers[k] = t
             ctx.transaction = t
+            // A transaction the script never answers (t_newtran without a
+            // reply) must not stay forever: drop it after the longest timer.
+            let longest = Int64(max(settings.finalResponseTimeout, settings.inviteFinalResponseTimeout) / 1000) + 64
+            scheduleRemoval(t, after: longest)
             return t
         }
     }
