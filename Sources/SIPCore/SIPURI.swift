@@ -66,7 +66,7 @@ public struct SIPURI: Sendable, CustomStringConvertible {
 
     /// The value of a parameter (`""` for a bare one), nil when absent.
     public func parameter(_ name: String) -> String? {
-        for p in parameters where p.name.lowercased() == name.lowercased() { return p.value ?? "" }
+        for p in parameters where ASCII.equalsIgnoringCase(p.name.utf8, name.utf8) { return p.value ?? "" }
         return nil
     }
 
@@ -79,7 +79,7 @@ public struct SIPURI: Sendable, CustomStringConvertible {
     public var isLooseRouter: Bool { hasParameter("lr") }
 
     public mutating func setParameter(_ name: String, _ value: String?) {
-        if let i = parameters.firstIndex(where: { $0.name.lowercased() == name.lowercased() }) {
+        if let i = parameters.firstIndex(where: { ASCII.equalsIgnoringCase($0.name.utf8, name.utf8) }) {
             parameters[i].value = value
         } else {
             parameters.append(Parameter(name, value))
@@ -87,7 +87,7 @@ public struct SIPURI: Sendable, CustomStringConvertible {
     }
 
     public mutating func removeParameter(_ name: String) {
-        parameters.removeAll { $0.name.lowercased() == name.lowercased() }
+        parameters.removeAll { ASCII.equalsIgnoringCase($0.name.utf8, name.utf8) }
     }
 
     public var description: String {
