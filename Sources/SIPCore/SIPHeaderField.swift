@@ -64,7 +64,18 @@ public struct SIPHeaderField: Sendable {
     static func splitList(_ v: ArraySlice<UInt8>) -> [ArraySlice<UInt8>] {
         var out: [ArraySlice<UInt8>] = []
         var start = v.startIndex
-        var i = v.startIndex
+        while true {
+            let comma = nextListComma(v, from: start)
+            out.append(v[start..<comma].trimmingWSP())
+            if comma == v.endIndex { return out }
+            start = comma + 1
+        }
+    }
+
+    /// Index of the next comma that separates list values (outside quoted
+    /// strings and angle brackets), or the end.
+    static func nextListComma(_ v: ArraySlice<UInt8>, from: Int) -> Int {
+        var i = from
         var inQuote = false
         var inAngle = false
         while i < v.endIndex {
@@ -78,12 +89,10 @@ public struct SIPHeaderField: Sendable {
             } else if c == ASCII.greaterThan {
                 inAngle = false
             } else if c == ASCII.comma && !inAngle {
-                out.append(v[start..<i].trimmingWSP())
-                start = i + 1
+                return i
             }
             i += 1
         }
-        out.append(v[start..<min(i, v.endIndex)].trimmingWSP())
-        return out
+        return v.endIndex
     }
 }

@@ -176,18 +176,7 @@ extension SIPMessage {
 extension SIPHeaderField {
     /// The first value of a list, without splitting the rest.
     public static func firstListValue(_ v: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
-        var i = v.startIndex
-        var inQuote = false, inAngle = false
-        while i < v.endIndex {
-            let c = v[i]
-            if inQuote {
-                if c == ASCII.backslash { i += 1 } else if c == ASCII.quote { inQuote = false }
-            } else if c == ASCII.quote { inQuote = true }
-            else if c == ASCII.lessThan { inAngle = true }
-            else if c == ASCII.greaterThan { inAngle = false }
-            else if c == ASCII.comma && !inAngle { return v[v.startIndex..<i].trimmingWSP() }
-            i += 1
-        }
-        return v
+        let comma = nextListComma(v, from: v.startIndex)
+        return comma == v.endIndex ? v : v[v.startIndex..<comma].trimmingWSP()
     }
 }

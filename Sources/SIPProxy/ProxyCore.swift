@@ -22,6 +22,8 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
     /// Hosts (lower case) and host:port strings that `myself` matches.
     private let myselfHosts: Set<String>
     private let myselfHostPorts: Set<String>
+    /// `server_header` split once into name and value.
+    let serverHeaderField: (String, String)?
     let resolver: Resolver
 
     public init(config: Config, transport: SIPTransport, location: LocationService, logger: Logger) {
@@ -45,6 +47,10 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
                 hosts.insert(hp.0.lowercased())
                 if let p = hp.1 { hostPorts.insert("\(hp.0.lowercased()):\(p)") }
             }
+        }
+        let server = config.core.serverHeader
+        self.serverHeaderField = server.firstIndex(of: ":").map {
+            (String(server[..<$0]), server[server.index(after: $0)...].trimmingCharacters(in: .whitespaces))
         }
         self.myselfHosts = hosts
         self.myselfHostPorts = hostPorts
@@ -173,18 +179,22 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
 
     /// Sends a reply generated here, statelessly.
     func sendReply(to r: ReceivedMessage, request: SIPMessage, code: Int, reason: String, extraHeaders: [(String, String)] = [], toTag: String? = nil) {
+        let bytes = replyBytes(to: r, request: request, code: code, reason: reason, extraHeaders: extraHeaders, toTag: toTag)
+        transport.reply(bytes, to: r).whenFailure { [logger] e in logger.info("reply \(code) to \(r.sourceIP):\(r.sourcePort) not sent: \(e)") }
+    }
+
+    /// A reply SwiftSER makes (stateless or through a transaction): the
+    /// request's Via/From/To/Call-ID/CSeq, Allow on 405/501, the
+    /// `server_header`, and a Warning when `sip_warning` is on.
+    func replyBytes(to r: ReceivedMessage, request: SIPMessage, code: Int, reason: String, extraHeaders: [(String, String)] = [], toTag: String? = nil) -> [UInt8] {
         var headers = extraHeaders
         if code == 405 || code == 501 { headers.append(("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, NOTIFY, SUBSCRIBE, UPDATE, PRACK, REFER")) }
-        let server = config.core.serverHeader
-        if let colon = server.firstIndex(of: ":") {
-            headers.append((String(server[..<colon]), server[server.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
-        }
+        if let server = serverHeaderField { headers.append(server) }
         if config.core.sipWarning {
             let l = r.listener
             headers.append(("Warning", "392 \(l.advertisedHost ?? l.host):\(l.advertisedPort ?? l.port) \"Noisy feedback tells: src=\(r.sourceIP):\(r.sourcePort) proto=\(r.proto.rawValue) reason=\(reason.replacingOccurrences(of: "\"", with: "'"))\""))
         }
-        let bytes = SIPResponseBuilder.response(to: request, code: code, reason: reason, toTag: toTag ?? localTag(request), extraHeaders: headers)
-        transport.reply(bytes, to: r).whenFailure { [logger] e in logger.info("reply \(code) to \(r.sourceIP):\(r.sourcePort) not sent: \(e)") }
+        return SIPResponseBuilder.response(to: request, code: code, reason: reason, toTag: toTag ?? localTag(request), extraHeaders: headers)
     }
 
     /// A To tag that is the same for retransmissions of a request.

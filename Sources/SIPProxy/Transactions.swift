@@ -39,13 +39,7 @@ final class ServerTransaction {
 
     func replyLocked(code: Int, reason: String) {
         guard !finalSent else { return }
-        let core = layer.core
-        var extra: [(String, String)] = []
-        if let colon = core.config.core.serverHeader.firstIndex(of: ":") {
-            let s = core.config.core.serverHeader
-            extra.append((String(s[..<colon]), s[s.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
-        }
-        let bytes = SIPResponseBuilder.response(to: ctx.requestForReplies, code: code, reason: reason, toTag: core.localTag(request.message), extraHeaders: extra)
+        let bytes = layer.core.replyBytes(to: request, request: ctx.requestForReplies, code: code, reason: reason, toTag: layer.core.localTag(request.message))
         sendLocked(bytes, status: code)
     }
 
@@ -312,26 +306,26 @@ final class TransactionLayer {
             return
         }
         b.cancelSent = true
-        let r = b.out.message
-        var text = "CANCEL \(r.requestURIString ?? "") SIP/2.0\r\n"
-        if let via = r.header(.via) { text += "Via: \(SIPHeaderField.firstValueString(via.value))\r\n" }
-        for name in [SIPHeaderName.from, .to, .callID] { if let h = r.header(name) { text += "\(name.canonicalName): \(h.valueString)\r\n" } }
-        for h in r.headers(.route) { text += "Route: \(h.valueString)\r\n" }
-        text += "CSeq: \(((try? r.cseq()) ?? nil)?.number ?? 1) CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-        core.transport.send(Array(text.utf8), to: b.out.destination)
+        core.transport.send(hopByHop(.cancel, for: b, to: b.out.message.header(.to)), to: b.out.destination)
     }
 
     /// ACK for a non-2xx final response to an INVITE (RFC 3261 §17.1.1.3).
     private func ackLocked(_ b: ClientBranch, response: SIPMessage) {
+        core.transport.send(hopByHop(.ack, for: b, to: response.header(.to)), to: b.out.destination)
+    }
+
+    /// CANCEL or ACK for a branch: its Request-URI, its own Via only, From,
+    /// the given To, Call-ID, its Route set, the INVITE's CSeq number.
+    private func hopByHop(_ method: SIPMethod, for b: ClientBranch, to: SIPHeaderField?) -> [UInt8] {
         let r = b.out.message
-        var text = "ACK \(r.requestURIString ?? "") SIP/2.0\r\n"
+        var text = "\(method.name) \(r.requestURIString ?? "") SIP/2.0\r\n"
         if let via = r.header(.via) { text += "Via: \(SIPHeaderField.firstValueString(via.value))\r\n" }
         if let h = r.header(.from) { text += "From: \(h.valueString)\r\n" }
-        if let h = response.header(.to) { text += "To: \(h.valueString)\r\n" }
+        if let to { text += "To: \(to.valueString)\r\n" }
         if let h = r.header(.callID) { text += "Call-ID: \(h.valueString)\r\n" }
         for h in r.headers(.route) { text += "Route: \(h.valueString)\r\n" }
-        text += "CSeq: \(((try? r.cseq()) ?? nil)?.number ?? 1) ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-        core.transport.send(Array(text.utf8), to: b.out.destination)
+        text += "CSeq: \(((try? r.cseq()) ?? nil)?.number ?? 1) \(method.name)\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        return Array(text.utf8)
     }
 
     /// Branches still waiting for a final response over a connection that
