@@ -34,7 +34,7 @@ final class ServerTransaction {
 
     /// A locally generated reply (t_reply, 100 Trying, errors).
     func reply(code: Int, reason: String) {
-        layer.lock.withLock { replyLocked(code: code, reason: reason) }
+        layer.locked { replyLocked(code: code, reason: reason) }
     }
 
     func replyLocked(code: Int, reason: String) {
@@ -48,7 +48,7 @@ final class ServerTransaction {
         lastResponse = bytes
         lastStatus = status
         if status >= 200 { finalSent = true }
-        layer.core.transport.reply(bytes, to: request).whenFailure { [weak layer] e in
+        layer.replyLater(bytes, to: request) { [weak layer] e in
             layer?.core.logger.info("response \(status) not delivered to \(self.request.sourceIP):\(self.request.sourcePort): \(e)")
         }
         if status >= 200 {
@@ -65,9 +65,9 @@ final class ServerTransaction {
         let t2 = layer.core.config.transactions.t2
         retransmitTimer = layer.loop.scheduleTask(in: .milliseconds(Int64(retransmitInterval))) { [weak self] in
             guard let self else { return }
-            self.layer.lock.withLock {
+            self.layer.locked {
                 guard let bytes = self.lastResponse, self.retransmitTimer != nil else { return }
-                self.layer.core.transport.reply(bytes, to: self.request)
+                self.layer.replyLater(bytes, to: self.request)
                 self.retransmitInterval = min(self.retransmitInterval * 2, t2)
                 self.armRetransmit()
             }
@@ -118,6 +118,57 @@ final class TransactionLayer {
 
     var settings: TransactionSettings { core.config.transactions }
 
+    // MARK: The lock and the outbox
+
+    /// A write decided under the lock.
+    enum Write {
+        case reply([UInt8], ReceivedMessage, onFailure: ((Error) -> Void)?)
+        case send([UInt8], Destination)
+    }
+
+    /// Writes decided under the lock, performed once it is released. A
+    /// write on the current event loop can flush, read and deliver the
+    /// next inbound message synchronously, which would take this
+    /// (non-recursive) lock again.
+    private var outbox: [Write] = []
+
+    /// Runs `body` under the lock, then performs the writes it queued.
+    func locked<T>(_ body: () -> T) -> T {
+        lock.lock()
+        let result = body()
+        if outbox.isEmpty {
+            lock.unlock()
+            return result
+        }
+        let pending = outbox
+        outbox = []
+        lock.unlock()
+        perform(pending)
+        return result
+    }
+
+    /// Queues a response for after the lock (call with the lock held).
+    func replyLater(_ bytes: [UInt8], to r: ReceivedMessage, onFailure: ((Error) -> Void)? = nil) {
+        outbox.append(.reply(bytes, r, onFailure: onFailure))
+    }
+
+    /// Queues a request for after the lock (call with the lock held).
+    func sendLater(_ bytes: [UInt8], to d: Destination) {
+        outbox.append(.send(bytes, d))
+    }
+
+    private func perform(_ writes: [Write]) {
+        for w in writes {
+            switch w {
+            case .reply(let bytes, let r, let onFailure):
+                let f = core.transport.reply(bytes, to: r)
+                if let onFailure { f.whenFailure(onFailure) }
+            case .send(let bytes, let d):
+                core.transport.send(bytes, to: d)
+            }
+        }
+    }
+
     /// RFC 3261 §17.2.3: top Via branch and sent-by, and the method (ACK
     /// and CANCEL map to the INVITE's), or for RFC 2543 peers the To tag,
     /// From tag, Call-ID, CSeq number and top Via.
@@ -135,7 +186,7 @@ final class TransactionLayer {
     func exists(for m: SIPMessage) -> Bool {
         let method: SIPMethod? = (m.method == .cancel || m.method == .ack) ? .invite : nil
         guard let k = key(m, method: method) else { return false }
-        return lock.withLock { servers[k] != nil }
+        return locked { servers[k] != nil }
     }
 
     /// Handles retransmissions, ACKs to non-2xx finals and CANCELs of
@@ -145,18 +196,18 @@ final class TransactionLayer {
         switch m.method {
         case .ack?:
             guard let k = key(m, method: .invite) else { return false }
-            return lock.withLock {
+            return locked {
                 guard let t = servers[k], t.finalSent, t.lastStatus >= 300 else { return false }
                 t.ackReceived()
                 return true
             }
         case .cancel?:
             guard let k = key(m, method: .invite) else { return false }
-            let t = lock.withLock { servers[k] }
+            let t = locked { servers[k] }
             guard let t else { return false }
             // 200 for the CANCEL itself, then cancel every branch.
             core.sendReply(to: r, request: m, code: 200, reason: "OK")
-            lock.withLock {
+            locked {
                 t.canceled = true
                 for b in t.branches where !b.done { cancelLocked(b) }
                 if t.branches.allSatisfy({ $0.done }) && !t.finalSent {
@@ -166,9 +217,9 @@ final class TransactionLayer {
             return true
         default:
             guard let k = key(m) else { return false }
-            return lock.withLock {
+            return locked {
                 guard let t = servers[k] else { return false }
-                if let bytes = t.lastResponse { core.transport.reply(bytes, to: r) }
+                if let bytes = t.lastResponse { replyLater(bytes, to: r) }
                 return true
             }
         }
@@ -179,7 +230,7 @@ final class TransactionLayer {
     func newServerTransaction(_ ctx: MessageContext) -> ServerTransaction? {
         if let t = ctx.transaction { return t }
         guard ctx.received.message.method != .ack, let k = key(ctx.received.message) else { return nil }
-        return lock.withLock {
+        return locked {
             if let t = servers[k] {
                 ctx.transaction = t
                 return t
@@ -198,7 +249,7 @@ final class TransactionLayer {
     func scheduleRemoval(_ t: ServerTransaction, after seconds: Int64) {
         loop.scheduleTask(in: .seconds(seconds)) { [weak self, weak t] in
             guard let self, let t else { return }
-            self.lock.withLock {
+            self.locked {
                 t.retransmitTimer?.cancel()
                 self.servers[t.key] = nil
                 for b in t.branches {
@@ -231,7 +282,7 @@ final class TransactionLayer {
         var sent = 0
         var firstError: ProxyCore.ForwardError?
         for target in targets {
-            let index = lock.withLock { t.branches.count }
+            let index = locked { t.branches.count }
             let out: OutgoingRequest
             do {
                 out = try core.prepare(ctx, target: target, forced: nil, branchIndex: index)
@@ -241,7 +292,7 @@ final class TransactionLayer {
                 continue
             }
             let b = ClientBranch(out: out, server: t, t1: settings.t1)
-            lock.withLock {
+            locked {
                 t.branches.append(b)
                 clients[clientKey(out.branch, out.message.method ?? .invite)] = b
                 startTimers(b)
@@ -265,7 +316,7 @@ final class TransactionLayer {
         core.transport.send(b.out.bytes, to: b.out.destination).whenFailure { [weak self, weak b] e in
             guard let self, let b else { return }
             self.core.logger.info("request to \(b.out.destination) failed: \(e)")
-            self.lock.withLock { self.branchFinalLocked(b, status: 503, reason: "Service Unavailable", message: nil) }
+            self.locked { self.branchFinalLocked(b, status: 503, reason: "Service Unavailable", message: nil) }
         }
     }
 
@@ -273,7 +324,7 @@ final class TransactionLayer {
         let fr = settings.finalResponseTimeout
         b.timeoutTimer = loop.scheduleTask(in: .milliseconds(Int64(fr))) { [weak self, weak b] in
             guard let self, let b else { return }
-            self.lock.withLock { self.timeoutLocked(b) }
+            self.locked { self.timeoutLocked(b) }
         }
         if b.out.destination.proto == .udp { armRetransmit(b) }
     }
@@ -281,9 +332,9 @@ final class TransactionLayer {
     private func armRetransmit(_ b: ClientBranch) {
         b.retransmitTimer = loop.scheduleTask(in: .milliseconds(Int64(b.interval))) { [weak self, weak b] in
             guard let self, let b else { return }
-            self.lock.withLock {
+            self.locked {
                 guard !b.done, !(b.isInvite && b.provisional) else { return }
-                self.core.transport.send(b.out.bytes, to: b.out.destination)
+                self.sendLater(b.out.bytes, to: b.out.destination)
                 b.interval = b.isInvite ? b.interval * 2 : min(b.interval * 2, self.settings.t2)
                 self.armRetransmit(b)
             }
@@ -306,12 +357,12 @@ final class TransactionLayer {
             return
         }
         b.cancelSent = true
-        core.transport.send(hopByHop(.cancel, for: b, to: b.out.message.header(.to)), to: b.out.destination)
+        sendLater(hopByHop(.cancel, for: b, to: b.out.message.header(.to)), to: b.out.destination)
     }
 
     /// ACK for a non-2xx final response to an INVITE (RFC 3261 §17.1.1.3).
     private func ackLocked(_ b: ClientBranch, response: SIPMessage) {
-        core.transport.send(hopByHop(.ack, for: b, to: response.header(.to)), to: b.out.destination)
+        sendLater(hopByHop(.ack, for: b, to: response.header(.to)), to: b.out.destination)
     }
 
     /// CANCEL or ACK for a branch: its Request-URI, its own Via only, From,
@@ -333,7 +384,7 @@ final class TransactionLayer {
     func connectionFailed(_ c: SIPConnection, reason: String) {
         let ip = c.remote.ipAddress ?? ""
         let port = c.remote.port ?? 0
-        lock.withLock {
+        locked {
             let waiting = clients.values.filter { b in
                 !b.done && b.out.destination.proto == c.proto && Int(b.out.destination.port) == port
                     && (b.out.destination.host == ip || b.out.destination.address?.ipAddress == ip || b.out.destination.connectionID == c.id)
@@ -353,10 +404,10 @@ final class TransactionLayer {
         guard let via = (try? m.topVia()) ?? nil, let branch = via.branch, let cseq = (try? m.cseq()) ?? nil else { return false }
         if cseq.method == .cancel {
             // The answer to a CANCEL we sent: nothing to pass on.
-            return lock.withLock { clients[clientKey(branch, .invite)] != nil }
+            return locked { clients[clientKey(branch, .invite)] != nil }
         }
         guard let status = m.statusCode else { return false }
-        let b = lock.withLock { clients[clientKey(branch, cseq.method)] }
+        let b = locked { clients[clientKey(branch, cseq.method)] }
         guard let b else { return false }
         let t = b.server
         // onreply_route
@@ -370,7 +421,7 @@ final class TransactionLayer {
             if core.run(block: idx, rctx) == .drop && status < 200 { return true }
             response = rctx.message
         }
-        lock.withLock {
+        locked {
             if status < 200 {
                 guard !b.done else { return }
                 let first = !b.provisional
@@ -381,7 +432,7 @@ final class TransactionLayer {
                     b.timeoutTimer?.cancel()
                     b.timeoutTimer = loop.scheduleTask(in: .milliseconds(Int64(settings.inviteFinalResponseTimeout))) { [weak self, weak b] in
                         guard let self, let b else { return }
-                        self.lock.withLock { self.timeoutLocked(b) }
+                        self.locked { self.timeoutLocked(b) }
                     }
                 }
                 if b.cancelPending { cancelLocked(b) }
@@ -429,7 +480,10 @@ final class TransactionLayer {
             t.ctx.status = t.best?.status
             t.failureRouteRunning = true
             let before = t.branches.count
+            let pending = outbox
+            outbox = []
             lock.unlock()
+            perform(pending)
             let prevKind = t.ctx.routeKind
             _ = core.run(block: idx, t.ctx)
             t.ctx.routeKind = prevKind

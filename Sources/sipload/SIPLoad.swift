@@ -1,151 +1,147 @@
 import ArgumentParser
 import Foundation
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import NIOSSL
 import SIPCore
 
-/// A closed-loop SIP load generator: N connections (or UDP sockets), each
-/// with `window` OPTIONS in flight; every answer is timed and replaced by a
-/// new request until the duration ends. Loopback only by default.
+/// The SIP load generator of the benchmarks (docs/performance.md).
+///
+/// Modes: closed loop (each connection keeps `--window` units in flight),
+/// open loop at `--rate`, `--find-max` (step the rate up until losses pass
+/// 0.1 %), `--new-connection` (one request per TCP/TLS connection: full
+/// handshakes per second) and `--idle N` (open N TLS connections and hold
+/// them). With `--server-pid` it samples the server's CPU and memory.
 @main
 struct SIPLoad: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "sipload", abstract: "SIP load generator (OPTIONS, closed loop) over UDP, TCP or TLS.")
+    static let configuration = CommandConfiguration(
+        commandName: "sipload",
+        abstract: "SIP load generator: OPTIONS, REGISTER or whole calls over UDP, TCP or TLS.")
 
+    @Option(help: "options, register or call.") var scenario: Scenario = .options
     @Option(help: "udp, tcp or tls.") var proto = "tls"
-    @Option(help: "Target address.") var host = "127.0.0.1"
+    @Option(help: "Target (proxy) address.") var host = "127.0.0.1"
     @Option(help: "Target port.") var port: Int
-    @Option(help: "Connections (UDP: sockets).") var connections = 1
-    @Option(help: "Requests in flight per connection.") var window = 8
+    @Option(help: "Connections (UDP: sockets); with --new-connection: concurrent handshakes.") var connections = 1
+    @Option(help: "Closed loop: units in flight per connection.") var window = 8
     @Option(help: "Seconds to run (at most 300).") var duration = 10.0
+    @Option(help: "Open loop: units per second in total.") var rate: Double?
+    @Flag(help: "Step the rate up until failures + retransmissions pass 0.1 % or the achieved rate falls behind.") var findMax = false
+    @Option(help: "--find-max: first rate.") var startRate = 1000.0
+    @Option(help: "--find-max: seconds per step.") var stepDuration = 3.0
+    @Option(help: "--find-max: factor between steps.") var stepFactor = 1.25
+    @Flag(help: "One request per connection (TCP/TLS): measures connection set-ups per second.") var newConnection = false
+    @Option(help: "Open this many TLS/TCP connections, send one OPTIONS on each, and hold them.") var idle: Int?
+    @Option(help: "--idle: seconds to hold the connections open.") var hold = 3.0
+    @Option(help: "Seconds before an unanswered unit counts as a timeout.") var timeout = 5.0
+    @Option(help: "Domain for From/To and REGISTER.") var domain = "localhost"
+    @Option(help: "REGISTER: distinct users cycled through.") var users = 1000
+    @Option(help: "call: address the UAS binds (UDP).") var uasHost = "127.0.0.1"
+    @Option(help: "call: UAS port (0: any free port).") var uasPort = 0
     @Option(help: "CA file to verify the server (TLS); none: no verification.") var ca: String?
+    @Option(help: "Client certificate (TLS).") var cert: String?
+    @Option(help: "Client private key (TLS).") var key: String?
+    @Option(help: "Server process to sample (CPU, PSS); repeat for several.") var serverPid: [Int32] = []
     @Flag(help: "Allow a target that is not on loopback.") var allowRemote = false
     @Flag(help: "Print JSON instead of a table.") var json = false
 
     func validate() throws {
         guard ["udp", "tcp", "tls"].contains(proto) else { throw ValidationError("--proto must be udp, tcp or tls") }
         guard duration > 0 && duration <= 300 else { throw ValidationError("--duration must be in (0, 300]") }
-        guard allowRemote || host == "127.0.0.1" || host == "::1" || host == "localhost" else {
+        guard allowRemote || ["127.0.0.1", "::1", "localhost"].contains(host) else {
             throw ValidationError("refusing a non-loopback target without --allow-remote")
         }
+        if newConnection || idle != nil { guard proto != "udp" else { throw ValidationError("--new-connection and --idle need tcp or tls") } }
+        if let idle { guard idle > 0 && idle <= 50_000 else { throw ValidationError("--idle must be in 1…50000") } }
+        guard stepFactor > 1 else { throw ValidationError("--step-factor must be above 1") }
+        guard (cert == nil) == (key == nil) else { throw ValidationError("--cert and --key go together") }
     }
 
     func run() throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         defer { try? group.syncShutdownGracefully() }
-        let stats = Stats()
-        let deadline = NIODeadline.now() + .nanoseconds(Int64(duration * 1e9))
-        let address = try SocketAddress(ipAddress: host, port: port)
-        var tlsContext: NIOSSLContext? = nil
-        if proto == "tls" {
-            var c = TLSConfiguration.makeClientConfiguration()
-            c.minimumTLSVersion = .tlsv12
-            if let ca { c.trustRoots = .file(ca); c.certificateVerification = .noHostnameVerification } else { c.certificateVerification = .none }
-            tlsContext = try NIOSSLContext(configuration: c)
-        }
-        let start = NIODeadline.now()
-        var channels: [Channel] = []
-        for i in 0..<connections {
-            let ch: Channel
-            if proto == "udp" {
-                let handler = LoadHandler<AddressedEnvelope<ByteBuffer>>(id: i, window: window, deadline: deadline, stats: stats, datagram: true, target: address, host: host, port: port, proto: proto)
-                ch = try DatagramBootstrap(group: group).channelInitializer { c in
-                    c.eventLoop.makeCompletedFuture { try c.pipeline.syncOperations.addHandler(handler) }
-                }.bind(host: host.contains(":") ? "::1" : "127.0.0.1", port: 0).wait()
-                ch.eventLoop.execute { handler.kick(ch) }
-            } else {
-                let handler = LoadHandler<ByteBuffer>(id: i, window: window, deadline: deadline, stats: stats, datagram: false, target: address, host: host, port: port, proto: proto)
-                ch = try ClientBootstrap(group: group).channelOption(.socketOption(.tcp_nodelay), value: 1).channelInitializer { c in
-                    c.eventLoop.makeCompletedFuture {
-                        if let tlsContext { try c.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tlsContext, serverHostname: nil)) }
-                        try c.pipeline.syncOperations.addHandler(handler)
-                    }
-                }.connect(to: address).wait()
-                ch.eventLoop.execute { handler.kick(ch) }
-            }
-            channels.append(ch)
-        }
-        Thread.sleep(forTimeInterval: duration + 0.5)
-        for ch in channels { try? ch.close().wait() }
-        let elapsed = Double((NIODeadline.now() - start).nanoseconds) / 1e9
-        stats.report(elapsed: min(elapsed, duration), json: json, proto: proto, connections: connections, window: window)
-    }
-}
-
-final class Stats: @unchecked Sendable {
-    private let lock = NIOLock()
-    private var latencies: [Double] = []
-    private var failures = 0
-    func record(_ seconds: Double) { lock.withLock { latencies.append(seconds) } }
-    func fail() { lock.withLock { failures += 1 } }
-
-    func report(elapsed: Double, json: Bool, proto: String, connections: Int, window: Int) {
-        let l = lock.withLock { latencies.sorted() }
-        func p(_ q: Double) -> Double { l.isEmpty ? 0 : l[min(l.count - 1, Int(Double(l.count) * q))] * 1000 }
-        let rate = Double(l.count) / elapsed
-        if json {
-            print("{\"proto\":\"\(proto)\",\"connections\":\(connections),\"window\":\(window),\"answered\":\(l.count),\"failures\":\(failures),\"rate\":\(Int(rate)),\"p50_ms\":\(p(0.5)),\"p99_ms\":\(p(0.99))}")
+        let loop = group.next()
+        let env = try Environment(command: self, loop: loop)
+        var result = Report(command: self)
+        if let idle {
+            result.idle = try IdleRun(env: env, count: idle, hold: hold).run()
+        } else if newConnection {
+            result.steps = [try HandshakeRun(env: env, slots: connections, duration: duration).run()]
         } else {
-            print("| \(proto) | \(connections) | \(window) | \(l.count) | \(failures) | \(Int(rate)) | \(String(format: "%.2f", p(0.5))) | \(String(format: "%.2f", p(0.99))) |")
+            result.steps = try LoadRun(env: env, command: self).run()
         }
+        env.uasChannel.map { try? $0.close().wait() }
+        result.print(json: json)
     }
 }
 
-/// Sends OPTIONS and times their answers on one connection or socket.
-final class LoadHandler<In>: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = In
-    let id: Int, window: Int, deadline: NIODeadline, stats: Stats, datagram: Bool, target: SocketAddress
-    let host: String, port: Int, proto: String
-    var framer = SIPStreamFramer()
-    var sent: [String: NIODeadline] = [:]
-    var seq = 0
+/// What every mode shares: the event loop, TLS context, request factory,
+/// the UAS for calls and the server sampler.
+struct Environment {
+    let loop: EventLoop
+    let target: SocketAddress
+    let proto: String
+    let tls: NIOSSLContext?
+    let factory: RequestFactory
+    let sampler: ProcessSampler
+    let scenario: Scenario
+    let timeout: TimeAmount
+    let uasChannel: Channel?
 
-    init(id: Int, window: Int, deadline: NIODeadline, stats: Stats, datagram: Bool, target: SocketAddress, host: String, port: Int, proto: String) {
-        self.id = id; self.window = window; self.deadline = deadline; self.stats = stats; self.datagram = datagram
-        self.target = target; self.host = host; self.port = port; self.proto = proto
-    }
-
-    func kick(_ ch: Channel) { for _ in 0..<window { send(ch) } }
-
-    func send(_ ch: Channel) {
-        guard NIODeadline.now() < deadline else { return }
-        seq += 1
-        let callID = "load-\(id)-\(seq)"
-        let h = host.contains(":") ? "[\(host)]" : host
-        let msg = "OPTIONS sip:\(h):\(port) SIP/2.0\r\nVia: SIP/2.0/\(proto.uppercased()) \(h):9;branch=z9hG4bK-\(callID);rport\r\nMax-Forwards: 70\r\nFrom: <sip:load@\(h)>;tag=\(id)\r\nTo: <sip:\(h)>\r\nCall-ID: \(callID)\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-        sent[callID] = .now()
-        let buf = ch.allocator.buffer(string: msg)
-        if datagram {
-            ch.writeAndFlush(AddressedEnvelope(remoteAddress: target, data: buf), promise: nil)
-        } else {
-            ch.writeAndFlush(buf, promise: nil)
-        }
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var messages: [[UInt8]] = []
-        let value = unwrapInboundIn(data)
-        if let env = value as? AddressedEnvelope<ByteBuffer> {
-            messages.append(Array(env.data.readableBytesView))
-        } else if let b = value as? ByteBuffer {
-            framer.append(b.readableBytesView)
-            while let e = try? framer.next() { if case .message(let m) = e { messages.append(m) } }
-        }
-        for m in messages {
-            guard let msg = try? SIPMessage.parse(m), let cid = msg.callID, let t0 = sent.removeValue(forKey: cid) else { continue }
-            if (msg.statusCode ?? 0) >= 200 {
-                stats.record(Double((NIODeadline.now() - t0).nanoseconds) / 1e9)
-                if (msg.statusCode ?? 0) >= 300 { stats.fail() }
-                send(context.channel)
-            } else {
-                sent[cid] = t0
+    init(command c: SIPLoad, loop: EventLoop) throws {
+        self.loop = loop
+        proto = c.proto
+        scenario = c.scenario
+        let resolved = c.host == "localhost" ? "127.0.0.1" : c.host
+        target = try SocketAddress(ipAddress: resolved, port: c.port)
+        if c.proto == "tls" {
+            var t = TLSConfiguration.makeClientConfiguration()
+            t.minimumTLSVersion = .tlsv12
+            if let ca = c.ca { t.trustRoots = .file(ca); t.certificateVerification = .noHostnameVerification } else { t.certificateVerification = .none }
+            if let cert = c.cert, let key = c.key {
+                t.certificateChain = try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) }
+                t.privateKey = .file(key)
             }
+            tls = try NIOSSLContext(configuration: t)
+        } else {
+            tls = nil
         }
+        var uasPort = c.uasPort
+        if c.scenario == .call {
+            let uas = UAS()
+            let ch = try DatagramBootstrap(group: loop).channelInitializer { ch in
+                ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(uas) }
+            }.bind(host: c.uasHost, port: c.uasPort).wait()
+            uasPort = ch.localAddress?.port ?? 0
+            let host = c.uasHost.contains(":") ? "[\(c.uasHost)]" : c.uasHost
+            try loop.submit { uas.contact = "sip:uas@\(host):\(uasPort)" }.wait()
+            uasChannel = ch
+        } else {
+            uasChannel = nil
+        }
+        factory = RequestFactory(proto: c.proto, host: c.host, port: c.port, domain: c.domain, users: c.users, uasHost: c.uasHost, uasPort: uasPort)
+        sampler = ProcessSampler(pids: c.serverPid)
+        timeout = .nanoseconds(Int64(c.timeout * 1e9))
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        stats.fail()
-        context.close(promise: nil)
+    /// Opens one client channel (UDP socket or TCP/TLS connection) with `handler` on top.
+    func open<H: ChannelHandler & Sendable>(_ handler: H) -> EventLoopFuture<Channel> {
+        if proto == "udp" {
+            let local = target.protocol == .inet6 ? "::1" : "127.0.0.1"
+            return DatagramBootstrap(group: loop).channelInitializer { ch in
+                ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(handler) }
+            }.bind(host: local, port: 0)
+        }
+        let tls = self.tls
+        return ClientBootstrap(group: loop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.seconds(5))
+            .channelInitializer { ch in
+                ch.eventLoop.makeCompletedFuture {
+                    if let tls { try ch.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: nil)) }
+                    try ch.pipeline.syncOperations.addHandler(handler)
+                }
+            }.connect(to: target)
     }
 }
+
