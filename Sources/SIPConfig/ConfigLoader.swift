@@ -156,6 +156,15 @@ struct Builder {
             config.core.pidFile = path(a.text)
         case "dns_hosts_file":
             config.core.dnsHostsFile = path(a.text)
+        case "dns_server":
+            let text = a.text.trimmingCharacters(in: .whitespaces)
+            if DNSServerAddress(text) == nil {
+                error(a.valueLocation, "dns_server must be an IP address with an optional port, e.g. \"127.0.0.1\", \"127.0.0.1:5353\" or \"[::1]:53\"")
+            } else {
+                config.core.dnsServer = text
+            }
+        case "dns_srv_lookup", "dns_srv_lb":
+            if let v = bool(a) { config.core.dnsSRVLookup = v }
         case "fork", "log_stderror", "log_facility", "log_prefix", "memdbg", "memlog", "mhomed", "auto_aliases",
              "dns", "rev_dns", "dns_try_ipv6", "use_dns_cache", "tcp_accept_no_cl", "tcp_keepalive", "enable_sctp", "udp_mtu":
             warning(a.nameLocation, "'\(a.name)' is a Kamailio setting SwiftSER does not need; it is ignored")

@@ -92,6 +92,11 @@ public struct CoreSettings: Sendable, Equatable {
     public var pidFile: String?
     /// `dns_hosts_file`: a hosts-style file consulted before DNS (tests, lab setups).
     public var dnsHostsFile: String?
+    /// `dns_server`: the DNS server (IP[:port]) for SRV and A/AAAA look-ups;
+    /// nil: the first `nameserver` of /etc/resolv.conf.
+    public var dnsServer: String?
+    /// `dns_srv_lookup`: RFC 3263 SRV look-ups for names without a port.
+    public var dnsSRVLookup = true
 }
 
 /// A TLS protocol version.
@@ -270,4 +275,36 @@ public struct RecordRouteSettings: Sendable, Equatable {
     public var doubleRecordRoute = true
     /// `append_fromtag`.
     public var appendFromTag = false
+}
+
+/// `dns_server` parsed: "IP", "IP:port", "[IPv6]:port" or a bare IPv6 address.
+public struct DNSServerAddress: Sendable, Equatable {
+    public var host: String
+    public var port: Int
+
+    public init?(_ text: String) {
+        var host = text
+        var port = 53
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else { return nil }
+            host = String(text[text.index(after: text.startIndex)..<close])
+            let rest = text[text.index(after: close)...]
+            if !rest.isEmpty {
+                guard rest.hasPrefix(":"), let p = Int(rest.dropFirst()) else { return nil }
+                port = p
+            }
+        } else if text.filter({ $0 == ":" }).count == 1, let colon = text.firstIndex(of: ":") {
+            host = String(text[..<colon])
+            guard let p = Int(text[text.index(after: colon)...]) else { return nil }
+            port = p
+        }
+        guard (1...65535).contains(port), !host.isEmpty,
+              host.allSatisfy({ $0.isHexDigit || $0 == "." || $0 == ":" }) else { return nil }
+        if !host.contains(":") {
+            let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+            guard parts.count == 4, parts.allSatisfy({ Int($0).map { (0...255).contains($0) } ?? false }) else { return nil }
+        }
+        self.host = host
+        self.port = port
+    }
 }

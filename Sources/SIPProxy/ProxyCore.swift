@@ -32,7 +32,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
         self.logger = logger
         self.location = location
         self.script = CompiledScript(config.script)
-        self.resolver = Resolver(hostsFile: config.core.dnsHostsFile, logger: logger)
+        self.resolver = Resolver(hostsFile: config.core.dnsHostsFile, srvLookup: config.core.dnsSRVLookup, logger: logger)
         var hosts: Set<String> = []
         var hostPorts: Set<String> = []
         for l in transport.listeners {

@@ -2,19 +2,24 @@ import Foundation
 import Logging
 import SIPConfig
 import SIPCore
+import SIPTLS
 import SIPTransport
 
-/// Turns a next-hop URI into a transport destination (RFC 3263, in part):
-/// the transport from `transport=` or the `sips:` scheme, the port from the
-/// URI or the transport's default, the address from a hosts file when one
-/// is configured (`dns_hosts_file`), else from the system resolver when the
-/// message is sent.
+/// Turns a next-hop URI into a transport destination (RFC 3263): the
+/// transport from `transport=` or the `sips:` scheme, else UDP (NAPTR is
+/// not consulted); for a name without a port, an SRV name
+/// (`_sip._udp`, `_sip._tcp`, `_sips._tcp`) the transport looks up when the
+/// message is sent, trying its targets in order; else the port from the URI
+/// or the transport's default and the address from a hosts file
+/// (`dns_hosts_file`) or from DNS (A, then AAAA) when the message is sent.
 struct Resolver {
     let hosts: [String: String]
     let logger: Logger
+    let srvLookup: Bool
 
-    init(hostsFile: String?, logger: Logger) {
+    init(hostsFile: String?, srvLookup: Bool = true, logger: Logger) {
         self.logger = logger
+        self.srvLookup = srvLookup
         var map: [String: String] = [:]
         if let hostsFile, let text = try? String(contentsOfFile: hostsFile, encoding: .utf8) {
             for line in text.split(separator: "\n") {
@@ -58,7 +63,11 @@ struct Resolver {
         if let ip = hosts[host.lowercased()] {
             return Destination(proto: proto, host: ip, port: port, tlsServerName: name)
         }
-        return Destination(proto: proto, host: host, port: port, tlsServerName: name)
+        var srv: String? = nil
+        if srvLookup, uri.port == nil, let name, uri.maddr == nil, !PeerIdentity.isIPLiteral(host), host.lowercased() != "localhost" {
+            srv = (proto == .tls ? "_sips._tcp." : proto == .tcp ? "_sip._tcp." : "_sip._udp.") + host
+        }
+        return Destination(proto: proto, host: host, port: port, tlsServerName: name, srvName: srv)
     }
 }
 

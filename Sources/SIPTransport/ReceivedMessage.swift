@@ -43,8 +43,12 @@ public struct Destination: Sendable, CustomStringConvertible {
     public var connectionID: UInt64?
     /// The SIP domain the TLS peer must prove (RFC 5922); defaults to `host`.
     public var tlsServerName: String?
+    /// RFC 3263 §4.2: look this SRV name up first (e.g. `_sips._tcp.example.com`)
+    /// and try its targets in order; `host`:`port` when it has none.
+    public var srvName: String?
 
-    public init(proto: TransportProtocol, host: String, port: UInt16, address: SocketAddress? = nil, connectionID: UInt64? = nil, tlsServerName: String? = nil) {
+    public init(proto: TransportProtocol, host: String, port: UInt16, address: SocketAddress? = nil, connectionID: UInt64? = nil, tlsServerName: String? = nil, srvName: String? = nil) {
+        self.srvName = srvName
         self.proto = proto
         self.host = host
         self.port = port

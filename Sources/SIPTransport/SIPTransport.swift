@@ -25,6 +25,7 @@ public final class SIPTransport: @unchecked Sendable {
     private var channels: [Channel] = []
     private var udpChannels: [(ListenSocket, Channel)] = []
     private var pendingConnects: [String: EventLoopFuture<SIPConnection>] = [:]
+    private var dnsClient: DNSClient?
     /// The listen sockets as bound (a configured port 0 replaced by the real one).
     public private(set) var listeners: [ListenSocket] = []
     let limits: SIPLimits
@@ -149,6 +150,7 @@ public final class SIPTransport: @unchecked Sendable {
         let all = lock.withLock { channels }
         for c in all { try? c.close().wait() }
         for c in connections.all { c.close(reason: "shutting down") }
+        lock.withLock { dnsClient }?.close()
         delegate = nil
     }
 
@@ -214,12 +216,79 @@ public final class SIPTransport: @unchecked Sendable {
         if d.proto != .udp, let id = d.connectionID, let c = connections.connection(id: id), c.isOpen {
             return c.send(ByteBuffer(bytes: bytes))
         }
-        return resolve(d, on: loop).flatMap { address in
-            if d.proto == .udp {
-                let l = self.listener(for: .udp, ipv6: address.protocol == .inet6)
-                return self.sendUDP(bytes, to: address, from: l)
+        if d.srvName != nil && d.address == nil {
+            return candidates(d, on: loop).flatMap { addresses in
+                self.send(bytes, to: d, trying: addresses[...], on: loop)
             }
-            return self.connection(to: d, address: address).flatMap { c in c.send(ByteBuffer(bytes: bytes)) }
+        }
+        return resolve(d, on: loop).flatMap { address in
+            self.send(bytes, to: d, trying: [address][...], on: loop)
+        }
+    }
+
+    /// Sends to the first address that takes the message: UDP to the first,
+    /// a stream to the first that connects (RFC 3263 §4.3 fail-over).
+    private func send(_ bytes: [UInt8], to d: Destination, trying addresses: ArraySlice<SocketAddress>, on loop: EventLoop) -> EventLoopFuture<Void> {
+        guard let address = addresses.first else { return loop.makeFailedFuture(SIPTransportError.resolveFailed(d.host)) }
+        if d.proto == .udp {
+            let l = listener(for: .udp, ipv6: address.protocol == .inet6)
+            return sendUDP(bytes, to: address, from: l)
+        }
+        return connection(to: d, address: address).flatMap { c in c.send(ByteBuffer(bytes: bytes)) }.flatMapError { error in
+            guard addresses.count > 1 else { return loop.makeFailedFuture(error) }
+            self.logger.info("\(d.proto.rawValue) to \(address) failed (\(error)); trying the next SRV target")
+            return self.send(bytes, to: d, trying: addresses.dropFirst(), on: loop)
+        }
+    }
+
+    /// The DNS client, made on first use.
+    public var dns: DNSClient {
+        lock.withLock {
+            if let c = dnsClient { return c }
+            let c = DNSClient(server: DNSClient.serverAddress(configured: config.core.dnsServer), group: group)
+            dnsClient = c
+            return c
+        }
+    }
+
+    /// RFC 3263 §4.2: the SRV targets of `d.srvName` in RFC 2782 order,
+    /// each resolved to its addresses; without SRV records, `d.host`:`d.port`.
+    func candidates(_ d: Destination, on loop: EventLoop) -> EventLoopFuture<[SocketAddress]> {
+        let dns = self.dns
+        let fallback = { () -> EventLoopFuture<[SocketAddress]> in self.addresses(of: d.host, port: Int(d.port), on: loop) }
+        return dns.lookup(d.srvName!, .srv).flatMap { answer -> EventLoopFuture<[SocketAddress]> in
+            // A single "." target: the service is decidedly not available (RFC 2782).
+            let records = DNSMessage.order(answer.srv.filter { !$0.target.isEmpty })
+            if answer.srv.count == 1 && answer.srv[0].target.isEmpty {
+                return loop.makeFailedFuture(SIPTransportError.resolveFailed("\(d.srvName!) (service not offered)"))
+            }
+            guard !records.isEmpty else { return fallback() }
+            let lookups = records.map { r in
+                self.addresses(of: r.target, port: Int(r.port), on: loop).recover { _ in [] }
+            }
+            return EventLoopFuture.whenAllSucceed(lookups, on: loop).flatMapThrowing { lists in
+                let all = lists.flatMap { $0 }
+                guard !all.isEmpty else { throw SIPTransportError.resolveFailed(d.srvName!) }
+                return all
+            }
+        }.flatMapError { error in
+            if case SIPTransportError.resolveFailed = error { return loop.makeFailedFuture(error) }
+            return fallback()
+        }
+    }
+
+    /// A and AAAA addresses of a name: from `dns_server` when one is
+    /// configured (falling back to the system resolver), else from the
+    /// system resolver (which also reads /etc/hosts).
+    private func addresses(of host: String, port: Int, on loop: EventLoop) -> EventLoopFuture<[SocketAddress]> {
+        if let a = try? SocketAddress(ipAddress: host, port: port) { return loop.makeSucceededFuture([a]) }
+        guard config.core.dnsServer != nil else { return systemResolve(host, port: port, on: loop).map { [$0] } }
+        return dns.addresses(of: host).flatMapThrowing { ips in
+            let list = ips.compactMap { try? SocketAddress(ipAddress: $0, port: port) }
+            guard !list.isEmpty else { throw SIPTransportError.resolveFailed(host) }
+            return list
+        }.flatMapError { _ in
+            self.systemResolve(host, port: port, on: loop).map { [$0] }
         }
     }
 
@@ -237,8 +306,15 @@ public final class SIPTransport: @unchecked Sendable {
         var host = d.host
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         if let a = try? SocketAddress(ipAddress: host, port: Int(d.port)) { return loop.makeSucceededFuture(a) }
-        let port = Int(d.port)
-        return NIOThreadPool.singleton.runIfActive(eventLoop: loop) {
+        if config.core.dnsServer != nil {
+            return addresses(of: host, port: Int(d.port), on: loop).map { $0[0] }
+        }
+        return systemResolve(host, port: Int(d.port), on: loop)
+    }
+
+    /// getaddrinfo on the thread pool.
+    private func systemResolve(_ host: String, port: Int, on loop: EventLoop) -> EventLoopFuture<SocketAddress> {
+        NIOThreadPool.singleton.runIfActive(eventLoop: loop) {
             do { return try SocketAddress.makeAddressResolvingHost(host, port: port) } catch { throw SIPTransportError.resolveFailed(host) }
         }
     }
