@@ -63,7 +63,8 @@ final class MessageContext {
     /// In onreply_route / failure_route: the reply's status.
     var status: Int?
     /// The transaction this request created or matched (t_relay / t_newtran).
-    var transaction: ServerTransaction?
+    /// Weak: the transaction holds its context; the transaction table owns both.
+    weak var transaction: ServerTransaction?
     /// The running block kind (functions allowed differ).
     var routeKind: RouteScript.Kind = .request
     /// Loop guard for while loops and route() depth.

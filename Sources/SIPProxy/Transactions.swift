@@ -20,8 +20,12 @@ final class ServerTransaction {
     var branches: [ClientBranch] = []
     var best: (status: Int, message: SIPMessage?, reason: String)?
     var failureRouteRunning = false
-    var retransmitTimer: Scheduled<Void>?
+    var retransmitTimer: TimerWheel.Timer?
     var retransmitInterval = 0
+    /// When the transaction is forgotten; replaced (not added to) when a
+    /// final response shortens its life, so the timer heap holds one task
+    /// per transaction.
+    var removalTimer: TimerWheel.Timer?
 
     init(key: String, ctx: MessageContext, layer: TransactionLayer) {
         self.key = key
@@ -63,7 +67,7 @@ final class ServerTransaction {
 
     private func armRetransmit() {
         let t2 = layer.core.config.transactions.t2
-        retransmitTimer = layer.loop.scheduleTask(in: .milliseconds(Int64(retransmitInterval))) { [weak self] in
+        retransmitTimer = layer.wheel.schedule(milliseconds: retransmitInterval) { [weak self] in
             guard let self else { return }
             self.layer.locked {
                 guard let bytes = self.lastResponse, self.retransmitTimer != nil else { return }
@@ -87,8 +91,8 @@ final class ClientBranch {
     let isInvite: Bool
     var provisional = false
     var finalStatus: Int?
-    var retransmitTimer: Scheduled<Void>?
-    var timeoutTimer: Scheduled<Void>?
+    var retransmitTimer: TimerWheel.Timer?
+    var timeoutTimer: TimerWheel.Timer?
     var interval: Int
     var cancelSent = false
     var cancelPending = false
@@ -103,7 +107,7 @@ final class ClientBranch {
     var done: Bool { finalStatus != nil }
 }
 
-/// All transactions, under one lock; timers on one event loop.
+/// All transactions, under one lock; their timers on one wheel.
 final class TransactionLayer {
     unowned let core: ProxyCore
     let lock = NIOLock()
@@ -111,9 +115,13 @@ final class TransactionLayer {
     private var servers: [String: ServerTransaction] = [:]
     private var clients: [String: ClientBranch] = [:]
 
+    /// Every transaction timer (retransmissions, fr/fr_inv, removal).
+    let wheel: TimerWheel
+
     init(core: ProxyCore) {
         self.core = core
         self.loop = core.transport.group.next()
+        self.wheel = TimerWheel(loop: loop)
     }
 
     var settings: TransactionSettings { core.config.transactions }
@@ -247,7 +255,8 @@ final class TransactionLayer {
     }
 
     func scheduleRemoval(_ t: ServerTransaction, after seconds: Int64) {
-        loop.scheduleTask(in: .seconds(seconds)) { [weak self, weak t] in
+        t.removalTimer?.cancel()
+        t.removalTimer = wheel.schedule(milliseconds: Int(seconds) * 1000) { [weak self, weak t] in
             guard let self, let t else { return }
             self.locked {
                 t.retransmitTimer?.cancel()
@@ -322,7 +331,7 @@ final class TransactionLayer {
 
     private func startTimers(_ b: ClientBranch) {
         let fr = settings.finalResponseTimeout
-        b.timeoutTimer = loop.scheduleTask(in: .milliseconds(Int64(fr))) { [weak self, weak b] in
+        b.timeoutTimer = wheel.schedule(milliseconds: fr) { [weak self, weak b] in
             guard let self, let b else { return }
             self.locked { self.timeoutLocked(b) }
         }
@@ -330,7 +339,7 @@ final class TransactionLayer {
     }
 
     private func armRetransmit(_ b: ClientBranch) {
-        b.retransmitTimer = loop.scheduleTask(in: .milliseconds(Int64(b.interval))) { [weak self, weak b] in
+        b.retransmitTimer = wheel.schedule(milliseconds: b.interval) { [weak self, weak b] in
             guard let self, let b else { return }
             self.locked {
                 guard !b.done, !(b.isInvite && b.provisional) else { return }
@@ -430,7 +439,7 @@ final class TransactionLayer {
                 if first && b.isInvite {
                     // fr_inv_timer now bounds the wait for a final response.
                     b.timeoutTimer?.cancel()
-                    b.timeoutTimer = loop.scheduleTask(in: .milliseconds(Int64(settings.inviteFinalResponseTimeout))) { [weak self, weak b] in
+                    b.timeoutTimer = wheel.schedule(milliseconds: settings.inviteFinalResponseTimeout) { [weak self, weak b] in
                         guard let self, let b else { return }
                         self.locked { self.timeoutLocked(b) }
                     }

@@ -56,6 +56,14 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
         "\(proto.rawValue) connection #\(id) \(outbound ? "to" : "from") \(remote.ipAddress ?? "?"):\(remote.port ?? 0)"
     }
 
+    /// True while the stream handler delivers the messages of one read
+    /// (touched on the event loop only). Replies written meanwhile are
+    /// flushed once when the read ends, so pipelined requests cost one
+    /// write (and one TLS record) instead of one each.
+    var inReadBatch = false
+    /// A write of the current read batch waits for its flush.
+    var flushPending = false
+
     /// Sends octets; before an outbound TLS connection is verified they wait.
     public func send(_ buffer: ByteBuffer) -> EventLoopFuture<Void> {
         let promise = channel.eventLoop.makePromise(of: Void.self)
@@ -64,7 +72,14 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
             s.pending.append((buffer, promise))
             return true
         }
-        if !queued { channel.writeAndFlush(buffer, promise: promise) }
+        if !queued {
+            if channel.eventLoop.inEventLoop && inReadBatch {
+                channel.write(buffer, promise: promise)
+                flushPending = true
+            } else {
+                channel.writeAndFlush(buffer, promise: promise)
+            }
+        }
         return promise.futureResult
     }
 

@@ -198,6 +198,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard let c = connection else { return }
+        c.inReadBatch = true
         var buf = unwrapInboundIn(data)
         buf.withUnsafeReadableBytes { framer.append($0) }
         buf.moveReaderIndex(forwardBy: buf.readableBytes)
@@ -223,6 +224,18 @@ final class SIPStreamHandler: ChannelDuplexHandler {
             }
             if connection == nil { return }
         }
+    }
+
+    /// The read is over: one flush for every reply it produced.
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if let c = connection {
+            c.inReadBatch = false
+            if c.flushPending {
+                c.flushPending = false
+                context.flush()
+            }
+        }
+        context.fireChannelReadComplete()
     }
 
     private func deliver(_ bytes: [UInt8], context: ChannelHandlerContext, connection c: SIPConnection) {
