@@ -53,7 +53,7 @@ public struct ListenSocket: Sendable, Equatable, CustomStringConvertible {
         self.location = location
     }
 
-    public var isIPv6: Bool { host.contains(":") }
+    public var isIPv6: Bool { host.utf8.contains(0x3A) }
 
     /// `proto:host:port`, IPv6 in brackets.
     public var description: String {
@@ -220,7 +220,7 @@ public struct HostPort: Sendable, Hashable, CustomStringConvertible {
         self.host = host
         self.port = port
     }
-    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    public var description: String { host.utf8.contains(0x3A) ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }
 
 /// All TLS settings.
@@ -300,7 +300,7 @@ public struct DNSServerAddress: Sendable, Equatable {
         }
         guard (1...65535).contains(port), !host.isEmpty,
               host.allSatisfy({ $0.isHexDigit || $0 == "." || $0 == ":" }) else { return nil }
-        if !host.contains(":") {
+        if !host.utf8.contains(0x3A) {
             let parts = host.split(separator: ".", omittingEmptySubsequences: false)
             guard parts.count == 4, parts.allSatisfy({ Int($0).map { (0...255).contains($0) } ?? false }) else { return nil }
         }

@@ -510,7 +510,7 @@ enum HostPortParser {
             guard let close = text.firstIndex(of: "]") else { return nil }
             host = String(text[text.index(after: text.startIndex)..<close])
             rest = text[text.index(after: close)...]
-            guard host.contains(":") else { return nil }
+            guard host.utf8.contains(0x3A) else { return nil }
         } else {
             let parts = text.split(separator: ":", omittingEmptySubsequences: false)
             guard parts.count <= 2 else { return nil }

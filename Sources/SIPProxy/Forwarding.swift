@@ -111,7 +111,7 @@ extension ProxyCore {
         if sips && dest.proto != .tls {
             throw .unroutable("a sips: request may only be forwarded over TLS")
         }
-        guard let out = transport.listener(for: dest.proto, ipv6: dest.host.contains(":")), !(dest.proto == .tls && config.tls.disabled) else {
+        guard let out = transport.listener(for: dest.proto, ipv6: dest.host.utf8.contains(0x3A)), !(dest.proto == .tls && config.tls.disabled) else {
             throw .noListener(dest.proto)
         }
         let outHost = out.advertisedHost ?? out.host
@@ -121,7 +121,7 @@ extension ProxyCore {
         for v in (try? m.vias()) ?? [] where v.branch == branch && isMyself(host: v.host, port: v.port) {
             throw .loop
         }
-        let viaHost = outHost.contains(":") ? "[\(outHost)]" : outHost
+        let viaHost = outHost.utf8.contains(0x3A) ? "[\(outHost)]" : outHost
         var via = "SIP/2.0/\(dest.proto.rawValue.uppercased()) \(viaHost):\(outPort);branch=\(branch)"
         if dest.proto == .udp { via += ";rport" }
         m.pushVia(Array(via.utf8))
@@ -129,7 +129,7 @@ extension ProxyCore {
             let inL = ctx.received.listener
             func rr(_ l: ListenSocket, r2: Bool) -> [UInt8] {
                 let h = l.advertisedHost ?? l.host
-                var s = "<sip:\(h.contains(":") ? "[\(h)]" : h):\(l.advertisedPort ?? l.port)"
+                var s = "<sip:\(h.utf8.contains(0x3A) ? "[\(h)]" : h):\(l.advertisedPort ?? l.port)"
                 if l.proto != .udp { s += ";transport=\(l.proto.rawValue)" }
                 s += ";lr"
                 if r2 { s += ";r2=on" }

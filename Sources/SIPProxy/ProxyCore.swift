@@ -144,7 +144,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
         let r = ctx.received
         var changed = false
         if via.host.lowercased() != r.sourceIP.lowercased() && "[\(r.sourceIP)]" != via.host.lowercased() {
-            via.parameters.set("received", r.sourceIP.contains(":") ? "[\(r.sourceIP)]" : r.sourceIP)
+            via.parameters.set("received", r.sourceIP.utf8.contains(0x3A) ? "[\(r.sourceIP)]" : r.sourceIP)
             changed = true
         }
         if via.rport != nil || r.proto != .udp {
@@ -241,7 +241,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
         let port: UInt16 = (via.rport ?? nil) ?? via.port ?? (via.transport == "TLS" ? 5061 : 5060)
         let proto = TransportProtocol(rawValue: via.transport.lowercased()) ?? .udp
         let bare = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
-        if bare == "255.255.255.255" || bare.hasPrefix("224.") || bare.lowercased().hasPrefix("ff") && bare.contains(":") {
+        if bare == "255.255.255.255" || bare.hasPrefix("224.") || bare.lowercased().hasPrefix("ff") && bare.utf8.contains(0x3A) {
             logger.info("response to broadcast/multicast address \(bare) dropped")
             return
         }

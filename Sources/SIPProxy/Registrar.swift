@@ -53,6 +53,8 @@ extension ProxyCore {
             let contactURI = addr.uri.description
             let existing = current.firstIndex { b in
                 if let instance, let bi = b.instance { return bi == instance && b.regID == regID }
+                // Same text is the common refresh; equivalence (RFC 3261 §19.1.4) otherwise.
+                if b.contact == contactURI { return true }
                 return (try? SIPURI.parse(b.contact)).map { $0.isEquivalent(to: addr.uri) } ?? false
             }
             if let i = existing, current[i].callID == callID, current[i].cseq >= cseq.number {

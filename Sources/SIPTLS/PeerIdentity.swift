@@ -75,7 +75,7 @@ public enum PeerIdentity {
     }
 
     public static func isIPLiteral(_ s: String) -> Bool {
-        if s.contains(":") { return true }
+        if s.utf8.contains(0x3A) { return true }
         let parts = s.split(separator: ".", omittingEmptySubsequences: false)
         return parts.count == 4 && parts.allSatisfy { UInt8($0) != nil }
     }

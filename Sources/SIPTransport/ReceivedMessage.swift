@@ -58,7 +58,7 @@ public struct Destination: Sendable, CustomStringConvertible {
     }
 
     public var description: String {
-        "\(proto.rawValue):\(host.contains(":") ? "[\(host)]" : host):\(port)"
+        "\(proto.rawValue):\(host.utf8.contains(0x3A) ? "[\(host)]" : host):\(port)"
     }
 }
 
