@@ -296,9 +296,6 @@ struct Builder {
             if d.method.allowsDeprecatedVersions {
                 warning(global.method?.1 ?? loc, "TLS domain \(d.name) allows \(d.method.minimum), which BCP 195 (RFC 8996) forbids; use tlsv1.2+")
             }
-            if d.verifyDepth != 9 {
-                warning(loc, "TLS domain \(d.name): tls_verify_depth=\(d.verifyDepth) is accepted but not enforced yet")
-            }
             if let c = d.ciphers, let weak = TLSParams.weakCipherWords.first(where: { c.uppercased().contains($0) && !c.uppercased().contains("!" + $0) }) {
                 warning(global.ciphers?.1 ?? loc, "TLS domain \(d.name): cipher list '\(c)' enables \(weak) ciphers, which give no or weak protection")
             }
@@ -390,7 +387,7 @@ struct TLSParams {
         case "tls_require_certificate": if let v = b.bool(a) { requireCertificate = v }
         case "tls_verify_depth":
             if let v = b.int(a) {
-                if v < 1 || v > 100 { b.error(loc, "tls_verify_depth must be between 1 and 100") } else { verifyDepth = v }
+                if v < 0 || v > 100 { b.error(loc, "tls_verify_depth must be between 0 and 100") } else { verifyDepth = v }
             }
         case "tls_server_name": serverName = a.text
         case "tls_verify_hostname": if let v = b.bool(a) { verifyHostname = v }

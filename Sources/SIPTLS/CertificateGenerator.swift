@@ -55,23 +55,27 @@ public enum CertificateGenerator {
         return Certificate.SerialNumber(bytes: bytes)
     }
 
-    /// A self-signed CA (path length 0: it signs end-entity certificates only).
-    public static func makeCA(commonName: String, validDays: Int = 3650, key kind: KeyKind = .ecdsaP256, notBefore: Date = Date().addingTimeInterval(-3600)) throws -> Issued {
+    /// A CA: self-signed, or an intermediate signed by `issuer`. With the
+    /// default path length 0 it signs end-entity certificates only.
+    public static func makeCA(commonName: String, validDays: Int = 3650, key kind: KeyKind = .ecdsaP256, notBefore: Date = Date().addingTimeInterval(-3600),
+                              maxPathLength: Int = 0, issuer: Issued? = nil) throws -> Issued {
         let key = try makeKey(kind)
         let name = try DistinguishedName {
             OrganizationName("SwiftSER")
             CommonName(commonName)
         }
         let extensions = try Certificate.Extensions {
-            Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))
+            Critical(BasicConstraints.isCertificateAuthority(maxPathLength: maxPathLength))
             Critical(KeyUsage(keyCertSign: true, cRLSign: true))
             SubjectKeyIdentifier(hash: key.publicKey)
+            if let issuer { AuthorityKeyIdentifier(keyIdentifier: try? issuer.certificate.extensions.subjectKeyIdentifier?.keyIdentifier) }
         }
+        let signer = issuer?.key ?? key
         let cert = try Certificate(
             version: .v3, serialNumber: serial(), publicKey: key.publicKey,
             notValidBefore: notBefore, notValidAfter: notBefore.addingTimeInterval(TimeInterval(validDays) * 86_400),
-            issuer: name, subject: name, signatureAlgorithm: signatureAlgorithm(for: key),
-            extensions: extensions, issuerPrivateKey: key)
+            issuer: issuer?.certificate.subject ?? name, subject: name, signatureAlgorithm: signatureAlgorithm(for: signer),
+            extensions: extensions, issuerPrivateKey: signer)
         return Issued(certificate: cert, key: key)
     }
 

@@ -31,6 +31,26 @@ public final class TLSDomainContext: Sendable {
         return revocations.isRevoked(cert)
     }
 
+    /// Enforces `tls_verify_depth` on a verified chain: BoringSSL calls the
+    /// returned closure once per certificate of the chain it built, trust
+    /// anchor first; more than depth + 2 calls (leaf, `depth` intermediate
+    /// CAs, anchor — OpenSSL's meaning of the depth) fails the handshake and
+    /// calls `exceeded`. One closure per connection; nil when this domain
+    /// does not verify peers.
+    public func depthCheck(exceeded: @escaping (Int) -> Void) -> NIOSSLVerificationCallback? {
+        guard domain.verify else { return nil }
+        let depth = domain.verifyDepth
+        var seen = 0
+        return { result, _ in
+            seen += 1
+            if seen > depth + 2 {
+                if seen == depth + 3 { exceeded(depth) }
+                return .failed
+            }
+            return result
+        }
+    }
+
     /// The verification mode in the seed's words.
     public var verificationDescription: String {
         switch (domain.role, domain.verify, domain.requireCertificate) {

@@ -119,9 +119,16 @@ final class SIPStreamHandler: ChannelDuplexHandler {
         context.fireChannelInactive()
     }
 
+    /// Set when the peer's verified chain had more intermediate CAs than
+    /// `tls_verify_depth` allows (the depth).
+    var chainLongerThan: Int?
+
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         if let c = connection {
-            let reason = TLSFailureReason.describe(error)
+            var reason = TLSFailureReason.describe(error)
+            if let depth = chainLongerThan {
+                reason = "the peer's certificate chain is longer than tls_verify_depth=\(depth) allows (at most \(depth) intermediate CA certificate\(depth == 1 ? "" : "s") between it and a trusted CA)"
+            }
             if isTLS && c.tls == nil {
                 c.closeReason = "TLS handshake failed: \(reason)"
                 logger.warning("TLS handshake with \(c.remote.ipAddress ?? "?"):\(c.remote.port ?? 0) on \(listener) failed: \(reason)")

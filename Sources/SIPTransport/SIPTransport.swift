@@ -133,8 +133,9 @@ public final class SIPTransport: @unchecked Sendable {
             let domain = table.server(local: local, serverName: name)
             stream?.serverDomain = domain
             stream?.sniName = name
-            let ssl = NIOSSLServerHandler(context: domain.context)
             do {
+                let check = domain.depthCheck { [weak stream] depth in stream?.chainLongerThan = depth }
+                let ssl = try NIOSSLServerHandler(context: domain.context, verificationCallback: check)
                 try ch.pipeline.syncOperations.addHandler(ssl, position: .after(sniRef!))
                 return ch.eventLoop.makeSucceededVoidFuture()
             } catch {
@@ -366,7 +367,8 @@ public final class SIPTransport: @unchecked Sendable {
                 guard proto == .tls, let domain else { return ch.addSync([idle, stream]) }
                 let sni = targetName.flatMap { PeerIdentity.isIPLiteral($0) ? nil : $0 }
                 do {
-                    let ssl = try NIOSSLClientHandler(context: domain.context, serverHostname: sni)
+                    let check = domain.depthCheck { [weak stream] depth in stream?.chainLongerThan = depth }
+                    let ssl = try NIOSSLClientHandler(context: domain.context, serverHostname: sni, verificationCallback: check)
                     let sniffer = TLSRecordSniffer(outbound: false) { [weak stream] suite in stream?.cipherSuite = suite }
                     return ch.addSync([sniffer, ssl, idle, stream])
                 } catch {

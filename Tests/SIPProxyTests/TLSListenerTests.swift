@@ -98,6 +98,24 @@ struct OpenSSLClientTests {
         }
     }
 
+    /// TLS 1.0 and 1.1 have no AEAD suites: a config that asks for them
+    /// must list CBC ciphers, and OpenSSL 3's client only offers them at
+    /// security level 0.
+    @Test("tls_method tlsv1 and tlsv1.1 are exactly TLS 1.0 and 1.1 (legacy peers)", arguments: [
+        ("tlsv1", "-tls1", true, "TLSv1"), ("tlsv1", "-tls1_1", false, ""), ("tlsv1", "-tls1_2", false, ""),
+        ("tlsv1.1", "-tls1_1", true, "TLSv1.1"), ("tlsv1.1", "-tls1", false, ""), ("tlsv1.1", "-tls1_3", false, ""),
+    ])
+    func legacyMethods(method: String, flag: String, ok: Bool, version: String) throws {
+        let pki = try TestPKI()
+        let proxy = try tlsProxy(pki, "tls_method=\(method)\ntls_ciphers_list=\"ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA\"")
+        defer { proxy.stop() }
+        let r = OpenSSLClientTests.sClient(proxy.port(.tls), [flag, "-cipher", "DEFAULT@SECLEVEL=0", "-CAfile", pki.caFile])
+        #expect(OpenSSLClientTests.negotiated(r) == ok, "\(method) with \(flag): \(r.out) \(r.err)")
+        if ok {
+            #expect((r.out + r.err).contains("Protocol version: \(version)"), "\(r.out) \(r.err)")
+        }
+    }
+
     @Test("the cipher list is honoured for TLS 1.2")
     func ciphers() throws {
         let pki = try TestPKI()
@@ -240,5 +258,41 @@ struct CRLTests {
         #expect(proxy.log.wait(for: "is revoked by tls_crl"), "\(proxy.log.lines)")
         let r2 = Subprocess.sipclient(["--proto", "tls", "--port", String(proxy.port(.tls)), "--options", "--cert", good, "--key", goodKey])
         #expect(r2.out.contains("RESPONSE SIP/2.0 200 Verified phone2"), "\(r2.out)")
+    }
+}
+
+@Suite("tls_verify_depth", .serialized)
+struct VerifyDepthTests {
+    @Test("a client chain with one intermediate CA passes at depth 1 and is refused at depth 0, with the reason logged")
+    func depth() throws {
+        let pki = try TestPKI()
+        try pki.issue("server", cn: "localhost", dns: ["localhost"], ips: ["127.0.0.1"])
+        let dir = pki.dir
+        let root = try CertificateGenerator.makeCA(commonName: "Depth Root", maxPathLength: 1)
+        let mid = try CertificateGenerator.makeCA(commonName: "Depth Intermediate", issuer: root)
+        let leaf = try CertificateGenerator.issue(CertificateGenerator.Request(commonName: "phone9"), by: mid)
+        try CertificateGenerator.writeFile(dir + "/root.pem", try root.certificatePEM(), mode: 0o644)
+        try CertificateGenerator.writeFile(dir + "/chain.pem", try leaf.certificatePEM() + "\n" + (try mid.certificatePEM()), mode: 0o644)
+        try CertificateGenerator.writeFile(dir + "/leaf.key", try leaf.keyPEM(), mode: 0o600)
+        for (depth, accepted) in [(1, true), (0, false)] {
+            let proxy = try TestProxy("""
+            listen=tls:127.0.0.1:0
+            tls_certificate="\(dir)/server.pem"
+            tls_private_key="\(dir)/server.key"
+            tls_ca_list="\(dir)/root.pem"
+            tls_verify=1
+            tls_require_certificate=1
+            tls_verify_depth=\(depth)
+            \(verifyScript)
+            """)
+            defer { proxy.stop() }
+            let r = Subprocess.sipclient(["--proto", "tls", "--port", String(proxy.port(.tls)), "--options", "--cert", dir + "/chain.pem", "--key", dir + "/leaf.key", "--wait", "2"])
+            if accepted {
+                #expect(r.out.contains("RESPONSE SIP/2.0 200 Verified phone9"), "\(r.out)\n\(proxy.log.lines)")
+            } else {
+                #expect(!r.out.contains("RESPONSE"), "\(r.out)")
+                #expect(proxy.log.wait(for: "longer than tls_verify_depth=0 allows"), "\(proxy.log.lines)")
+            }
+        }
     }
 }
