@@ -1,4 +1,14 @@
 extension SIPMessage {
+    /// What validation parsed anyway and a proxy needs again for the same
+    /// message (transaction key, received/rport, local tag): kept so no
+    /// caller parses the top Via, the tags or CSeq a second time.
+    public struct Checked: Sendable {
+        public var topVia: Via
+        public var fromTag: String?
+        public var toTag: String?
+        public var cseq: CSeq
+    }
+
     /// Checks what a proxy relies on before it acts on a message, and
     /// throws the first defect found (RFC 3261 §16.3, RFC 4475 §3.1.2,
     /// §3.3.8): the Request-URI parses and carries no headers; Via, From,
@@ -8,29 +18,31 @@ extension SIPMessage {
     /// parse; a Date uses GMT.
     ///
     /// A response that fails this is to be dropped; a request gets
-    /// `error.statusCode`.
-    public func validate() throws(SIPParseError) {
+    /// `error.statusCode`. Returns the parsed values callers reuse.
+    @discardableResult
+    public func validate() throws(SIPParseError) -> Checked {
         if case .request(let method, _) = startLine {
-            guard let uri = try requestURI() else { return }
+            guard let uri = try requestURI() else { throw SIPParseError(.malformedRequestURI, offset: startLineRange.lowerBound, "no Request-URI") }
             if uri.isSIP && !uri.headers.isEmpty {
                 throw SIPParseError(.malformedRequestURI, offset: startLineRange.lowerBound, "Request-URI must not carry headers")
             }
-            try checkCommon()
-            if let cseq = try cseq(), cseq.method != method {
+            let checked = try checkCommon()
+            if checked.cseq.method != method {
                 throw SIPParseError(.methodMismatch, header: "CSeq", offset: header(.cseq)?.originalLine?.lowerBound ?? 0,
-                                    "CSeq method \(cseq.method) does not match request method \(method)")
+                                    "CSeq method \(checked.cseq.method) does not match request method \(method)")
             }
             _ = try maxForwards()
             _ = try contacts()
             _ = try routes()
             _ = try recordRoutes()
             try checkDate()
+            return checked
         } else {
-            try checkCommon()
+            return try checkCommon()
         }
     }
 
-    private func checkCommon() throws(SIPParseError) {
+    private func checkCommon() throws(SIPParseError) -> Checked {
         var seen: [Bool] = Array(repeating: false, count: 64)
         for e in entries where e.name.isSingleValued {
             let h = field(e)
@@ -49,13 +61,18 @@ extension SIPMessage {
                 throw SIPParseError(.malformedHeader, header: label, offset: h.originalLine?.lowerBound ?? 0, "empty \(label) header")
             }
         }
-        _ = try vias()
-        _ = try from()
-        _ = try to()
-        _ = try cseq()
+        let vias = try vias()
+        let from = try from()
+        let to = try to()
+        let cseq = try cseq()
         if let cid = header(.callID), !cid.value.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) {
             throw SIPParseError(.malformedHeader, header: "Call-ID", offset: cid.originalLine?.lowerBound ?? 0, "Call-ID has white space or non-ASCII octets")
         }
+        // Present and non-empty was checked above, so these parsed to values.
+        guard let top = vias.first, let cseq else {
+            throw SIPParseError(.missingHeader, header: "Via", offset: headerTerminator.lowerBound, "missing Via or CSeq")
+        }
+        return Checked(topVia: top, fromTag: from?.tag, toTag: to?.tag, cseq: cseq)
     }
 
     /// RFC 3261 §20.17: SIP-date uses "GMT" only (RFC 4475 §3.1.2.12).

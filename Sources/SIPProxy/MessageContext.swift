@@ -77,9 +77,17 @@ final class MessageContext {
     /// what locally generated replies copy their Via from.
     var requestForReplies: SIPMessage
 
-    init(received: ReceivedMessage) {
+    /// What validation parsed from the received message (top Via, tags,
+    /// CSeq); nil for messages not validated here.
+    let checked: SIPMessage.Checked?
+
+    /// The To tag of replies made here for this request, computed once.
+    lazy var localTag: String = ProxyCore.localTag(received.message, checked: checked)
+
+    init(received: ReceivedMessage, checked: SIPMessage.Checked? = nil) {
         self.received = received
         self.message = received.message
         self.requestForReplies = received.message
+        self.checked = checked
     }
 }

@@ -107,8 +107,9 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
 
     func handleRequest(_ r: ReceivedMessage) {
         let m = r.message
+        let checked: SIPMessage.Checked
         do {
-            try m.validate()
+            checked = try m.validate()
         } catch {
             logger.info("bad request from \(r.proto.rawValue):\(r.sourceIP):\(r.sourcePort): \(error)")
             if m.method != .ack {
@@ -128,9 +129,9 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
             }
         }
         // Retransmissions and CANCEL/ACK of known transactions.
-        if transactions.absorb(r) { return }
-        applyAlias(r)
-        let ctx = MessageContext(received: r)
+        if transactions.absorb(r, checked: checked) { return }
+        applyAlias(r, topVia: checked.topVia)
+        let ctx = MessageContext(received: r, checked: checked)
         // received/rport on the top Via (RFC 3261 §18.2.1, RFC 3581).
         stampTopVia(ctx)
         guard let main = script.mainRequest else { return }
@@ -140,7 +141,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
     /// Adds `received` when the source differs from the sent-by, and fills
     /// `rport` (always on a stream, so the reply finds the connection).
     func stampTopVia(_ ctx: MessageContext) {
-        guard var via = try? ctx.message.topVia() else { return }
+        guard var via = ctx.checked?.topVia ?? (try? ctx.message.topVia()) ?? nil else { return }
         let r = ctx.received
         var changed = false
         if via.host.lowercased() != r.sourceIP.lowercased() && "[\(r.sourceIP)]" != via.host.lowercased() {
@@ -160,8 +161,8 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
     /// RFC 5923: a TLS peer whose top Via carries `alias` may have requests
     /// for its sent-by sent over this connection — only when its verified
     /// certificate names that sent-by (RFC 5923 §5 / RFC 5922).
-    func applyAlias(_ r: ReceivedMessage) {
-        guard r.proto != .udp, let c = r.connection, let via = try? r.message.topVia(), via.hasAlias else { return }
+    func applyAlias(_ r: ReceivedMessage, topVia via: Via) {
+        guard r.proto != .udp, let c = r.connection, via.hasAlias else { return }
         let host = via.hostName
         guard r.proto == .tls, let tls = r.tls, tls.peerVerified, let der = tls.peerCertificateDER,
               let cert = try? Certificate(derEncoded: der), PeerIdentity.matches(cert, domain: host, allowWildcards: false)
@@ -198,11 +199,18 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
     }
 
     /// A To tag that is the same for retransmissions of a request.
-    func localTag(_ m: SIPMessage) -> String {
+    func localTag(_ m: SIPMessage) -> String { Self.localTag(m, checked: nil) }
+
+    static func localTag(_ m: SIPMessage, checked: SIPMessage.Checked?) -> String {
         var h = FNV64()
         h.add(m.callID ?? "")
-        h.add((try? m.from())??.tag ?? "")
-        h.add((try? m.topVia())??.branch ?? "")
+        if let checked {
+            h.add(checked.fromTag ?? "")
+            h.add(checked.topVia.branch ?? "")
+        } else {
+            h.add((try? m.from())??.tag ?? "")
+            h.add((try? m.topVia())??.branch ?? "")
+        }
         return "ss" + String(h.value, radix: 36)
     }
 
@@ -210,19 +218,21 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
 
     func handleResponse(_ r: ReceivedMessage) {
         let m = r.message
+        let checked: SIPMessage.Checked
         do {
-            try m.validate()
+            checked = try m.validate()
         } catch {
             logger.info("bad response from \(r.proto.rawValue):\(r.sourceIP):\(r.sourcePort) dropped: \(error)")
             return
         }
-        guard let top = try? m.topVia(), isMyself(host: top.host, port: top.port ?? (top.transport == "TLS" ? 5061 : 5060)) else {
+        let top = checked.topVia
+        guard isMyself(host: top.host, port: top.port ?? (top.transport == "TLS" ? 5061 : 5060)) else {
             logger.info("response from \(r.sourceIP):\(r.sourcePort) whose top Via is not ours dropped")
             return
         }
-        if transactions.handleResponse(r) { return }
+        if transactions.handleResponse(r, checked: checked) { return }
         // Stateless: pop our Via and send on by the next one.
-        let ctx = MessageContext(received: r)
+        let ctx = MessageContext(received: r, checked: checked)
         ctx.routeKind = .reply
         ctx.status = m.statusCode
         if let idx = script.mainReply {

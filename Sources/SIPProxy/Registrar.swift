@@ -17,7 +17,7 @@ extension ProxyCore {
         func fail(_ code: Int, _ reason: String, _ extra: [(String, String)] = []) -> Bool {
             ctx.lastError = (code, reason)
             ctx.replied = true
-            sendReply(to: ctx.received, request: ctx.requestForReplies, code: code, reason: reason, extraHeaders: extra)
+            sendReply(to: ctx.received, request: ctx.requestForReplies, code: code, reason: reason, extraHeaders: extra, toTag: ctx.localTag)
             return false
         }
         guard let to = (try? m.to()) ?? nil, to.uri.isSIP else {
@@ -98,7 +98,7 @@ extension ProxyCore {
         if ctx.received.message.header(.path) != nil { extra.append(("Require", "path")) }
         extra.append(("Date", ProxyCore.sipDate(now)))
         ctx.replied = true
-        sendReply(to: ctx.received, request: ctx.requestForReplies, code: 200, reason: "OK", extraHeaders: extra)
+        sendReply(to: ctx.received, request: ctx.requestForReplies, code: 200, reason: "OK", extraHeaders: extra, toTag: ctx.localTag)
     }
 
     /// RFC 3261 §20.17 SIP-date (RFC 1123 form, always GMT), without a

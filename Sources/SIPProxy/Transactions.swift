@@ -43,7 +43,7 @@ final class ServerTransaction {
 
     func replyLocked(code: Int, reason: String) {
         guard !finalSent else { return }
-        let bytes = layer.core.replyBytes(to: request, request: ctx.requestForReplies, code: code, reason: reason, toTag: layer.core.localTag(request.message))
+        let bytes = layer.core.replyBytes(to: request, request: ctx.requestForReplies, code: code, reason: reason, toTag: ctx.localTag)
         sendLocked(bytes, status: code)
     }
 
@@ -180,15 +180,15 @@ final class TransactionLayer {
     /// RFC 3261 §17.2.3: top Via branch and sent-by, and the method (ACK
     /// and CANCEL map to the INVITE's), or for RFC 2543 peers the To tag,
     /// From tag, Call-ID, CSeq number and top Via.
-    func key(_ m: SIPMessage, method: SIPMethod? = nil) -> String? {
-        guard let via = (try? m.topVia()) ?? nil, let cseq = (try? m.cseq()) ?? nil else { return nil }
+    func key(_ m: SIPMessage, method: SIPMethod? = nil, checked: SIPMessage.Checked? = nil) -> String? {
+        guard let via = checked?.topVia ?? (try? m.topVia()) ?? nil, let cseq = checked?.cseq ?? (try? m.cseq()) ?? nil else { return nil }
         let meth = method ?? (m.method ?? cseq.method)
         if via.hasRFC3261Branch {
             return "\(via.branch!)|\(via.host.lowercased()):\(via.port ?? 0)|\(meth.name)"
         }
-        let to = (try? m.to())??.tag ?? ""
-        let from = (try? m.from())??.tag ?? ""
-        return "2543|\(m.callID ?? "")|\(from)|\(to)|\(cseq.number)|\(via.host):\(via.port ?? 0)|\(meth.name)"
+        let to = checked.map { $0.toTag } ?? (try? m.to())??.tag
+        let from = checked.map { $0.fromTag } ?? (try? m.from())??.tag
+        return "2543|\(m.callID ?? "")|\(from ?? "")|\(to ?? "")|\(cseq.number)|\(via.host):\(via.port ?? 0)|\(meth.name)"
     }
 
     func exists(for m: SIPMessage) -> Bool {
@@ -199,18 +199,18 @@ final class TransactionLayer {
 
     /// Handles retransmissions, ACKs to non-2xx finals and CANCELs of
     /// known transactions. True when the request needs nothing more.
-    func absorb(_ r: ReceivedMessage) -> Bool {
+    func absorb(_ r: ReceivedMessage, checked: SIPMessage.Checked? = nil) -> Bool {
         let m = r.message
         switch m.method {
         case .ack?:
-            guard let k = key(m, method: .invite) else { return false }
+            guard let k = key(m, method: .invite, checked: checked) else { return false }
             return locked {
                 guard let t = servers[k], t.finalSent, t.lastStatus >= 300 else { return false }
                 t.ackReceived()
                 return true
             }
         case .cancel?:
-            guard let k = key(m, method: .invite) else { return false }
+            guard let k = key(m, method: .invite, checked: checked) else { return false }
             let t = locked { servers[k] }
             guard let t else { return false }
             // 200 for the CANCEL itself, then cancel every branch.
@@ -224,7 +224,7 @@ final class TransactionLayer {
             }
             return true
         default:
-            guard let k = key(m) else { return false }
+            guard let k = key(m, checked: checked) else { return false }
             return locked {
                 guard let t = servers[k] else { return false }
                 if let bytes = t.lastResponse { replyLater(bytes, to: r) }
@@ -408,9 +408,9 @@ final class TransactionLayer {
     // MARK: Responses
 
     /// A response to one of our branches. True when it was ours.
-    func handleResponse(_ r: ReceivedMessage) -> Bool {
+    func handleResponse(_ r: ReceivedMessage, checked: SIPMessage.Checked? = nil) -> Bool {
         let m = r.message
-        guard let via = (try? m.topVia()) ?? nil, let branch = via.branch, let cseq = (try? m.cseq()) ?? nil else { return false }
+        guard let via = checked?.topVia ?? (try? m.topVia()) ?? nil, let branch = via.branch, let cseq = checked?.cseq ?? (try? m.cseq()) ?? nil else { return false }
         if cseq.method == .cancel {
             // The answer to a CANCEL we sent: nothing to pass on.
             return locked { clients[clientKey(branch, .invite)] != nil }
@@ -422,7 +422,7 @@ final class TransactionLayer {
         // onreply_route
         var response = m
         if let idx = t.ctx.replyRoute ?? core.script.mainReply {
-            let rctx = MessageContext(received: r)
+            let rctx = MessageContext(received: r, checked: checked)
             rctx.routeKind = .reply
             rctx.status = status
             rctx.vars = t.ctx.vars

@@ -104,6 +104,11 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
 
     public func close(reason: String) {
         closeReason = reason
+        // Replies written earlier in the current read still go out.
+        if channel.eventLoop.inEventLoop && flushPending {
+            flushPending = false
+            channel.flush()
+        }
         channel.close(promise: nil)
     }
 }

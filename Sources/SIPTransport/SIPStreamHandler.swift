@@ -216,6 +216,11 @@ final class SIPStreamHandler: ChannelDuplexHandler {
             } catch {
                 c.closeReason = "framing error: \(error.detail)"
                 logger.warning("\(c): unrecoverable framing error (\(error.detail)); closing")
+                // Replies to the messages before the bad one still go out.
+                if c.flushPending {
+                    c.flushPending = false
+                    context.flush()
+                }
                 context.close(promise: nil)
                 return
             }
