@@ -4,7 +4,7 @@ table (Markdown, on stdout) and an SVG chart of achieved rate and server CPU
 against offered load.  Usage: bench-report.py OUTDIR DURATION CPUS KAMAILIO_VERSION"""
 import json, os, sys
 
-out, duration, cpus, kversion = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+out, duration, cpus, kversion = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].replace("version: ", "").strip()
 
 def raw(server, name):
     try:
@@ -16,18 +16,33 @@ def raw(server, name):
 def res(server, name, key):
     return raw(server, name).get("result", {}).get(key)
 
+def lossy(server, name):
+    """True when a row lost more than 0.1 % of what it started (failures,
+    timeouts): its rate and per-unit figures are not comparable."""
+    r = raw(server, name).get("result", {})
+    started = max(r.get("started", 0), 1)
+    return (r.get("failures", 0) + r.get("timeouts", 0)) / started > 0.001
+
+notes = []
+
 def idle(server, key):
     return raw(server, "idle").get("idle", {}).get(key)
 
 rows = []
-def row(label, k, s, higher_better, target, fmt="%.0f"):
-    if k is None or s is None or (higher_better and k == 0) or (not higher_better and s == 0):
+def row(label, k, s, higher_better, target, fmt="%.0f", name=None):
+    bad = {srv: name is not None and lossy(srv, name) for srv in ("kamailio", "swiftser")}
+    if k is None or s is None or (higher_better and k == 0) or (not higher_better and s == 0) or any(bad.values()):
         ratio = None
     else:
         ratio = (s / k) if higher_better else (k / s)
     met = "" if ratio is None else ("yes" if ratio >= target else "no")
-    show = lambda v: "—" if v is None else fmt % v
-    rows.append("| %s | %s | %s | %s | %.2f× | %s |" % (label, show(k), show(s), "—" if ratio is None else "%.2f×" % ratio, target, met))
+    def show(v, srv):
+        if v is None:
+            return "—"
+        return (fmt % v) + (" †" if bad[srv] else "")
+    if any(bad.values()) and name not in notes:
+        notes.append(name)
+    rows.append("| %s | %s | %s | %s | %.2f× | %s |" % (label, show(k, "kamailio"), show(s, "swiftser"), "—" if ratio is None else "%.2f×" % ratio, target, met))
 
 for name, label, unit in [
     ("options-tls-1", "(a) OPTIONS over TLS, 1 connection", "msg/s"),
@@ -38,21 +53,24 @@ for name, label, unit in [
     ("handshakes", "(e) full TLS handshakes (ECDSA P-256), one OPTIONS each", "handshakes/s"),
     ("find-max", "maximum OPTIONS rate over TLS ×100 with ≤ 0.1 % loss", "msg/s"),
 ]:
-    row("%s — %s" % (label, unit), res("kamailio", name, "rate"), res("swiftser", name, "rate"), True, 1.5)
+    row("%s — %s" % (label, unit), res("kamailio", name, "rate"), res("swiftser", name, "rate"), True, 1.5, name=None if name == "find-max" else name)
 for name, label in [("options-tls-1", "OPTIONS TLS ×1"), ("options-tls-100", "OPTIONS TLS ×100"), ("options-udp", "OPTIONS UDP"),
                     ("call-tls-udp", "call TLS → UDP"), ("register-tls", "REGISTER TLS"), ("handshakes", "TLS handshake")]:
     row("server CPU µs per unit, %s (closed loop, own rate)" % label,
-        res("kamailio", name, "server_cpu_us_per_unit"), res("swiftser", name, "server_cpu_us_per_unit"), False, 1.5, "%.1f")
+        res("kamailio", name, "server_cpu_us_per_unit"), res("swiftser", name, "server_cpu_us_per_unit"), False, 1.5, "%.1f", name=name)
 same = res("swiftser", "same-rate", "offered")
 row("server CPU µs per message, OPTIONS TLS ×100 at the same offered rate (%s/s)" % (int(same) if same else "?"),
-    res("kamailio", "same-rate", "server_cpu_us_per_unit"), res("swiftser", "same-rate", "server_cpu_us_per_unit"), False, 1.5, "%.1f")
+    res("kamailio", "same-rate", "server_cpu_us_per_unit"), res("swiftser", "same-rate", "server_cpu_us_per_unit"), False, 1.5, "%.1f", name="same-rate")
+hk, hs = res("kamailio", "half-max", "offered"), res("swiftser", "half-max", "offered")
+row("server CPU µs per message, OPTIONS TLS ×100 at half of own maximum (Kamailio %s/s, SwiftSER %s/s)" % (int(hk or 0), int(hs or 0)),
+    res("kamailio", "half-max", "server_cpu_us_per_unit"), res("swiftser", "half-max", "server_cpu_us_per_unit"), False, 1.5, "%.1f", name="half-max")
 row("(f) server memory (PSS) per idle TLS connection, KiB", idle("kamailio", "kib_per_connection"), idle("swiftser", "kib_per_connection"), False, 3.0, "%.1f")
 row("(f) seconds to open the idle connections", idle("kamailio", "seconds_to_open"), idle("swiftser", "seconds_to_open"), False, 1.0, "%.2f")
 for q in ("p50", "p99"):
     row("(g) %s latency ms at half of own maximum, OPTIONS TLS ×100" % q,
-        res("kamailio", "half-max", q + "_ms"), res("swiftser", "half-max", q + "_ms"), False, 1.0, "%.2f")
+        res("kamailio", "half-max", q + "_ms"), res("swiftser", "half-max", q + "_ms"), False, 1.0, "%.2f", name="half-max")
     row("(g) %s latency ms at the same offered rate" % q,
-        res("kamailio", "same-rate", q + "_ms"), res("swiftser", "same-rate", q + "_ms"), False, 1.0, "%.2f")
+        res("kamailio", "same-rate", q + "_ms"), res("swiftser", "same-rate", q + "_ms"), False, 1.0, "%.2f", name="same-rate")
 
 opened = idle("swiftser", "opened")
 print("SwiftSER vs %s, %s CPUs, load generator (sipload, one thread) on the same machine;" % (kversion or "Kamailio", cpus))
@@ -64,6 +82,13 @@ print("| scenario | Kamailio | SwiftSER | ratio | target | met |")
 print("| --- | ---: | ---: | ---: | ---: | :---: |")
 for r in rows:
     print(r)
+for name in notes:
+    for srv in ("kamailio", "swiftser"):
+        if lossy(srv, name):
+            r = raw(srv, name).get("result", {})
+            print()
+            print("† %s, %s: %d of %d started units failed or timed out (achieved %.0f/s of %s offered); no ratio is given for its rows."
+                  % (srv, name, r.get("failures", 0) + r.get("timeouts", 0), r.get("started", 0), r.get("rate", 0), r.get("offered") or "closed-loop"))
 
 # The chart: achieved rate and server CPU against offered load (find-max steps).
 def steps(server):
