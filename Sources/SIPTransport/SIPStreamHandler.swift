@@ -24,7 +24,14 @@ final class SIPStreamHandler: ChannelDuplexHandler {
         var maxQueuedBytes: Int
         var limits: SIPLimits
         var maxConnections: Int
+        /// `tcp_connection_lifetime`: a connection with no read or write for this long closes.
+        var idleLifetime: TimeAmount
     }
+
+    /// Last read or write, for the idle lifetime (kept here rather than in
+    /// an IdleStateHandler: one handler hop fewer per message).
+    private var lastActivity = NIODeadline.now()
+    private var idleTimer: Scheduled<Void>?
 
     private let transport: SIPTransport
     private let listener: ListenSocket
@@ -92,6 +99,8 @@ final class SIPStreamHandler: ChannelDuplexHandler {
         }
         registered?.succeed(c)
         if outbound { transport.registerOutbound(c) }
+        lastActivity = .now()
+        armIdleTimer(context, at: lastActivity + settings.idleLifetime)
         logger.debug("\(c) opened on \(listener)")
         if isTLS, let t = settings.handshakeTimeout {
             handshakeTimer = context.eventLoop.scheduleTask(in: t) { [weak self] in
@@ -106,6 +115,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
         if connection == nil { registered?.fail(SIPTransportError.connectionClosed("closed before it was ready")) }
         handshakeTimer?.cancel()
         sendTimer?.cancel()
+        idleTimer?.cancel()
         if let c = connection {
             transport.connections.remove(c)
             let reason = c.closeReason ?? "closed by the peer"
@@ -143,10 +153,16 @@ final class SIPStreamHandler: ChannelDuplexHandler {
         if let e = event as? TLSUserEvent, case .handshakeCompleted = e {
             handshakeTimer?.cancel()
             handshakeCompleted(context)
-        } else if let e = event as? IdleStateHandler.IdleStateEvent, e == .all {
-            connection?.closeReason = "idle for tcp_connection_lifetime"
-            context.close(promise: nil)
-            return
+            // The cipher suite is known: the sniffer leaves the per-message
+            // path (one handler hop fewer per read and per write). Removed
+            // on the next loop turn, never in the middle of the handshake's
+            // writes.
+            let pipeline = context.pipeline
+            context.eventLoop.execute {
+                if let sniffer = try? pipeline.syncOperations.context(handlerType: TLSRecordSniffer.self) {
+                    pipeline.syncOperations.removeHandler(context: sniffer, promise: nil)
+                }
+            }
         }
         context.fireUserInboundEventTriggered(event)
     }
@@ -206,6 +222,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard let c = connection else { return }
         c.inReadBatch = true
+        lastActivity = .now()
         var buf = unwrapInboundIn(data)
         buf.withUnsafeReadableBytes { framer.append($0) }
         buf.moveReaderIndex(forwardBy: buf.readableBytes)
@@ -235,6 +252,21 @@ final class SIPStreamHandler: ChannelDuplexHandler {
                 deliver(bytes, context: context, connection: c)
             }
             if connection == nil { return }
+        }
+    }
+
+    /// Checks the idle lifetime when it could have run out, and closes the
+    /// connection when nothing was read or written since.
+    private func armIdleTimer(_ context: ChannelHandlerContext, at deadline: NIODeadline) {
+        idleTimer = context.eventLoop.scheduleTask(deadline: deadline) { [weak self] in
+            guard let self, self.connection != nil else { return }
+            let due = self.lastActivity + self.settings.idleLifetime
+            if due <= .now() {
+                self.connection?.closeReason = "idle for tcp_connection_lifetime"
+                context.close(promise: nil)
+            } else {
+                self.armIdleTimer(context, at: due)
+            }
         }
     }
 
@@ -285,6 +317,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        lastActivity = .now()
         if !context.channel.isWritable {
             queuedWhileBlocked += unwrapOutboundIn(data).readableBytes
             if queuedWhileBlocked > settings.maxQueuedBytes {

@@ -115,14 +115,14 @@ public final class SIPTransport: @unchecked Sendable {
             sendTimeout: .seconds(Int64(tls ? config.tls.sendTimeout : config.core.tcpSendTimeout)),
             maxQueuedBytes: 4 * 1024 * 1024,
             limits: limits,
-            maxConnections: tls ? config.core.tlsMaxConnections : config.core.tcpMaxConnections)
+            maxConnections: tls ? config.core.tlsMaxConnections : config.core.tcpMaxConnections,
+            idleLifetime: .seconds(Int64(config.core.tcpConnectionLifetime)))
     }
 
     private func initializeInbound(_ ch: Channel, listener l: ListenSocket) -> EventLoopFuture<Void> {
         let stream = SIPStreamHandler(transport: self, listener: l, settings: streamSettings(l.proto), outbound: false)
-        let idle = IdleStateHandler(allTimeout: .seconds(Int64(config.core.tcpConnectionLifetime)))
         guard l.proto == .tls, let table = tlsTable else {
-            return ch.addSync([idle, stream])
+            return ch.addSync([stream])
         }
         let sniffer = TLSRecordSniffer(outbound: true) { [weak stream] suite in stream?.cipherSuite = suite }
         let local = HostPort(host: l.host, port: l.port)
@@ -143,7 +143,7 @@ public final class SIPTransport: @unchecked Sendable {
             }
         })
         sniRef = sni
-        return ch.addSync([sniffer, sni, idle, stream])
+        return ch.addSync([sniffer, sni, stream])
     }
 
     /// Closes every listener and connection.
@@ -355,7 +355,6 @@ public final class SIPTransport: @unchecked Sendable {
 
     private func openConnection(_ proto: TransportProtocol, address: SocketAddress, from: ListenSocket, domain: TLSDomainContext?, targetName: String?, identity: String, loop: EventLoop) -> EventLoopFuture<SIPConnection> {
         let settings = streamSettings(proto)
-        let lifetime = config.core.tcpConnectionLifetime
         let registered = loop.makePromise(of: SIPConnection.self)
         let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(.seconds(Int64(config.core.tcpConnectTimeout)))
@@ -363,14 +362,13 @@ public final class SIPTransport: @unchecked Sendable {
             .channelInitializer { [unowned self] ch in
                 let stream = SIPStreamHandler(transport: self, listener: from, settings: settings, outbound: true, identityKey: identity,
                                               clientDomain: domain, targetName: targetName, registered: registered)
-                let idle = IdleStateHandler(allTimeout: .seconds(Int64(lifetime)))
-                guard proto == .tls, let domain else { return ch.addSync([idle, stream]) }
+                guard proto == .tls, let domain else { return ch.addSync([stream]) }
                 let sni = targetName.flatMap { PeerIdentity.isIPLiteral($0) ? nil : $0 }
                 do {
                     let check = domain.depthCheck { [weak stream] depth in stream?.chainLongerThan = depth }
                     let ssl = try NIOSSLClientHandler(context: domain.context, serverHostname: sni, verificationCallback: check)
                     let sniffer = TLSRecordSniffer(outbound: false) { [weak stream] suite in stream?.cipherSuite = suite }
-                    return ch.addSync([sniffer, ssl, idle, stream])
+                    return ch.addSync([sniffer, ssl, stream])
                 } catch {
                     return ch.eventLoop.makeFailedFuture(error)
                 }
