@@ -70,6 +70,7 @@ struct LoadRun {
         }
         if let rate = command.rate, !command.findMax {
             driver.setRate(rate)
+            if command.warmup > 0 { Thread.sleep(forTimeInterval: command.warmup) }
             return [measure(env, stats, offered: rate, seconds: command.duration)]
         }
         var steps: [Step] = []

@@ -26,6 +26,7 @@ struct SIPLoad: ParsableCommand {
     @Option(help: "Closed loop: units in flight per connection.") var window = 8
     @Option(help: "Seconds to run (at most 300).") var duration = 10.0
     @Option(help: "Open loop: units per second in total.") var rate: Double?
+    @Option(help: "--rate: seconds at the rate before measuring (connections warm, queues settled).") var warmup = 0.0
     @Flag(help: "Step the rate up until failures + retransmissions pass 0.1 % or the achieved rate falls behind.") var findMax = false
     @Option(help: "--find-max: first rate.") var startRate = 1000.0
     @Option(help: "--find-max: seconds per step.") var stepDuration = 3.0
