@@ -38,6 +38,9 @@ public final class LocationService: @unchecked Sendable {
     private let lock = NIOLock()
     private var byAOR: [String: [Binding]] = [:]
     private var db: OpaquePointer?
+    /// Prepared statements by SQL text, reused for every REGISTER (preparing
+    /// cost more than running them). Guarded by `lock`.
+    private var statements: [String: OpaquePointer] = [:]
     public let path: String?
 
     public enum StoreError: Error, CustomStringConvertible {
@@ -77,7 +80,10 @@ public final class LocationService: @unchecked Sendable {
         try load()
     }
 
-    deinit { sqlite3_close(db) }
+    deinit {
+        for stmt in statements.values { sqlite3_finalize(stmt) }
+        sqlite3_close(db)
+    }
 
     private func exec(_ sql: String) throws {
         var err: UnsafeMutablePointer<CChar>?
@@ -130,7 +136,7 @@ public final class LocationService: @unchecked Sendable {
         try lock.withLock {
             byAOR[aor] = bindings.isEmpty ? nil : bindings
             guard db != nil else { return }
-            try exec("BEGIN")
+            try run("BEGIN", [])
             do {
                 try run("DELETE FROM location WHERE aor = ?", [.text(aor)])
                 for b in bindings {
@@ -140,7 +146,7 @@ public final class LocationService: @unchecked Sendable {
                         .text(b.proto), .text(b.receivedIP), .int(Int64(b.receivedPort)), b.userAgent.map { .text($0) } ?? .null, .text(b.socket),
                     ])
                 }
-                try exec("COMMIT")
+                try run("COMMIT", [])
             } catch {
                 try? exec("ROLLBACK")
                 throw error
@@ -166,9 +172,19 @@ public final class LocationService: @unchecked Sendable {
     enum SQLValue { case text(String), int(Int64), real(Double), null }
 
     private func run(_ sql: String, _ values: [SQLValue]) throws {
-        var stmt: OpaquePointer?
-        guard sqlite3_prepare_v2(db, sql, -1, &stmt, nil) == SQLITE_OK else { throw StoreError.sql(String(cString: sqlite3_errmsg(db))) }
-        defer { sqlite3_finalize(stmt) }
+        let stmt: OpaquePointer
+        if let cached = statements[sql] {
+            stmt = cached
+        } else {
+            var fresh: OpaquePointer?
+            guard sqlite3_prepare_v2(db, sql, -1, &fresh, nil) == SQLITE_OK, let fresh else { throw StoreError.sql(String(cString: sqlite3_errmsg(db))) }
+            statements[sql] = fresh
+            stmt = fresh
+        }
+        defer {
+            sqlite3_reset(stmt)
+            sqlite3_clear_bindings(stmt)
+        }
         let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
         for (i, v) in values.enumerated() {
             let idx = Int32(i + 1)
