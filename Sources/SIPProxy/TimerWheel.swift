@@ -30,14 +30,17 @@ final class TimerWheel: @unchecked Sendable {
 
     init(loop: EventLoop) {
         slots = Array(repeating: [], count: slotCount)
-        task = loop.scheduleRepeatedTask(initialDelay: .milliseconds(Self.tickMilliseconds), delay: .milliseconds(Self.tickMilliseconds)) { [weak self] _ in
-            self?.advance()
+        task = loop.scheduleRepeatedTask(initialDelay: .milliseconds(Self.tickMilliseconds), delay: .milliseconds(Self.tickMilliseconds)) { [weak self] task in
+            // A wheel that is gone stops its tick from the loop itself (a
+            // cancel from deinit could come after the loop shut down).
+            guard let self else {
+                task.cancel()
+                return
+            }
+            self.advance()
         }
     }
 
-    deinit { task?.cancel() }
-
-    func stop() { task?.cancel() }
 
     /// Runs `action` after `milliseconds` (rounded up to the next tick).
     @discardableResult

@@ -145,7 +145,8 @@ struct HandshakeRun {
                 switch result {
                 case .success(let ch): ch.closeFuture.whenComplete { _ in go() }
                 case .failure:
-                    stats.started(); stats.failed()
+                    // Counted once, by the failed promise below.
+                    stats.started()
                     answered.fail(ChannelError.connectTimeout(.zero))
                     _ = env.loop.scheduleTask(in: .milliseconds(10)) { go() }
                 }
