@@ -165,6 +165,8 @@ struct Builder {
             }
         case "dns_srv_lookup", "dns_srv_lb":
             if let v = bool(a) { config.core.dnsSRVLookup = v }
+        case "dns_try_naptr":
+            if let v = bool(a) { config.core.dnsTryNAPTR = v }
         case "fork", "log_stderror", "log_facility", "log_prefix", "memdbg", "memlog", "mhomed", "auto_aliases",
              "dns", "rev_dns", "dns_try_ipv6", "use_dns_cache", "tcp_accept_no_cl", "tcp_keepalive", "enable_sctp", "udp_mtu":
             warning(a.nameLocation, "'\(a.name)' is a Kamailio setting SwiftSER does not need; it is ignored")

@@ -97,6 +97,9 @@ public struct CoreSettings: Sendable, Equatable {
     public var dnsServer: String?
     /// `dns_srv_lookup`: RFC 3263 SRV look-ups for names without a port.
     public var dnsSRVLookup = true
+    /// `dns_try_naptr`: RFC 3263 §4.1 NAPTR look-ups pick the transport for
+    /// names given without transport and port.
+    public var dnsTryNAPTR = true
 }
 
 /// A TLS protocol version.

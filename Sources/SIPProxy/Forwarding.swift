@@ -28,6 +28,8 @@ extension ProxyCore {
         case loop
         case unroutable(String)
         case noListener(TransportProtocol)
+        /// The next hop's NAPTR records must be looked up first (RFC 3263 §4.1).
+        case needsLookup(String)
 
         var status: (Int, String) {
             switch self {
@@ -36,7 +38,7 @@ extension ProxyCore {
             case .unroutable(let why):
                 if why.contains("sips") { return (480, "Temporarily Unavailable (sips: needs a TLS path)") }
                 return why.contains("scheme") ? (416, "Unsupported URI Scheme") : (478, "Unresolvable Destination")
-            case .noListener: return (503, "Service Unavailable")
+            case .noListener, .needsLookup: return (503, "Service Unavailable")
             }
         }
 
@@ -46,6 +48,7 @@ extension ProxyCore {
             case .loop: return "the request already passed this proxy with the same branch"
             case .unroutable(let why): return why
             case .noListener(let p): return "no \(p.rawValue) listener (or TLS disabled) to send from"
+            case .needsLookup(let name): return "NAPTR records of \(name) not looked up yet"
             }
         }
     }
@@ -74,7 +77,7 @@ extension ProxyCore {
     /// set from Path, next hop (Route, `$du`, the binding's destination or
     /// the Request-URI), our Via, Record-Route (double when the two legs
     /// use different sockets, RFC 5658).
-    func prepare(_ ctx: MessageContext, target: Target, forced: (TransportProtocol?, String, UInt16?)?, branchIndex: Int) throws(ForwardError) -> OutgoingRequest {
+    func prepare(_ ctx: MessageContext, target: Target, forced: (TransportProtocol?, String, UInt16?)?, branchIndex: Int, mayDefer: Bool = false) throws(ForwardError) -> OutgoingRequest {
         var m = ctx.message
         if target.uri != m.requestURIString { m.setRequestURI(target.uri) }
         if !ctx.maxForwardsDone {
@@ -91,17 +94,19 @@ extension ProxyCore {
                 let proto = forced.0 ?? .udp
                 dest = try resolver.destination(for: SIPURI(host: forced.1, port: forced.2 ?? proto.defaultPort), forced: proto)
             } else if let du = ctx.destinationURI {
-                dest = try resolver.destination(for: try SIPURI.parse(du), forced: forced?.0)
+                dest = try resolver.destination(for: try SIPURI.parse(du), forced: forced?.0, mayDefer: mayDefer)
             } else if let route = ((try? m.routes()) ?? []).first {
-                dest = try resolver.destination(for: route.uri, forced: forced?.0)
+                dest = try resolver.destination(for: route.uri, forced: forced?.0, mayDefer: mayDefer)
             } else if let d = target.destination {
                 dest = d
             } else {
                 guard let s = m.requestURIString else { throw ForwardError.unroutable("no Request-URI") }
-                dest = try resolver.destination(for: try SIPURI.parse(s), forced: forced?.0)
+                dest = try resolver.destination(for: try SIPURI.parse(s), forced: forced?.0, mayDefer: mayDefer)
             }
         } catch let e as ForwardError {
             throw e
+        } catch Resolver.ResolveError.needsNAPTR(let name) {
+            throw .needsLookup(name)
         } catch {
             throw .unroutable(String(describing: error))
         }
@@ -154,10 +159,16 @@ extension ProxyCore {
         let uri = ctx.message.requestURIString ?? ""
         let target = ctx.targets.first ?? Target(uri: uri, destination: nil)
         do {
-            let out = try prepare(ctx, target: target, forced: forced, branchIndex: 0)
+            let out = try prepare(ctx, target: target, forced: forced, branchIndex: 0, mayDefer: true)
             logger.debug("forwarding \(ctx.message.method?.name ?? "") statelessly to \(out.destination)")
             transport.send(out.bytes, to: out.destination).whenFailure { [logger] e in
                 logger.info("stateless forward to \(out.destination) failed: \(e)")
+            }
+            return true
+        } catch .needsLookup(let name) {
+            // RFC 3263 §4.1: forward once the NAPTR answer (or its absence) is cached.
+            transport.dns.lookup(name, .naptr).whenComplete { [weak self] _ in
+                _ = self?.forwardStatelessNow(ctx, forced: forced, target: target)
             }
             return true
         } catch {
@@ -166,6 +177,20 @@ extension ProxyCore {
             if error.status.0 == 483 || error.status.0 == 482 || error.status.0 == 416 {
                 reply(ctx, code: error.status.0, reason: error.status.1)
             }
+            return false
+        }
+    }
+
+    /// The stateless forward after a NAPTR look-up: no further deferral.
+    private func forwardStatelessNow(_ ctx: MessageContext, forced: (TransportProtocol?, String, UInt16?)?, target: Target) -> Bool {
+        do {
+            let out = try prepare(ctx, target: target, forced: forced, branchIndex: 0)
+            transport.send(out.bytes, to: out.destination).whenFailure { [logger] e in
+                logger.info("stateless forward to \(out.destination) failed: \(e)")
+            }
+            return true
+        } catch {
+            logger.info("cannot forward \(ctx.message.method?.name ?? ""): \(error)")
             return false
         }
     }

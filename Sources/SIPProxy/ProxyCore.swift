@@ -32,7 +32,10 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
         self.logger = logger
         self.location = location
         self.script = CompiledScript(config.script)
-        self.resolver = Resolver(hostsFile: config.core.dnsHostsFile, srvLookup: config.core.dnsSRVLookup, logger: logger)
+        var supported = Set(config.listens.map(\.proto))
+        if config.tls.disabled { supported.remove(.tls) }
+        self.resolver = Resolver(hostsFile: config.core.dnsHostsFile, srvLookup: config.core.dnsSRVLookup, naptrLookup: config.core.dnsTryNAPTR,
+                                 supported: supported, transport: transport, logger: logger)
         var hosts: Set<String> = []
         var hostPorts: Set<String> = []
         for l in transport.listeners {

@@ -288,13 +288,26 @@ final class TransactionLayer {
         }
         let targets = ctx.targets.isEmpty ? [Target(uri: ctx.message.requestURIString ?? "", destination: nil)] : ctx.targets
         ctx.targets = []
+        return createBranches(ctx, t, targets, mayDefer: !t.failureRouteRunning)
+    }
+
+    /// One client branch per target. A target whose next hop needs a NAPTR
+    /// look-up first (RFC 3263 §4.1) gets its branch when the answer is in;
+    /// the server transaction already absorbs retransmissions meanwhile.
+    /// In failure_route no branch is deferred (the route's outcome must be
+    /// known when it ends): the default transport is used instead.
+    private func createBranches(_ ctx: MessageContext, _ t: ServerTransaction, _ targets: [Target], mayDefer: Bool) -> Bool {
         var sent = 0
         var firstError: ProxyCore.ForwardError?
+        var deferred: [(Target, String)] = []
         for target in targets {
             let index = locked { t.branches.count }
             let out: OutgoingRequest
             do {
-                out = try core.prepare(ctx, target: target, forced: nil, branchIndex: index)
+                out = try core.prepare(ctx, target: target, forced: nil, branchIndex: index, mayDefer: mayDefer)
+            } catch .needsLookup(let name) {
+                deferred.append((target, name))
+                continue
             } catch {
                 firstError = firstError ?? error
                 core.logger.info("branch to \(target.uri) not created: \(error)")
@@ -308,6 +321,18 @@ final class TransactionLayer {
             }
             send(b)
             sent += 1
+        }
+        if !deferred.isEmpty {
+            let lookups = deferred.map { core.transport.dns.lookup($0.1, .naptr).map { _ in () }.recover { _ in () } }
+            EventLoopFuture.andAllComplete(lookups, on: loop).whenComplete { [weak self, weak t] _ in
+                guard let self, let t else { return }
+                let created = self.createBranches(ctx, t, deferred.map(\.0), mayDefer: false)
+                // Nothing went out at all: answer the request now.
+                if !created && sent == 0 && self.locked({ t.branches.isEmpty }) && !t.finalSent {
+                    t.reply(code: (firstError?.status ?? (503, "Service Unavailable")).0, reason: (firstError?.status ?? (503, "Service Unavailable")).1)
+                }
+            }
+            return true
         }
         if sent == 0, let e = firstError {
             ctx.lastError = e.status

@@ -53,7 +53,7 @@ public final class DNSClient: @unchecked Sendable {
         let key = "\(type.rawValue)|\(name.lowercased())"
         if let hit = lock.withLock({ cache[key] }), hit.expires > .now() { return loop.makeSucceededFuture(hit.answer) }
         return ask(name, type, on: loop, tries: 2).map { answer in
-            let seconds = answer.responseCode == 3 || (answer.srv.isEmpty && answer.addresses.isEmpty) ? 30 : min(Int64(answer.ttl), 3600)
+            let seconds = answer.responseCode == 3 || (answer.srv.isEmpty && answer.addresses.isEmpty && answer.naptr.isEmpty) ? 30 : min(Int64(answer.ttl), 3600)
             self.lock.withLock { self.cache[key] = (answer, .now() + .seconds(seconds)) }
             return answer
         }.flatMapError { error in
@@ -63,6 +63,15 @@ public final class DNSClient: @unchecked Sendable {
             let empty = DNSAnswer(id: 0, responseCode: 2)
             self.lock.withLock { self.cache[key] = (empty, .now() + .seconds(30)) }
             return loop.makeSucceededFuture(empty)
+        }
+    }
+
+    /// The cached answer for `name`, when one is still fresh.
+    public func cached(_ name: String, _ type: DNSRecordType) -> DNSAnswer? {
+        let key = "\(type.rawValue)|\(name.lowercased())"
+        return lock.withLock {
+            guard let hit = cache[key], hit.expires > .now() else { return nil }
+            return hit.answer
         }
     }
 

@@ -5,6 +5,26 @@ public enum DNSRecordType: UInt16, Sendable {
     case a = 1
     case aaaa = 28
     case srv = 33
+    case naptr = 35
+}
+
+/// A NAPTR record (RFC 3403) as RFC 3263 §4.1 uses it.
+public struct NAPTRRecord: Sendable, Equatable {
+    public var order: UInt16
+    public var preference: UInt16
+    public var flags: String
+    public var services: String
+    public var regexp: String
+    public var replacement: String
+
+    public init(order: UInt16, preference: UInt16, flags: String, services: String, regexp: String, replacement: String) {
+        self.order = order
+        self.preference = preference
+        self.flags = flags
+        self.services = services
+        self.regexp = regexp
+        self.replacement = replacement
+    }
 }
 
 /// An SRV record (RFC 2782).
@@ -30,6 +50,7 @@ public struct DNSAnswer: Sendable, Equatable {
     /// RCODE: 0 no error, 3 name does not exist.
     public var responseCode: UInt8
     public var srv: [SRVRecord] = []
+    public var naptr: [NAPTRRecord] = []
     /// A and AAAA addresses as text.
     public var addresses: [String] = []
     /// Smallest TTL of the records used.
@@ -75,6 +96,19 @@ public enum DNSMessage {
                 ttls.append(ttl)
             case .aaaa? where length == 16:
                 answer.addresses.append(stride(from: i, to: i + 16, by: 2).map { String(u16(b, $0), radix: 16) }.joined(separator: ":"))
+                ttls.append(ttl)
+            case .naptr? where length >= 7:
+                var j = i + 4
+                func characterString() throws(Malformed) -> String {
+                    guard j < i + length else { throw Malformed() }
+                    let n = Int(b[j])
+                    guard j + 1 + n <= i + length else { throw Malformed() }
+                    defer { j += 1 + n }
+                    return String(decoding: b[(j + 1)..<(j + 1 + n)], as: UTF8.self)
+                }
+                let flags = try characterString(), services = try characterString(), regexp = try characterString()
+                let replacement = try name(b, &j)
+                answer.naptr.append(NAPTRRecord(order: u16(b, i), preference: u16(b, i + 2), flags: flags, services: services, regexp: regexp, replacement: replacement))
                 ttls.append(ttl)
             case .srv? where length >= 7:
                 var j = i + 6

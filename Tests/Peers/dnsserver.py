@@ -3,12 +3,13 @@
 
 Usage: dnsserver.py --port N --zone JSON
 JSON maps names to record lists: {"_sip._udp.example.test": {"SRV": [[prio,
-weight, port, "target"]]}, "uas.example.test": {"A": ["127.0.0.1"]}}.
+weight, port, "target"]]}, "uas.example.test": {"A": ["127.0.0.1"]},
+"example.test": {"NAPTR": [[order, pref, "s", "SIP+D2T", "", "_sip._tcp.example.test"]]}}.
 Unknown names get NXDOMAIN; known names without the asked type an empty
 answer. Prints READY, then QUERY <name> <type> for each question."""
 import argparse, json, socket, struct, sys
 
-TYPES = {1: "A", 28: "AAAA", 33: "SRV"}
+TYPES = {1: "A", 28: "AAAA", 33: "SRV", 35: "NAPTR"}
 
 def encode_name(name):
     out = b""
@@ -39,6 +40,12 @@ def answer(data, zone):
                 rdata = socket.inet_pton(socket.AF_INET, rdata_spec)
             elif qtype == 28:
                 rdata = socket.inet_pton(socket.AF_INET6, rdata_spec)
+            elif qtype == 35:
+                order, pref, flags, services, regexp, replacement = rdata_spec
+                rdata = struct.pack("!HH", order, pref)
+                for text in (flags, services, regexp):
+                    rdata += bytes([len(text)]) + text.encode()
+                rdata += encode_name(replacement)
             else:
                 prio, weight, port, target = rdata_spec
                 rdata = struct.pack("!HHH", prio, weight, port) + encode_name(target)

@@ -87,6 +87,38 @@ struct DNSTests {
         #expect(unknown.out.contains("RESPONSE SIP/2.0 5"), "\(unknown.out)")
     }
 
+    @Test("NAPTR picks the transport (TCP before UDP by order) and the SRV name, statefully and statelessly")
+    func naptr() throws {
+        let far = try farEnd()
+        defer { far.stop() }
+        let (dns, dnsPort) = try dnsServer([
+            "naptr.test": ["NAPTR": [[20, 10, "s", "SIP+D2U", "", "_sip._udp.naptr.test"], [10, 10, "s", "SIP+D2T", "", "_sip._tcp.naptr.test"],
+                                     [5, 10, "s", "SIPS+D2T", "", "_sips._tcp.naptr.test"]]],
+            "_sip._tcp.naptr.test": ["SRV": [[10, 0, Int(far.port(.tcp)), "live.naptr.test"]]],
+            "live.naptr.test": ["A": ["127.0.0.1"]],
+        ])
+        defer { dns.stop() }
+        // No TLS listener here: the SIPS+D2T record (lowest order) is skipped.
+        let proxy = try relayProxy(dnsPort: dnsPort)
+        defer { proxy.stop() }
+        let r = optionsTo("sip:bob@naptr.test", proxy: proxy)
+        #expect(r.out.contains("RESPONSE SIP/2.0 200 Reached by SRV"), "\(r.out)\n\(proxy.log.lines)")
+        #expect(dns.lines.contains("QUERY naptr.test NAPTR"))
+        #expect(dns.lines.contains("QUERY _sip._tcp.naptr.test SRV"))
+        #expect(!dns.lines.contains("QUERY _sip._udp.naptr.test SRV"))
+        #expect(far.log.contains("tcp connection"), "\(far.log.lines)")
+        // Stateless forward() takes the same path (the answer is cached now).
+        let stateless = try TestProxy("""
+        listen=udp:127.0.0.1:0
+        listen=tcp:127.0.0.1:0
+        dns_server="127.0.0.1:\(dnsPort)"
+        request_route { forward(); exit; }
+        """)
+        defer { stateless.stop() }
+        let r2 = optionsTo("sip:carol@naptr.test", proxy: stateless)
+        #expect(r2.out.contains("RESPONSE SIP/2.0 200 Reached by SRV"), "\(r2.out)\n\(stateless.log.lines)")
+    }
+
     @Test("DNS messages: a query's wire form, an answer with compressed names, RFC 2782 ordering")
     func messages() throws {
         let q = DNSMessage.query(id: 0x1234, name: "_sip._udp.a.b", type: .srv)
@@ -104,6 +136,13 @@ struct DNSTests {
         #expect(DNSMessage.order(records, random: { $0 }).map(\.target) == ["b", "a", "c"])
         #expect(DNSMessage.order(records, random: { _ in 0 }).map(\.target) == ["a", "b", "c"])
         #expect(throws: DNSMessage.Malformed.self) { try DNSMessage.parse([0x12, 0x34, 0x81]) }
+        // NAPTR: order 10, preference 20, "s", "SIP+D2T", "", replacement "_t.a.b" (label + pointer).
+        let nq = DNSMessage.query(id: 7, name: "a.b", type: .naptr)
+        var n: [UInt8] = [0, 7, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0] + Array(nq[12...])
+        let rdata: [UInt8] = [0, 10, 0, 20, 1, 0x73, 7] + Array("SIP+D2T".utf8) + [0, 2] + Array("_t".utf8) + [0xC0, 12]
+        n += [0xC0, 12, 0, 35, 0, 1, 0, 0, 1, 0, 0, UInt8(rdata.count)] + rdata
+        let na = try DNSMessage.parse(n)
+        #expect(na.naptr == [NAPTRRecord(order: 10, preference: 20, flags: "s", services: "SIP+D2T", regexp: "", replacement: "_t.a.b")])
     }
 
     @Test("dns_server must be an IP address with an optional port")

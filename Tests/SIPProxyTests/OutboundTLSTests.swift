@@ -24,7 +24,7 @@ func outboundProxy(_ pki: TestPKI, peerPort: UInt16, client: String) throws -> T
 
 func optionsTo(_ uri: String, proxy: TestProxy) -> Subprocess.Result {
     let dir = makeTempDir("msg")
-    let msg = "OPTIONS \(uri) SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-\(UUID().uuidString.prefix(8))\r\nMax-Forwards: 70\r\nFrom: <sip:t@test>;tag=1\r\nTo: <\(uri)>\r\nCall-ID: \(UUID().uuidString)\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    let msg = "OPTIONS \(uri) SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-\(UUID().uuidString.prefix(8));rport\r\nMax-Forwards: 70\r\nFrom: <sip:t@test>;tag=1\r\nTo: <\(uri)>\r\nCall-ID: \(UUID().uuidString)\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
     try? msg.write(toFile: dir + "/m.sip", atomically: true, encoding: .utf8)
     return Subprocess.sipclient(["--proto", "udp", "--port", String(proxy.port(.udp)), "--file", dir + "/m.sip", "--wait", "6"])
 }
