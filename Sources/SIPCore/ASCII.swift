@@ -109,3 +109,11 @@ extension ArraySlice where Element == UInt8 {
         return self[lo..<hi]
     }
 }
+
+extension StringProtocol {
+    /// ASCII case-insensitive equality without allocating lowercased copies
+    /// (host names, IP literals, tokens).
+    public func equalsIgnoringASCIICase<S: StringProtocol>(_ other: S) -> Bool {
+        ASCII.equalsIgnoringCase(utf8, other.utf8)
+    }
+}

@@ -153,22 +153,23 @@ extension ProxyCore {
     }
 
     /// forward()/forward_udp/tcp/tls()/send(): sends the request on without
-    /// keeping state.
-    func forwardStateless(_ ctx: MessageContext, forced: (TransportProtocol?, String, UInt16?)?) -> Bool {
+    /// keeping state. A next hop
+    /// whose NAPTR records are not cached yet (RFC 3263 §4.1) is sent once
+    /// the look-up completes (`mayDefer` false then).
+    func forwardStateless(_ ctx: MessageContext, forced: (TransportProtocol?, String, UInt16?)?, mayDefer: Bool = true) -> Bool {
         guard ctx.message.isRequest else { return false }
         let uri = ctx.message.requestURIString ?? ""
         let target = ctx.targets.first ?? Target(uri: uri, destination: nil)
         do {
-            let out = try prepare(ctx, target: target, forced: forced, branchIndex: 0, mayDefer: true)
+            let out = try prepare(ctx, target: target, forced: forced, branchIndex: 0, mayDefer: mayDefer)
             logger.debug("forwarding \(ctx.message.method?.name ?? "") statelessly to \(out.destination)")
             transport.send(out.bytes, to: out.destination).whenFailure { [logger] e in
                 logger.info("stateless forward to \(out.destination) failed: \(e)")
             }
             return true
         } catch .needsLookup(let name) {
-            // RFC 3263 §4.1: forward once the NAPTR answer (or its absence) is cached.
             transport.dns.lookup(name, .naptr).whenComplete { [weak self] _ in
-                _ = self?.forwardStatelessNow(ctx, forced: forced, target: target)
+                _ = self?.forwardStateless(ctx, forced: forced, mayDefer: false)
             }
             return true
         } catch {
@@ -177,20 +178,6 @@ extension ProxyCore {
             if error.status.0 == 483 || error.status.0 == 482 || error.status.0 == 416 {
                 reply(ctx, code: error.status.0, reason: error.status.1)
             }
-            return false
-        }
-    }
-
-    /// The stateless forward after a NAPTR look-up: no further deferral.
-    private func forwardStatelessNow(_ ctx: MessageContext, forced: (TransportProtocol?, String, UInt16?)?, target: Target) -> Bool {
-        do {
-            let out = try prepare(ctx, target: target, forced: forced, branchIndex: 0)
-            transport.send(out.bytes, to: out.destination).whenFailure { [logger] e in
-                logger.info("stateless forward to \(out.destination) failed: \(e)")
-            }
-            return true
-        } catch {
-            logger.info("cannot forward \(ctx.message.method?.name ?? ""): \(error)")
             return false
         }
     }

@@ -147,7 +147,8 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
         guard var via = ctx.checked?.topVia ?? (try? ctx.message.topVia()) ?? nil else { return }
         let r = ctx.received
         var changed = false
-        if via.host.lowercased() != r.sourceIP.lowercased() && "[\(r.sourceIP)]" != via.host.lowercased() {
+        let sentBy = via.host.hasPrefix("[") && via.host.hasSuffix("]") ? via.host.dropFirst().dropLast() : via.host[...]
+        if !sentBy.equalsIgnoringASCIICase(r.sourceIP) {
             via.parameters.set("received", r.sourceIP.utf8.contains(0x3A) ? "[\(r.sourceIP)]" : r.sourceIP)
             changed = true
         }

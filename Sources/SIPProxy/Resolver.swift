@@ -64,7 +64,7 @@ struct Resolver {
         var host = uri.maddr ?? uri.host
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         let name = uri.host.hasPrefix("[") ? nil : uri.host
-        let mapped = hosts[host.lowercased()]
+        let mapped = hosts.isEmpty ? nil : hosts[host.lowercased()]
         let lookable = mapped == nil && name != nil && uri.maddr == nil && !PeerIdentity.isIPLiteral(host) && host.lowercased() != "localhost"
         let sips = uri.scheme == .sips
         var proto: TransportProtocol

@@ -11,13 +11,16 @@ final class TimerWheel: @unchecked Sendable {
     final class Timer: @unchecked Sendable {
         fileprivate let due: UInt64
         fileprivate let action: () -> Void
+        /// Read and written under the wheel's lock.
         fileprivate var cancelled = false
-        fileprivate init(due: UInt64, action: @escaping () -> Void) {
+        private let lock: NIOLock
+        fileprivate init(due: UInt64, lock: NIOLock, action: @escaping () -> Void) {
             self.due = due
+            self.lock = lock
             self.action = action
         }
-        /// Safe from any thread; a timer already firing still runs.
-        func cancel() { cancelled = true }
+        /// Safe from any thread; a timer already taken off the wheel to fire still runs.
+        func cancel() { lock.withLock { cancelled = true } }
     }
 
     static let tickMilliseconds: Int64 = 10
@@ -47,7 +50,7 @@ final class TimerWheel: @unchecked Sendable {
     func schedule(milliseconds: Int, _ action: @escaping () -> Void) -> Timer {
         lock.withLock {
             let ticks = UInt64(max(1, (Int64(milliseconds) + Self.tickMilliseconds - 1) / Self.tickMilliseconds))
-            let t = Timer(due: tick + ticks, action: action)
+            let t = Timer(due: tick + ticks, lock: lock, action: action)
             slots[Int(t.due % UInt64(slotCount))].append(t)
             return t
         }
@@ -69,6 +72,6 @@ final class TimerWheel: @unchecked Sendable {
                 slots[index] = keep
             }
         }
-        for t in due where !t.cancelled { t.action() }
+        for t in due where !lock.withLock({ t.cancelled }) { t.action() }
     }
 }

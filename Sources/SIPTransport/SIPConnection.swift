@@ -17,6 +17,8 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
     /// For outbound reuse: the TLS domain and SNI name it was opened with.
     let identityKey: String
     fileprivate let state = NIOLockedValueBox(State())
+    /// Usable from the start (all but outbound TLS): `send` needs no lock.
+    private let readyAtStart: Bool
 
     struct State {
         var tls: TLSSessionInfo?
@@ -37,6 +39,7 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
         self.listener = listener
         self.outbound = outbound
         self.identityKey = identityKey
+        self.readyAtStart = ready
         self.state.withLockedValue { $0.ready = ready }
     }
 
@@ -67,7 +70,8 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
     /// Sends octets; before an outbound TLS connection is verified they wait.
     public func send(_ buffer: ByteBuffer) -> EventLoopFuture<Void> {
         let promise = channel.eventLoop.makePromise(of: Void.self)
-        let queued = state.withLockedValue { s -> Bool in
+        // Only an outbound TLS connection ever waits; the others skip the lock.
+        let queued = readyAtStart ? false : state.withLockedValue { s -> Bool in
             if s.ready { return false }
             s.pending.append((buffer, promise))
             return true
