@@ -7,6 +7,10 @@ extension SIPMessage {
         public var fromTag: String?
         public var toTag: String?
         public var cseq: CSeq
+        /// The To header (its AOR is what a registrar binds).
+        public var to: NameAddress
+        /// The Contact values of a request (empty for a response).
+        public var contacts: [ContactValue] = []
     }
 
     /// Checks what a proxy relies on before it acts on a message, and
@@ -26,13 +30,13 @@ extension SIPMessage {
             if uri.isSIP && !uri.headers.isEmpty {
                 throw SIPParseError(.malformedRequestURI, offset: startLineRange.lowerBound, "Request-URI must not carry headers")
             }
-            let checked = try checkCommon()
+            var checked = try checkCommon()
             if checked.cseq.method != method {
                 throw SIPParseError(.methodMismatch, header: "CSeq", offset: header(.cseq)?.originalLine?.lowerBound ?? 0,
                                     "CSeq method \(checked.cseq.method) does not match request method \(method)")
             }
             _ = try maxForwards()
-            _ = try contacts()
+            checked.contacts = try contacts()
             _ = try routes()
             _ = try recordRoutes()
             try checkDate()
@@ -43,15 +47,15 @@ extension SIPMessage {
     }
 
     private func checkCommon() throws(SIPParseError) -> Checked {
-        var seen: [Bool] = Array(repeating: false, count: 64)
+        var seen: UInt64 = 0
         for e in entries where e.name.isSingleValued {
             let h = field(e)
-            let k = Int(h.name.rawValue)
-            if seen[k] {
+            let bit: UInt64 = 1 << (UInt64(h.name.rawValue) & 63)
+            if seen & bit != 0 {
                 throw SIPParseError(.duplicateHeader, header: h.name.canonicalName, offset: h.originalLine?.lowerBound ?? 0,
                                     "\(h.name.canonicalName) occurs more than once")
             }
-            seen[k] = true
+            seen |= bit
         }
         for (name, label) in [(SIPHeaderName.via, "Via"), (.from, "From"), (.to, "To"), (.callID, "Call-ID"), (.cseq, "CSeq")] {
             guard let h = header(name) else {
@@ -69,10 +73,10 @@ extension SIPMessage {
             throw SIPParseError(.malformedHeader, header: "Call-ID", offset: cid.originalLine?.lowerBound ?? 0, "Call-ID has white space or non-ASCII octets")
         }
         // Present and non-empty was checked above, so these parsed to values.
-        guard let top = vias.first, let cseq else {
+        guard let top = vias.first, let cseq, let to else {
             throw SIPParseError(.missingHeader, header: "Via", offset: headerTerminator.lowerBound, "missing Via or CSeq")
         }
-        return Checked(topVia: top, fromTag: from?.tag, toTag: to?.tag, cseq: cseq)
+        return Checked(topVia: top, fromTag: from?.tag, toTag: to.tag, cseq: cseq, to: to)
     }
 
     /// RFC 3261 §20.17: SIP-date uses "GMT" only (RFC 4475 §3.1.2.12).

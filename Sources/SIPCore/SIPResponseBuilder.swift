@@ -3,19 +3,25 @@
 /// tag added when the request had none (except for 100), Content-Length 0.
 public enum SIPResponseBuilder {
     /// A response to a parsed request.
-    public static func response(to request: SIPMessage, code: Int, reason: String, toTag: String?, extraHeaders: [(String, String)] = [], body: [UInt8] = [], contentType: String? = nil) -> [UInt8] {
+    /// `toHasTag`: whether the request's To carries a tag, when the caller
+    /// already knows (from `validate()`); otherwise the To is parsed here.
+    public static func response(to request: SIPMessage, code: Int, reason: String, toTag: String?, toHasTag: Bool? = nil, extraHeaders: [(String, String)] = [], body: [UInt8] = [], contentType: String? = nil) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(512 + body.count)
         appendStatusLine(&out, code, reason)
-        for h in request.headers {
-            switch h.name {
+        for e in request.entries {
+            switch e.name {
             case .via, .from, .callID, .cseq:
+                let h = request.field(e)
                 SIPMessage.writeField(&out, name: h.rawName, value: h.value)
             case .to:
+                let h = request.field(e)
                 SIPMessage.writeField(&out, name: h.rawName, value: h.value)
-                if let tag = toTag, code > 100, !hasTag(h.value) {
+                if let tag = toTag, code > 100, !(toHasTag ?? hasTag(h.value)) {
                     out.removeLast(2)
-                    out.append(contentsOf: ";tag=\(tag)\r\n".utf8)
+                    out.append(contentsOf: ";tag=".utf8)
+                    out.append(contentsOf: tag.utf8)
+                    out.append(contentsOf: [ASCII.cr, ASCII.lf])
                 }
             default:
                 break
@@ -70,10 +76,13 @@ public enum SIPResponseBuilder {
     }
 
     static func appendStatusLine(_ out: inout [UInt8], _ code: Int, _ reason: String) {
-        out.append(contentsOf: "SIP/2.0 \(code) ".utf8)
+        out.append(contentsOf: "SIP/2.0 ".utf8)
+        out.append(contentsOf: String(code).utf8)
+        out.append(ASCII.sp)
         // A reason phrase may not hold CR or LF.
-        out.append(contentsOf: reason.utf8.filter { $0 != ASCII.cr && $0 != ASCII.lf })
-        out.append(contentsOf: [ASCII.cr, ASCII.lf])
+        for b in reason.utf8 where b != ASCII.cr && b != ASCII.lf { out.append(b) }
+        out.append(ASCII.cr)
+        out.append(ASCII.lf)
     }
 
     static func hasTag(_ value: ArraySlice<UInt8>) -> Bool {

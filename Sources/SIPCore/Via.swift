@@ -115,3 +115,54 @@ public struct Via: Sendable, CustomStringConvertible {
         return v
     }
 }
+
+extension Via {
+    /// The text of one Via value as received, with `;received=` added and
+    /// `rport` given its value (RFC 3261 §18.2.1, RFC 3581 §4), edited in
+    /// the octets so the rest of the value is kept byte for byte and nothing
+    /// is re-serialised. An `rport` without value is removed and written
+    /// again at the end with the port.
+    ///
+    /// Returns nil when the value already has an `rport` with a value or
+    /// holds a quoted string (callers then edit the parsed `Via`).
+    public static func stamp(_ value: ArraySlice<UInt8>, received: String?, rport: UInt16?) -> [UInt8]? {
+        let v = value.trimmingWSP()
+        if v.contains(ASCII.quote) { return nil }
+        var cut: Range<Int>? = nil
+        if rport != nil {
+            var i = v.startIndex
+            while let semi = v[i...].firstIndex(of: ASCII.semicolon) {
+                var j = semi + 1
+                while j < v.endIndex, v[j] == ASCII.sp || v[j] == ASCII.tab { j += 1 }
+                let nameEnd = j + 5
+                if nameEnd <= v.endIndex, ASCII.equalsLower(v[j..<nameEnd], "rport") {
+                    var k = nameEnd
+                    while k < v.endIndex, v[k] == ASCII.sp || v[k] == ASCII.tab { k += 1 }
+                    if k == v.endIndex || v[k] == ASCII.semicolon {
+                        cut = semi..<k
+                        break
+                    }
+                    if v[k] == ASCII.equals { return nil }
+                }
+                i = semi + 1
+            }
+        }
+        var out: [UInt8] = []
+        out.reserveCapacity(v.count + 48)
+        if let cut {
+            out.append(contentsOf: v[v.startIndex..<cut.lowerBound])
+            out.append(contentsOf: v[cut.upperBound...])
+        } else {
+            out.append(contentsOf: v)
+        }
+        if let received {
+            out.append(contentsOf: ";received=".utf8)
+            out.append(contentsOf: received.utf8)
+        }
+        if let rport {
+            out.append(contentsOf: ";rport=".utf8)
+            out.append(contentsOf: String(rport).utf8)
+        }
+        return out
+    }
+}

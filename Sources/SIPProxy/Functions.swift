@@ -156,7 +156,7 @@ extension ProxyCore {
             t?.reply(code: code, reason: reason)
             if t != nil { return }
         }
-        sendReply(to: ctx.received, request: ctx.requestForReplies, code: code, reason: reason, toTag: ctx.localTag)
+        sendReply(to: ctx.received, request: ctx.requestForReplies, code: code, reason: reason, toTag: ctx.localTag, toHasTag: ctx.toHasTag)
     }
 
     /// RFC 3261 §16.4 and §16.12: removes the Route values that name this

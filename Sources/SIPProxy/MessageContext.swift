@@ -81,6 +81,9 @@ final class MessageContext {
     /// CSeq); nil for messages not validated here.
     let checked: SIPMessage.Checked?
 
+    /// Whether the request's To has a tag, when validation told.
+    var toHasTag: Bool? { checked.map { $0.toTag != nil } }
+
     /// The To tag of replies made here for this request, computed once.
     lazy var localTag: String = ProxyCore.localTag(received.message, checked: checked)
 

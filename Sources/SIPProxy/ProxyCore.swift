@@ -146,20 +146,21 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
     func stampTopVia(_ ctx: MessageContext) {
         guard var via = ctx.checked?.topVia ?? (try? ctx.message.topVia()) ?? nil else { return }
         let r = ctx.received
-        var changed = false
         let sentBy = via.host.hasPrefix("[") && via.host.hasSuffix("]") ? via.host.dropFirst().dropLast() : via.host[...]
-        if !sentBy.equalsIgnoringASCIICase(r.sourceIP) {
-            via.parameters.set("received", r.sourceIP.utf8.contains(0x3A) ? "[\(r.sourceIP)]" : r.sourceIP)
-            changed = true
-        }
-        if via.rport != nil || r.proto != .udp {
-            via.parameters.set("rport", String(r.sourcePort))
-            changed = true
-        }
-        if changed {
+        let received = sentBy.equalsIgnoringASCIICase(r.sourceIP) ? nil : (r.sourceIP.utf8.contains(0x3A) ? "[\(r.sourceIP)]" : r.sourceIP)
+        let rport = via.rport != nil || r.proto != .udp ? UInt16(clamping: r.sourcePort) : nil
+        guard received != nil || rport != nil else { return }
+        // Usually the value is edited as text; the parsed Via is written
+        // anew only when it already has received or an rport value.
+        if via.received == nil, let top = ctx.message.headerValue(.via),
+           let stamped = Via.stamp(SIPHeaderField.firstListValue(top), received: received, rport: rport) {
+            ctx.message.replaceFirstValue(.via, with: stamped)
+        } else {
+            if let received { via.parameters.set("received", received) }
+            if let rport { via.parameters.set("rport", String(rport)) }
             ctx.message.replaceFirstValue(.via, with: Array(via.description.utf8))
-            ctx.requestForReplies = ctx.message
         }
+        ctx.requestForReplies = ctx.message
     }
 
     /// RFC 5923: a TLS peer whose top Via carries `alias` may have requests
@@ -183,15 +184,16 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
     // MARK: Replies
 
     /// Sends a reply generated here, statelessly.
-    func sendReply(to r: ReceivedMessage, request: SIPMessage, code: Int, reason: String, extraHeaders: [(String, String)] = [], toTag: String? = nil) {
-        let bytes = replyBytes(to: r, request: request, code: code, reason: reason, extraHeaders: extraHeaders, toTag: toTag)
+    func sendReply(to r: ReceivedMessage, request: SIPMessage, code: Int, reason: String, extraHeaders: [(String, String)] = [], toTag: String? = nil, toHasTag: Bool? = nil) {
+        let bytes = replyBytes(to: r, request: request, code: code, reason: reason, extraHeaders: extraHeaders, toTag: toTag, toHasTag: toHasTag)
         transport.reply(bytes, to: r).whenFailure { [logger] e in logger.info("reply \(code) to \(r.sourceIP):\(r.sourcePort) not sent: \(e)") }
     }
 
     /// A reply SwiftSER makes (stateless or through a transaction): the
     /// request's Via/From/To/Call-ID/CSeq, Allow on 405/501, the
     /// `server_header`, and a Warning when `sip_warning` is on.
-    func replyBytes(to r: ReceivedMessage, request: SIPMessage, code: Int, reason: String, extraHeaders: [(String, String)] = [], toTag: String? = nil) -> [UInt8] {
+    /// `toHasTag`: known from `validate()` (saves parsing the To again).
+    func replyBytes(to r: ReceivedMessage, request: SIPMessage, code: Int, reason: String, extraHeaders: [(String, String)] = [], toTag: String? = nil, toHasTag: Bool? = nil) -> [UInt8] {
         var headers = extraHeaders
         if code == 405 || code == 501 { headers.append(("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, NOTIFY, SUBSCRIBE, UPDATE, PRACK, REFER")) }
         if let server = serverHeaderField { headers.append(server) }
@@ -199,7 +201,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
             let l = r.listener
             headers.append(("Warning", "392 \(l.advertisedHost ?? l.host):\(l.advertisedPort ?? l.port) \"Noisy feedback tells: src=\(r.sourceIP):\(r.sourcePort) proto=\(r.proto.rawValue) reason=\(reason.replacingOccurrences(of: "\"", with: "'"))\""))
         }
-        return SIPResponseBuilder.response(to: request, code: code, reason: reason, toTag: toTag ?? localTag(request), extraHeaders: headers)
+        return SIPResponseBuilder.response(to: request, code: code, reason: reason, toTag: toTag ?? localTag(request), toHasTag: toHasTag, extraHeaders: headers)
     }
 
     /// A To tag that is the same for retransmissions of a request.
@@ -207,7 +209,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
 
     static func localTag(_ m: SIPMessage, checked: SIPMessage.Checked?) -> String {
         var h = FNV64()
-        h.add(m.callID ?? "")
+        h.add(m.headerValue(.callID) ?? [])
         if let checked {
             h.add(checked.fromTag ?? "")
             h.add(checked.topVia.branch ?? "")
@@ -269,11 +271,19 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
 struct FNV64 {
     var value: UInt64 = 0xcbf2_9ce4_8422_2325
     mutating func add(_ s: String) {
-        for b in s.utf8 {
-            value ^= UInt64(b)
-            value = value &* 0x100_0000_01b3
+        var s = s
+        s.withUTF8 { add(bytes: $0) }
+    }
+    mutating func add(_ s: ArraySlice<UInt8>) {
+        s.withUnsafeBufferPointer { add(bytes: $0) }
+    }
+    private mutating func add(bytes: UnsafeBufferPointer<UInt8>) {
+        var v = value
+        for b in bytes {
+            v ^= UInt64(b)
+            v = v &* 0x100_0000_01b3
         }
-        value ^= 0xff
-        value = value &* 0x100_0000_01b3
+        v ^= 0xff
+        value = v &* 0x100_0000_01b3
     }
 }

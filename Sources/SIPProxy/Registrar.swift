@@ -17,14 +17,15 @@ extension ProxyCore {
         func fail(_ code: Int, _ reason: String, _ extra: [(String, String)] = []) -> Bool {
             ctx.lastError = (code, reason)
             ctx.replied = true
-            sendReply(to: ctx.received, request: ctx.requestForReplies, code: code, reason: reason, extraHeaders: extra, toTag: ctx.localTag)
+            sendReply(to: ctx.received, request: ctx.requestForReplies, code: code, reason: reason, extraHeaders: extra, toTag: ctx.localTag, toHasTag: ctx.toHasTag)
             return false
         }
-        guard let to = (try? m.to()) ?? nil, to.uri.isSIP else {
+        guard let to = ctx.checked?.to ?? (try? m.to()) ?? nil, to.uri.isSIP else {
             return fail(400, "Bad Request (the AOR in To must be a sip: or sips: URI)")
         }
         let aor = LocationService.aor(to.uri)
-        guard let contacts = try? m.contacts(), let cseq = (try? m.cseq()) ?? nil, let callID = m.callID else {
+        guard let contacts = ctx.checked?.contacts ?? (try? m.contacts()), let cseq = ctx.checked?.cseq ?? (try? m.cseq()) ?? nil,
+              let callID = m.callID else {
             return fail(400, "Bad Request")
         }
         let settings = config.registrar
@@ -98,7 +99,7 @@ extension ProxyCore {
         if ctx.received.message.header(.path) != nil { extra.append(("Require", "path")) }
         extra.append(("Date", ProxyCore.sipDate(now)))
         ctx.replied = true
-        sendReply(to: ctx.received, request: ctx.requestForReplies, code: 200, reason: "OK", extraHeaders: extra, toTag: ctx.localTag)
+        sendReply(to: ctx.received, request: ctx.requestForReplies, code: 200, reason: "OK", extraHeaders: extra, toTag: ctx.localTag, toHasTag: ctx.toHasTag)
     }
 
     /// RFC 3261 §20.17 SIP-date (RFC 1123 form, always GMT), without a
@@ -107,10 +108,27 @@ extension ProxyCore {
         var time = time_t(t)
         var tm = tm()
         gmtime_r(&time, &tm)
-        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
-        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
-        return "\(days[Int(tm.tm_wday)]), \(two(tm.tm_mday)) \(months[Int(tm.tm_mon)]) \(tm.tm_year + 1900) \(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec)) GMT"
+        let days: StaticString = "SunMonTueWedThuFriSat"
+        let months: StaticString = "JanFebMarAprMayJunJulAugSepOctNovDec"
+        // "Thu, 26 Nov 2026 21:37:35 GMT": 29 octets.
+        return String(unsafeUninitializedCapacity: 29) { out in
+            var i = 0
+            func put(_ b: UInt8) { out[i] = b; i += 1 }
+            func two(_ n: Int32) { put(UInt8(0x30 + (n / 10) % 10)); put(UInt8(0x30 + n % 10)) }
+            func name(_ table: StaticString, _ k: Int32) {
+                let base = Int(k) * 3
+                table.withUTF8Buffer { t in put(t[base]); put(t[base + 1]); put(t[base + 2]) }
+            }
+            name(days, tm.tm_wday % 7)
+            put(0x2C); put(0x20)
+            two(tm.tm_mday); put(0x20)
+            name(months, tm.tm_mon % 12); put(0x20)
+            let year = min(max(tm.tm_year + 1900, 0), 9999)
+            two(year / 100); two(year % 100); put(0x20)
+            two(tm.tm_hour); put(0x3A); two(tm.tm_min); put(0x3A); two(tm.tm_sec)
+            put(0x20); put(0x47); put(0x4D); put(0x54)
+            return i
+        }
     }
 
     /// lookup("location"): rewrites the Request-URI with the best contact

@@ -43,7 +43,7 @@ final class ServerTransaction {
 
     func replyLocked(code: Int, reason: String) {
         guard !finalSent else { return }
-        let bytes = layer.core.replyBytes(to: request, request: ctx.requestForReplies, code: code, reason: reason, toTag: ctx.localTag)
+        let bytes = layer.core.replyBytes(to: request, request: ctx.requestForReplies, code: code, reason: reason, toTag: ctx.localTag, toHasTag: ctx.toHasTag)
         sendLocked(bytes, status: code)
     }
 

@@ -15,19 +15,20 @@ public struct ReceivedMessage: @unchecked Sendable {
     /// The connection it came in on (TCP/TLS), for replies and reuse.
     public var connection: SIPConnection?
     public var tls: TLSSessionInfo?
+    /// The source IP as text, made once (a connection keeps its own).
+    public let sourceIP: String
+    public let sourcePort: Int
 
     public init(message: SIPMessage, source: SocketAddress, listener: ListenSocket, proto: TransportProtocol, connection: SIPConnection?, tls: TLSSessionInfo?) {
         self.message = message
         self.source = source
+        self.sourceIP = connection?.remoteIP ?? source.ipAddress ?? ""
+        self.sourcePort = source.port ?? 0
         self.listener = listener
         self.proto = proto
         self.connection = connection
         self.tls = tls
     }
-
-    /// The source IP as text.
-    public var sourceIP: String { source.ipAddress ?? "" }
-    public var sourcePort: Int { source.port ?? 0 }
 }
 
 /// Where to send a message.

@@ -9,6 +9,8 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
     public let id: UInt64
     public let proto: TransportProtocol
     public let remote: SocketAddress
+    /// `remote`'s IP as text, made once.
+    public let remoteIP: String
     public let local: SocketAddress?
     /// The listener a message from this connection is said to arrive on.
     public let listener: ListenSocket
@@ -35,6 +37,7 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
         self.proto = proto
         self.channel = channel
         self.remote = channel.remoteAddress ?? (try! SocketAddress(ipAddress: "0.0.0.0", port: 0))
+        self.remoteIP = remote.ipAddress ?? ""
         self.local = channel.localAddress
         self.listener = listener
         self.outbound = outbound
@@ -144,7 +147,7 @@ final class ConnectionTable: @unchecked Sendable {
             if counts[c.proto, default: 0] >= limit { return false }
             counts[c.proto, default: 0] += 1
             byID[c.id] = c
-            byPeer[ConnectionTable.peerKey(c.proto, c.remote.ipAddress ?? "", c.remote.port ?? 0), default: []].append(c.id)
+            byPeer[ConnectionTable.peerKey(c.proto, c.remoteIP, c.remote.port ?? 0), default: []].append(c.id)
             return true
         }
     }
@@ -153,7 +156,7 @@ final class ConnectionTable: @unchecked Sendable {
         lock.withLock {
             guard byID.removeValue(forKey: c.id) != nil else { return }
             counts[c.proto, default: 1] -= 1
-            let key = ConnectionTable.peerKey(c.proto, c.remote.ipAddress ?? "", c.remote.port ?? 0)
+            let key = ConnectionTable.peerKey(c.proto, c.remoteIP, c.remote.port ?? 0)
             byPeer[key]?.removeAll { $0 == c.id }
             if byPeer[key]?.isEmpty == true { byPeer[key] = nil }
             for a in c.aliasKeys { byPeer[a]?.removeAll { $0 == c.id } }

@@ -65,6 +65,28 @@ struct EditTests {
         #expect(try again.routes().count == 1)
     }
 
+    @Test("received/rport stamped into the Via text; what it cannot edit in place it leaves to the parsed Via")
+    func viaStamp() throws {
+        func stamp(_ v: String, _ received: String?, _ rport: UInt16?) -> String? {
+            Via.stamp(ArraySlice(v.utf8), received: received, rport: rport).map { String(decoding: $0, as: UTF8.self) }
+        }
+        #expect(stamp("SIP/2.0/TLS a.example.com;branch=z9hG4bK1;rport", "192.0.2.1", 5070)
+                == "SIP/2.0/TLS a.example.com;branch=z9hG4bK1;received=192.0.2.1;rport=5070")
+        #expect(stamp("SIP/2.0/UDP 10.0.0.1:5060 ; RPORT ;branch=z9hG4bK1 ", nil, 5060)
+                == "SIP/2.0/UDP 10.0.0.1:5060 ;branch=z9hG4bK1;rport=5060")
+        #expect(stamp("SIP/2.0/TCP h;rportx=1;branch=z9hG4bK1", nil, 1)
+                == "SIP/2.0/TCP h;rportx=1;branch=z9hG4bK1;rport=1")
+        #expect(stamp("SIP/2.0/UDP h;branch=z9hG4bK1", "[2001:db8::1]", nil)
+                == "SIP/2.0/UDP h;branch=z9hG4bK1;received=[2001:db8::1]")
+        #expect(stamp("SIP/2.0/UDP h;rport=9;branch=z9hG4bK1", nil, 5060) == nil)
+        #expect(stamp("SIP/2.0/UDP h;x=\"a;rport\";branch=z9hG4bK1", nil, 5060) == nil)
+        let stamped = try #require(stamp("SIP/2.0/TLS a.example.com:5061;branch=z9hG4bK1;rport", "192.0.2.1", 5070))
+        let via = try Via.parse(ArraySlice(stamped.utf8))
+        #expect(via.received == "192.0.2.1")
+        #expect(via.rport == .some(5070))
+        #expect(via.branch == "z9hG4bK1")
+    }
+
     @Test("pop Via on a response removes only the top value of a multi-value line")
     func popVia() throws {
         var m = try SIPMessage.parse("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a.example.com;branch=z9hG4bK1, SIP/2.0/UDP b.example.com;branch=z9hG4bK2\r\nCall-ID: x\r\nContent-Length: 0\r\n\r\n")
