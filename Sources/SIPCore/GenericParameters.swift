@@ -8,14 +8,14 @@ public struct GenericParameters: Sendable, Equatable {
     /// The value of a parameter (`""` for a bare one), nil when absent.
     /// Names compare case-insensitively.
     public subscript(_ name: String) -> String? {
-        for p in items where ASCII.equalsIgnoringCase(p.name.utf8, name.utf8) { return p.value ?? "" }
+        for p in items where p.name.equalsIgnoringASCIICase(name) { return p.value ?? "" }
         return nil
     }
 
     public func contains(_ name: String) -> Bool { self[name] != nil }
 
     public mutating func set(_ name: String, _ value: String?) {
-        if let i = items.firstIndex(where: { ASCII.equalsIgnoringCase($0.name.utf8, name.utf8) }) {
+        if let i = items.firstIndex(where: { $0.name.equalsIgnoringASCIICase(name) }) {
             items[i].value = value
         } else {
             items.append(SIPURI.Parameter(name, value))

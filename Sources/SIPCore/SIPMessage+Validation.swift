@@ -11,6 +11,8 @@ extension SIPMessage {
         public var to: NameAddress
         /// The Contact values of a request (empty for a response).
         public var contacts: [ContactValue] = []
+        /// The Request-URI as received (nil for a response).
+        public var requestURI: SIPURI? = nil
     }
 
     /// Checks what a proxy relies on before it acts on a message, and
@@ -37,6 +39,7 @@ extension SIPMessage {
             }
             _ = try maxForwards()
             checked.contacts = try contacts()
+            checked.requestURI = uri
             _ = try routes()
             _ = try recordRoutes()
             try checkDate()

@@ -79,6 +79,9 @@ public struct SIPMessage: Sendable {
     let startLineRange: Range<Int>
     /// A Request-URI replaced by an edit.
     var uriOverride: [UInt8]?
+    /// True once the Request-URI was rewritten (then it differs from the one
+    /// `validate()` parsed).
+    public var requestURIRewritten: Bool { uriOverride != nil }
     /// The header fields in order.
     @usableFromInline var entries: [HeaderEntry]
     /// Octets of folded or edited fields: name, then value.

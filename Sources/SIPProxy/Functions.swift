@@ -120,9 +120,9 @@ extension ProxyCore {
         case .isPresentHF:
             return ctx.message.header(named: arg(0)) != nil ? 1 : -1
         case .isMethod:
-            let name = methodName(ctx.message)
-            return arg(0).split(separator: "|").contains { $0 == name } ? 1 : -1
+            return Self.listContains(arg(0), methodName(ctx.message)) ? 1 : -1
         case .hasTotag:
+            if let checked = ctx.checked { return checked.toTag != nil ? 1 : -1 }
             return ((try? ctx.message.to()) ?? nil)?.tag != nil ? 1 : -1
         case .uriParam:
             guard let s = ctx.message.requestURIString, let u = try? SIPURI.parse(s), let v = u.parameter(arg(0)) else { return -1 }
@@ -148,6 +148,18 @@ extension ProxyCore {
 
     /// Replies to the request being processed, through its transaction
     /// when there is one.
+    /// True when `name` is one of the `|`-separated entries of `list`
+    /// (is_method("INVITE|BYE")), without splitting into an array.
+    static func listContains(_ list: String, _ name: String) -> Bool {
+        var rest = list[...]
+        while true {
+            let end = rest.firstIndex(of: "|") ?? rest.endIndex
+            if rest[rest.startIndex..<end] == name { return true }
+            guard end < rest.endIndex else { return false }
+            rest = rest[rest.index(after: end)...]
+        }
+    }
+
     func reply(_ ctx: MessageContext, code: Int, reason: String, stateful: Bool = false) {
         guard ctx.message.isRequest, ctx.received.message.method != .ack else { return }
         ctx.replied = true

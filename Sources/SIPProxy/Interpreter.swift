@@ -122,7 +122,12 @@ extension ProxyCore {
     func compare(_ op: CompiledScript.CompareOp, _ a: CompiledScript.Expr, _ b: CompiledScript.Expr, _ ctx: MessageContext) -> Bool {
         // `x == myself`
         if case .keyword(.myself) = b {
-            let is_ = myself(eval(a, ctx).string, lhs: a, ctx)
+            let is_: Bool
+            if case .keyword(.uri) = a, !ctx.message.requestURIRewritten, let u = ctx.checked?.requestURI {
+                is_ = isMyself(uri: u)   // parsed by validate(), not rewritten since
+            } else {
+                is_ = myself(eval(a, ctx).string, lhs: a, ctx)
+            }
             if case .ne = op { return !is_ }
             return is_
         }

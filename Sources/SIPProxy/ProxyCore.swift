@@ -21,7 +21,9 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
     lazy var transactions = TransactionLayer(core: self)
     /// Hosts (lower case) and host:port strings that `myself` matches.
     private let myselfHosts: Set<String>
-    private let myselfHostPorts: Set<String>
+    private let myselfHostPorts: Set<HostPort>
+    /// Aliases given without a port: they match any port.
+    private let portlessAliases: Set<String>
     /// `server_header` split once into name and value.
     let serverHeaderField: (String, String)?
     let resolver: Resolver
@@ -37,18 +39,19 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
         self.resolver = Resolver(hostsFile: config.core.dnsHostsFile, srvLookup: config.core.dnsSRVLookup, naptrLookup: config.core.dnsTryNAPTR,
                                  supported: supported, transport: transport, logger: logger)
         var hosts: Set<String> = []
-        var hostPorts: Set<String> = []
+        var hostPorts: Set<HostPort> = []
+        var portless: Set<String> = []
         for l in transport.listeners {
             for h in [l.host, l.advertisedHost].compactMap({ $0 }) {
                 hosts.insert(h.lowercased())
-                hostPorts.insert("\(h.lowercased()):\(l.advertisedPort ?? l.port)")
-                hostPorts.insert("\(h.lowercased()):\(l.port)")
+                hostPorts.insert(HostPort(host: h.lowercased(), port: l.advertisedPort ?? l.port))
+                hostPorts.insert(HostPort(host: h.lowercased(), port: l.port))
             }
         }
         for a in config.aliases {
             if let hp = ProxyCore.splitHostPort(a) {
                 hosts.insert(hp.0.lowercased())
-                if let p = hp.1 { hostPorts.insert("\(hp.0.lowercased()):\(p)") }
+                if let p = hp.1 { hostPorts.insert(HostPort(host: hp.0.lowercased(), port: p)) } else { portless.insert(hp.0.lowercased()) }
             }
         }
         let server = config.core.serverHeader
@@ -57,6 +60,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
         }
         self.myselfHosts = hosts
         self.myselfHostPorts = hostPorts
+        self.portlessAliases = portless
     }
 
     static func splitHostPort(_ s: String) -> (String, UInt16?)? {
@@ -80,8 +84,8 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
         guard myselfHosts.contains(host) else { return false }
         guard let port else { return true }
         // Aliases given without a port match any port, as in Kamailio.
-        if config.aliases.contains(where: { $0.lowercased() == host }) { return true }
-        return myselfHostPorts.contains("\(host):\(port)")
+        if portlessAliases.contains(host) { return true }
+        return myselfHostPorts.contains(HostPort(host: host, port: port))
     }
 
     func isMyself(uri: SIPURI) -> Bool {
@@ -186,6 +190,8 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
     /// Sends a reply generated here, statelessly.
     func sendReply(to r: ReceivedMessage, request: SIPMessage, code: Int, reason: String, extraHeaders: [(String, String)] = [], toTag: String? = nil, toHasTag: Bool? = nil) {
         let bytes = replyBytes(to: r, request: request, code: code, reason: reason, extraHeaders: extraHeaders, toTag: toTag, toHasTag: toHasTag)
+        // Nobody would read a failure below info level: skip the future.
+        if logger.logLevel > .info, transport.replyUnobserved(bytes, to: r) { return }
         transport.reply(bytes, to: r).whenFailure { [logger] e in logger.info("reply \(code) to \(r.sourceIP):\(r.sourcePort) not sent: \(e)") }
     }
 
@@ -268,6 +274,12 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
 }
 
 /// 64-bit FNV-1a, for branch and tag values that must be stable.
+/// A host (lower-cased) and port of ours, for `myself`.
+struct HostPort: Hashable {
+    var host: String
+    var port: UInt16
+}
+
 struct FNV64 {
     var value: UInt64 = 0xcbf2_9ce4_8422_2325
     mutating func add(_ s: String) {

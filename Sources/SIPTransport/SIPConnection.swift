@@ -90,6 +90,20 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
         return promise.futureResult
     }
 
+    /// Sends without a promise, for a caller that does not need to know how
+    /// the write went (no future is made). False when the message would
+    /// have to wait for the handshake (outbound TLS): use `send(_:)`.
+    public func sendUnobserved(_ buffer: ByteBuffer) -> Bool {
+        guard readyAtStart else { return false }
+        if channel.eventLoop.inEventLoop && inReadBatch {
+            channel.write(buffer, promise: nil)
+            flushPending = true
+        } else {
+            channel.writeAndFlush(buffer, promise: nil)
+        }
+        return true
+    }
+
     /// Marks an outbound connection usable and flushes what waited.
     func markReady() {
         let pending = state.withLockedValue { s -> [(ByteBuffer, EventLoopPromise<Void>?)] in

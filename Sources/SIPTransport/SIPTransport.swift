@@ -207,6 +207,21 @@ public final class SIPTransport: @unchecked Sendable {
         return sendUDP(bytes, to: r.source, from: r.listener)
     }
 
+    /// `reply(_:to:)` for a caller that does not need the outcome: no
+    /// promise or future is made. False when the reply needs the full path
+    /// (its connection is gone, or waits for a handshake); the caller then
+    /// uses `reply(_:to:)`.
+    public func replyUnobserved(_ bytes: [UInt8], to r: ReceivedMessage) -> Bool {
+        if let c = r.connection {
+            return c.isOpen && c.sendUnobserved(ByteBuffer(bytes: bytes))
+        }
+        let l = r.listener
+        let ch = lock.withLock { udpChannels.first(where: { $0.0 == l })?.1 }
+        guard let ch else { return false }
+        ch.writeAndFlush(AddressedEnvelope(remoteAddress: r.source, data: ByteBuffer(bytes: bytes)), promise: nil)
+        return true
+    }
+
     /// Sends a message to a destination, reusing or opening a connection.
     @discardableResult
     public func send(_ bytes: [UInt8], to d: Destination) -> EventLoopFuture<Void> {
