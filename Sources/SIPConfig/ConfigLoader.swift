@@ -321,6 +321,7 @@ struct Builder {
             caList: p.caList.map { path($0.0) },
             crl: p.crl.map { path($0) },
             ciphers: p.ciphers?.0,
+            curves: p.curves,
             method: p.method?.0 ?? .sslv23,
             verify: p.verify ?? false,
             requireCertificate: p.requireCertificate ?? false,
@@ -346,6 +347,7 @@ struct TLSParams {
     var caList: (String, SourceLocation)?
     var crl: String?
     var ciphers: (String, SourceLocation)?
+    var curves: [String]?
     var method: (TLSMethod, SourceLocation)?
     var verify: Bool?
     var requireCertificate: Bool?
@@ -357,7 +359,15 @@ struct TLSParams {
     static let names: Set<String> = [
         "tls_certificate", "tls_private_key", "tls_private_key_password", "tls_ca_list", "tls_crl", "tls_ciphers_list",
         "tls_method", "tls_verify", "tls_require_certificate", "tls_verify_depth", "tls_server_name",
-        "tls_verify_hostname", "tls_allow_wildcard_certs",
+        "tls_verify_hostname", "tls_allow_wildcard_certs", "tls_curves",
+    ]
+
+    /// Key-exchange groups `tls_curves` accepts, with the spellings OpenSSL
+    /// also uses, mapped to the canonical name.
+    static let curveNames: [String: String] = [
+        "x25519mlkem768": "X25519MLKEM768", "x25519": "X25519",
+        "p-256": "P-256", "prime256v1": "P-256", "secp256r1": "P-256",
+        "p-384": "P-384", "secp384r1": "P-384", "p-521": "P-521", "secp521r1": "P-521",
     ]
 
     /// Kamailio tls module / tls.cfg names → ours.
@@ -366,7 +376,7 @@ struct TLSParams {
         "ca_list": "tls_ca_list", "crl": "tls_crl", "cipher_list": "tls_ciphers_list", "tls_method": "tls_method",
         "method": "tls_method", "verify_certificate": "tls_verify", "require_certificate": "tls_require_certificate",
         "verify_depth": "tls_verify_depth", "server_name": "tls_server_name", "verify_hostname": "tls_verify_hostname",
-        "allow_wildcard_certs": "tls_allow_wildcard_certs",
+        "allow_wildcard_certs": "tls_allow_wildcard_certs", "curves": "tls_curves",
     ]
 
     static let weakCipherWords = ["NULL", "EXPORT", "RC4", "DES", "MD5", "ANULL", "ENULL", "LOW"]
@@ -380,6 +390,18 @@ struct TLSParams {
         case "tls_ca_list": caList = a.text.isEmpty ? nil : (a.text, loc)
         case "tls_crl": crl = a.text.isEmpty ? nil : a.text
         case "tls_ciphers_list": ciphers = a.text.isEmpty ? nil : (a.text, loc)
+        case "tls_curves":
+            let words = a.text.split(whereSeparator: { $0 == ":" || $0 == "," || $0 == " " }).map { String($0) }
+            if words.isEmpty { curves = nil; break }
+            var list: [String] = []
+            for w in words {
+                guard let c = TLSParams.curveNames[w.lowercased()] else {
+                    b.error(loc, "tls_curves: unknown key-exchange group '\(w)'; known: X25519MLKEM768, X25519, P-256, P-384, P-521")
+                    return
+                }
+                if !list.contains(c) { list.append(c) }
+            }
+            curves = list
         case "tls_method":
             switch TLSMethod.parse(a.text) {
             case .success(let m): method = (m, loc)

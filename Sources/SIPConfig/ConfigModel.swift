@@ -191,6 +191,9 @@ public struct TLSDomain: Sendable, Equatable, CustomStringConvertible {
     public var crl: String?
     /// OpenSSL cipher string for TLS ≤ 1.2; nil: SwiftSER's default (ECDHE with AEAD only).
     public var ciphers: String?
+    /// Key-exchange groups in order of preference (`tls_curves`), canonical
+    /// names; nil: the library's default (X25519MLKEM768, X25519, P-256, P-384).
+    public var curves: [String]? = nil
     public var method: TLSMethod
     /// Server: ask the client for a certificate. Client: verify the server's.
     public var verify: Bool

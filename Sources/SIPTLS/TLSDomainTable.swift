@@ -120,6 +120,18 @@ public final class TLSDomainTable: Sendable {
         }
     }
 
+    /// `tls_curves` names (canonical, checked by the config loader) → the library's groups.
+    static func curve(_ name: String) -> NIOTLSCurve? {
+        switch name {
+        case "X25519MLKEM768": return .x25519_MLKEM768
+        case "X25519": return .x25519
+        case "P-256": return .secp256r1
+        case "P-384": return .secp384r1
+        case "P-521": return .secp521r1
+        default: return nil
+        }
+    }
+
     static func makeContext(_ d: TLSDomain, now: Date, warnings: inout [String]) throws -> TLSDomainContext {
         let identity = try CertificateFiles.loadIdentity(d, now: now)
         warnings.append(contentsOf: identity.warnings)
@@ -161,6 +173,9 @@ public final class TLSDomainTable: Sendable {
         config.maximumTLSVersion = nioVersion(d.method.maximum)
         config.cipherSuiteValues = ciphers.nioCiphers
         config.renegotiationSupport = .none
+        if let names = d.curves {
+            config.curves = names.compactMap(Self.curve)
+        }
         var caSubjects: [String] = []
         if let ca = d.caList {
             let list = try CertificateFiles.loadCAList(ca, domain: d.name, now: now)

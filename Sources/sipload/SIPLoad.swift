@@ -42,6 +42,7 @@ struct SIPLoad: ParsableCommand {
     @Option(help: "CA file to verify the server (TLS); none: no verification.") var ca: String?
     @Option(help: "Client certificate (TLS).") var cert: String?
     @Option(help: "Client private key (TLS).") var key: String?
+    @Option(help: "Key-exchange groups the client offers, e.g. X25519:P-256 (X25519MLKEM768, X25519, P-256, P-384, P-521); default: the library's (ML-KEM hybrid first).") var curves: String?
     @Option(help: "Server process to sample (CPU, PSS); repeat for several.") var serverPid: [Int32] = []
     @Flag(help: "Allow a target that is not on loopback.") var allowRemote = false
     @Flag(help: "Print JSON instead of a table.") var json = false
@@ -98,6 +99,18 @@ struct Environment {
         if c.proto == "tls" {
             var t = TLSConfiguration.makeClientConfiguration()
             t.minimumTLSVersion = .tlsv12
+            if let list = c.curves {
+                t.curves = try list.split(separator: ":").map { name -> NIOTLSCurve in
+                    switch name.lowercased() {
+                    case "x25519mlkem768": return .x25519_MLKEM768
+                    case "x25519": return .x25519
+                    case "p-256", "prime256v1", "secp256r1": return .secp256r1
+                    case "p-384", "secp384r1": return .secp384r1
+                    case "p-521", "secp521r1": return .secp521r1
+                    default: throw ValidationError("--curves: unknown group \(name)")
+                    }
+                }
+            }
             if let ca = c.ca { t.trustRoots = .file(ca); t.certificateVerification = .noHostnameVerification } else { t.certificateVerification = .none }
             if let cert = c.cert, let key = c.key {
                 t.certificateChain = try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) }

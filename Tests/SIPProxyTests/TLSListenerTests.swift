@@ -128,6 +128,18 @@ struct OpenSSLClientTests {
         #expect(proxy.log.wait(for: "no shared cipher"), "\(proxy.log.lines)")
     }
 
+    @Test("tls_curves limits the key-exchange groups (openssl s_client -groups)")
+    func curves() throws {
+        let pki = try TestPKI()
+        let proxy = try tlsProxy(pki, "tls_curves=\"P-256:P-384\"")
+        defer { proxy.stop() }
+        let x25519 = OpenSSLClientTests.sClient(proxy.port(.tls), ["-groups", "X25519"])
+        #expect(!OpenSSLClientTests.negotiated(x25519), "\(x25519.out)")
+        let p256 = OpenSSLClientTests.sClient(proxy.port(.tls), ["-groups", "X25519:P-256", "-CAfile", pki.caFile])
+        #expect(OpenSSLClientTests.negotiated(p256), "\(p256.err)")
+        #expect((p256.out + p256.err).contains("P-256") || (p256.out + p256.err).contains("prime256v1"), "\(p256.out)")
+    }
+
     @Test("the default offers only ECDHE with AEAD ciphers")
     func defaultCiphers() throws {
         let pki = try TestPKI()
