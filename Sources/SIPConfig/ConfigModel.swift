@@ -35,14 +35,17 @@ public enum TransportProtocol: String, Sendable, CaseIterable, Hashable {
 
 /// One `listen=` socket.
 public struct ListenSocket: Sendable, Equatable, CustomStringConvertible {
-    public var proto: TransportProtocol
+    public var proto: TransportProtocol { didSet { description = Self.describe(proto, host, port) } }
     /// Address to bind: an IPv4 or IPv6 literal (no brackets), or a name.
-    public var host: String
-    public var port: UInt16
+    public var host: String { didSet { description = Self.describe(proto, host, port) } }
+    public var port: UInt16 { didSet { description = Self.describe(proto, host, port) } }
     /// `advertise host[:port]`: what goes into Via and Record-Route instead.
     public var advertisedHost: String?
     public var advertisedPort: UInt16?
     public var location: SourceLocation?
+    /// `proto:host:port`, IPv6 in brackets (made once: it is stored with
+    /// every registration).
+    public private(set) var description: String
 
     public init(proto: TransportProtocol, host: String, port: UInt16, advertisedHost: String? = nil, advertisedPort: UInt16? = nil, location: SourceLocation? = nil) {
         self.proto = proto
@@ -51,13 +54,13 @@ public struct ListenSocket: Sendable, Equatable, CustomStringConvertible {
         self.advertisedHost = advertisedHost
         self.advertisedPort = advertisedPort
         self.location = location
+        self.description = Self.describe(proto, host, port)
     }
 
     public var isIPv6: Bool { host.utf8.contains(0x3A) }
 
-    /// `proto:host:port`, IPv6 in brackets.
-    public var description: String {
-        "\(proto.rawValue):\(isIPv6 ? "[\(host)]" : host):\(port)"
+    static func describe(_ proto: TransportProtocol, _ host: String, _ port: UInt16) -> String {
+        "\(proto.rawValue):\(host.utf8.contains(0x3A) ? "[\(host)]" : host):\(port)"
     }
 
     public static func == (a: ListenSocket, b: ListenSocket) -> Bool {

@@ -151,12 +151,16 @@ extension ProxyCore {
     /// True when `name` is one of the `|`-separated entries of `list`
     /// (is_method("INVITE|BYE")), without splitting into an array.
     static func listContains(_ list: String, _ name: String) -> Bool {
-        var rest = list[...]
-        while true {
-            let end = rest.firstIndex(of: "|") ?? rest.endIndex
-            if rest[rest.startIndex..<end] == name { return true }
-            guard end < rest.endIndex else { return false }
-            rest = rest[rest.index(after: end)...]
+        var list = list, name = name
+        return list.withUTF8 { l in
+            name.withUTF8 { n in
+                var start = 0
+                for i in 0...l.count where i == l.count || l[i] == UInt8(ascii: "|") {
+                    if i - start == n.count && (n.isEmpty || memcmp(l.baseAddress! + start, n.baseAddress!, n.count) == 0) { return true }
+                    start = i + 1
+                }
+                return false
+            }
         }
     }
 

@@ -22,6 +22,8 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
     /// Hosts (lower case) and host:port strings that `myself` matches.
     private let myselfHosts: Set<String>
     private let myselfHostPorts: Set<HostPort>
+    /// The Date header value of the current second (REGISTER replies).
+    let dateCache = NIOLockedValueBox<(Int64, String)>((0, ""))
     /// Aliases given without a port: they match any port.
     private let portlessAliases: Set<String>
     /// `server_header` split once into name and value.
@@ -223,7 +225,19 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
             h.add((try? m.from())??.tag ?? "")
             h.add((try? m.topVia())??.branch ?? "")
         }
-        return "ss" + String(h.value, radix: 36)
+        // "ss" and the hash in base 32 (13 digits): one small string, no
+        // radix conversion through the generic integer printer.
+        var v = h.value
+        return String(unsafeUninitializedCapacity: 15) { out in
+            out[0] = UInt8(ascii: "s")
+            out[1] = UInt8(ascii: "s")
+            for i in 0..<13 {
+                let d = UInt8(truncatingIfNeeded: v & 31)
+                out[2 + i] = d < 10 ? 0x30 + d : 0x61 + d - 10
+                v >>= 5
+            }
+            return 15
+        }
     }
 
     // MARK: Responses

@@ -66,6 +66,21 @@ extension ProxyCore {
                 continue
             }
             let r = ctx.received
+            // A refresh from where the binding was made: only what a
+            // refresh changes is written (no new Binding of Strings).
+            if let i = existing, current[i].contact == contactURI, current[i].receivedPort == r.sourcePort, current[i].connectionID == r.connection?.id,
+               current[i].proto == r.proto.rawValue, current[i].receivedIP == r.sourceIP, current[i].path == path,
+               current[i].instance == instance, current[i].regID == regID {
+                current[i].expires = now + exp
+                current[i].q = c.q
+                current[i].callID = callID
+                current[i].cseq = cseq.number
+                let ua = m.headerValue(.userAgent)
+                if !(ua.map { current[i].userAgent?.utf8.elementsEqual($0) ?? false } ?? (current[i].userAgent == nil)) {
+                    current[i].userAgent = ua.map { String(decoding: $0, as: UTF8.self) }
+                }
+                continue
+            }
             let b = LocationService.Binding(
                 aor: aor, contact: contactURI, expires: now + exp, q: c.q, callID: callID, cseq: cseq.number,
                 instance: instance, regID: regID, path: path, proto: r.proto.rawValue, receivedIP: r.sourceIP,
@@ -97,9 +112,17 @@ extension ProxyCore {
         }
         for p in ctx.received.message.headers(.path) { extra.append(("Path", p.valueString)) }
         if ctx.received.message.header(.path) != nil { extra.append(("Require", "path")) }
-        extra.append(("Date", ProxyCore.sipDate(now)))
+        extra.append(("Date", sipDateNow(now)))
         ctx.replied = true
         sendReply(to: ctx.received, request: ctx.requestForReplies, code: 200, reason: "OK", extraHeaders: extra, toTag: ctx.localTag, toHasTag: ctx.toHasTag)
+    }
+
+    /// `sipDate(now)`, made once per second for all replies.
+    func sipDateNow(_ now: Int64) -> String {
+        if let s = dateCache.withLockedValue({ $0.0 == now ? $0.1 : nil }) { return s }
+        let s = ProxyCore.sipDate(now)
+        dateCache.withLockedValue { $0 = (now, s) }
+        return s
     }
 
     /// RFC 3261 §20.17 SIP-date (RFC 1123 form, always GMT), without a

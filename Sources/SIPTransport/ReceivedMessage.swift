@@ -14,12 +14,14 @@ public struct ReceivedMessage: @unchecked Sendable {
     public var proto: TransportProtocol
     /// The connection it came in on (TCP/TLS), for replies and reuse.
     public var connection: SIPConnection?
-    public var tls: TLSSessionInfo?
+    /// The TLS session of the connection (nil for UDP and TCP); read from
+    /// the connection when asked, not copied with every message.
+    public var tls: TLSSessionInfo? { connection?.tls }
     /// The source IP as text, made once (a connection keeps its own).
     public let sourceIP: String
     public let sourcePort: Int
 
-    public init(message: SIPMessage, source: SocketAddress, listener: ListenSocket, proto: TransportProtocol, connection: SIPConnection?, tls: TLSSessionInfo?) {
+    public init(message: SIPMessage, source: SocketAddress, listener: ListenSocket, proto: TransportProtocol, connection: SIPConnection?) {
         self.message = message
         self.source = source
         self.sourceIP = connection?.remoteIP ?? source.ipAddress ?? ""
@@ -27,7 +29,6 @@ public struct ReceivedMessage: @unchecked Sendable {
         self.listener = listener
         self.proto = proto
         self.connection = connection
-        self.tls = tls
     }
 }
 

@@ -29,7 +29,7 @@ final class SIPDatagramHandler: ChannelInboundHandler {
         if bytes.allSatisfy({ $0 == 0x0D || $0 == 0x0A || $0 == 0x20 }) { return }
         do {
             let m = try SIPMessage.parse(bytes, framing: .datagram, limits: limits)
-            transport.deliver(ReceivedMessage(message: m, source: envelope.remoteAddress, listener: listener, proto: .udp, connection: nil, tls: nil))
+            transport.deliver(ReceivedMessage(message: m, source: envelope.remoteAddress, listener: listener, proto: .udp, connection: nil))
         } catch {
             let from = "\(envelope.remoteAddress.ipAddress ?? "?"):\(envelope.remoteAddress.port ?? 0)"
             if let reply = SIPResponseBuilder.errorResponse(toUnparsed: bytes, error: error, toTag: transport.makeTag()) {

@@ -285,7 +285,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
     private func deliver(_ bytes: [UInt8], context: ChannelHandlerContext, connection c: SIPConnection) {
         do {
             let m = try SIPMessage.parse(bytes, framing: .stream, limits: settings.limits)
-            let r = ReceivedMessage(message: m, source: c.remote, listener: listener, proto: listener.proto, connection: c, tls: c.tls)
+            let r = ReceivedMessage(message: m, source: c.remote, listener: listener, proto: listener.proto, connection: c)
             transport.deliver(r)
         } catch {
             logger.info("\(c): malformed message (\(error)); \(bytes.starts(with: Array("SIP/".utf8)) ? "response dropped" : "answering 400")")

@@ -146,13 +146,13 @@ do {
     var i = 0
     results.append(measure("default script: OPTIONS to the proxy → 200", iterations: n / 4) {
         let m = try! SIPMessage.parse(options)
-        core.transport(transport, received: ReceivedMessage(message: m, source: source, listener: listener, proto: .udp, connection: nil, tls: nil))
+        core.transport(transport, received: ReceivedMessage(message: m, source: source, listener: listener, proto: .udp, connection: nil))
     })
     results.append(measure("default script: REGISTER → save (memory) → 200", iterations: n / 4) {
         i += 1
         let reg = Array("REGISTER sip:localhost SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bK-r\(i);rport\r\nMax-Forwards: 70\r\nFrom: <sip:u\(i % 1000)@localhost>;tag=1\r\nTo: <sip:u\(i % 1000)@localhost>\r\nCall-ID: reg-\(i % 1000)\r\nCSeq: \(i) REGISTER\r\nContact: <sip:u@127.0.0.1:40000>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n".utf8)
         let m = try! SIPMessage.parse(reg)
-        core.transport(transport, received: ReceivedMessage(message: m, source: source, listener: listener, proto: .udp, connection: nil, tls: nil))
+        core.transport(transport, received: ReceivedMessage(message: m, source: source, listener: listener, proto: .udp, connection: nil))
     })
     try? group.syncShutdownGracefully()
 } catch {
