@@ -69,6 +69,19 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
     var inReadBatch = false
     /// A write of the current read batch waits for its flush.
     var flushPending = false
+    /// Replies without a promise made during the current read, gathered
+    /// into one buffer: one pass through the pipeline, one TLS record and
+    /// one write for all of them (event loop only).
+    private var batch: ByteBuffer?
+
+    /// Hands the gathered replies to the pipeline (before a flush, or
+    /// before a write that must come after them).
+    func writeBatch() {
+        if let b = batch {
+            batch = nil
+            channel.write(b, promise: nil)
+        }
+    }
 
     /// Sends octets; before an outbound TLS connection is verified they wait.
     public func send(_ buffer: ByteBuffer) -> EventLoopFuture<Void> {
@@ -81,6 +94,7 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
         }
         if !queued {
             if channel.eventLoop.inEventLoop && inReadBatch {
+                writeBatch()
                 channel.write(buffer, promise: promise)
                 flushPending = true
             } else {
@@ -93,13 +107,14 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
     /// Sends without a promise, for a caller that does not need to know how
     /// the write went (no future is made). False when the message would
     /// have to wait for the handshake (outbound TLS): use `send(_:)`.
-    public func sendUnobserved(_ buffer: ByteBuffer) -> Bool {
+    public func sendUnobserved(_ bytes: [UInt8]) -> Bool {
         guard readyAtStart else { return false }
         if channel.eventLoop.inEventLoop && inReadBatch {
-            channel.write(buffer, promise: nil)
+            if batch == nil { batch = channel.allocator.buffer(capacity: max(2048, bytes.count)) }
+            batch!.writeBytes(bytes)
             flushPending = true
         } else {
-            channel.writeAndFlush(buffer, promise: nil)
+            channel.writeAndFlush(channel.allocator.buffer(bytes: bytes), promise: nil)
         }
         return true
     }
@@ -128,6 +143,7 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
         // Replies written earlier in the current read still go out.
         if channel.eventLoop.inEventLoop && flushPending {
             flushPending = false
+            writeBatch()
             channel.flush()
         }
         channel.close(promise: nil)

@@ -236,6 +236,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
                 // Replies to the messages before the bad one still go out.
                 if c.flushPending {
                     c.flushPending = false
+                    c.writeBatch()
                     context.flush()
                 }
                 context.close(promise: nil)
@@ -247,6 +248,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
                 // RFC 5626 §4.4.1: answer CRLFCRLF with CRLF.
                 var pong = context.channel.allocator.buffer(capacity: 2)
                 pong.writeBytes([0x0D, 0x0A])
+                c.writeBatch()
                 context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
             case .message(let bytes):
                 deliver(bytes, context: context, connection: c)
@@ -276,6 +278,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
             c.inReadBatch = false
             if c.flushPending {
                 c.flushPending = false
+                c.writeBatch()
                 context.flush()
             }
         }

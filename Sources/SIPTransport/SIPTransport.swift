@@ -213,7 +213,7 @@ public final class SIPTransport: @unchecked Sendable {
     /// uses `reply(_:to:)`.
     public func replyUnobserved(_ bytes: [UInt8], to r: ReceivedMessage) -> Bool {
         if let c = r.connection {
-            return c.isOpen && c.sendUnobserved(ByteBuffer(bytes: bytes))
+            return c.isOpen && c.sendUnobserved(bytes)
         }
         let l = r.listener
         let ch = lock.withLock { udpChannels.first(where: { $0.0 == l })?.1 }
