@@ -103,6 +103,50 @@ enum ASCII {
     static func string<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
         String(decoding: bytes, as: UTF8.self)
     }
+
+    /// `string(bytes)`, but a string literal (nothing built) when the
+    /// octets are a word that occurs in almost every message: Via tokens
+    /// and common parameter names, exact spelling.
+    static func word(_ b: ArraySlice<UInt8>) -> String {
+        @inline(__always) func eq(_ lit: StaticString) -> Bool {
+            lit.withUTF8Buffer { l in
+                var i = b.startIndex
+                for c in l {
+                    if b[i] != c { return false }
+                    i += 1
+                }
+                return true
+            }
+        }
+        switch b.count {
+        case 1: if eq("q") { return "q" }
+        case 2:
+            if eq("lr") { return "lr" }
+            if eq("ob") { return "ob" }
+        case 3:
+            if eq("SIP") { return "SIP" }
+            if eq("2.0") { return "2.0" }
+            if eq("TLS") { return "TLS" }
+            if eq("UDP") { return "UDP" }
+            if eq("TCP") { return "TCP" }
+            if eq("tag") { return "tag" }
+            if eq("ttl") { return "ttl" }
+        case 4: if eq("user") { return "user" }
+        case 5:
+            if eq("rport") { return "rport" }
+            if eq("maddr") { return "maddr" }
+            if eq("alias") { return "alias" }
+        case 6:
+            if eq("branch") { return "branch" }
+            if eq("reg-id") { return "reg-id" }
+        case 7: if eq("expires") { return "expires" }
+        case 8: if eq("received") { return "received" }
+        case 9: if eq("transport") { return "transport" }
+        case 13: if eq("+sip.instance") { return "+sip.instance" }
+        default: break
+        }
+        return String(decoding: b, as: UTF8.self)
+    }
 }
 
 extension ArraySlice where Element == UInt8 {

@@ -53,7 +53,7 @@ public struct GenericParameters: Sendable, Equatable {
             let ns = i
             while i < b.endIndex, ASCII.isToken(b[i]) { i += 1 }
             guard i > ns else { throw SIPParseError(.malformedHeader, header: header, offset: ns, "empty parameter") }
-            let name = ASCII.string(b[ns..<i])
+            let name = ASCII.word(b[ns..<i])
             skipWS()
             var value: String? = nil
             if i < b.endIndex, b[i] == ASCII.equals {

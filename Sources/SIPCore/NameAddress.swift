@@ -4,7 +4,13 @@ public struct NameAddress: Sendable, CustomStringConvertible {
     /// The display name as written: a quoted string keeps its quotes.
     public var displayName: String?
     /// The URI (its parts as written).
-    public var uri: SIPURI
+    public var uri: SIPURI { didSet { uriOctets = nil } }
+    /// The URI's octets as parsed, until `uri` is changed.
+    private var uriOctets: ArraySlice<UInt8>?
+
+    /// The URI as text: the parsed octets when unchanged (nothing
+    /// re-serialised), else `uri.description` (the same text).
+    public var uriText: String { uriOctets.map { ASCII.string($0) } ?? uri.description }
     /// True when the URI was enclosed in `<>`.
     public var bracketed: Bool
     /// Header parameters (after the URI; for an unbracketed URI, every
@@ -89,6 +95,7 @@ public struct NameAddress: Sendable, CustomStringConvertible {
         let params = try GenericParameters.parse(b, from: paramsStart, header: header)
         var na = NameAddress(uri: uri, displayName: display, parameters: params)
         na.bracketed = hasAngle
+        na.uriOctets = uriText
         return na
     }
 }

@@ -232,7 +232,7 @@ public struct SIPURI: Sendable, CustomStringConvertible {
                 try checkEscaped(v, what: "URI parameter value", allowed: isParamChar)
                 value = ASCII.string(v)
             }
-            u.parameters.append(Parameter(ASCII.string(name), value))
+            u.parameters.append(Parameter(ASCII.word(name), value))
         }
         // headers
         if i < b.endIndex, b[i] == ASCII.question {

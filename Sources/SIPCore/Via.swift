@@ -106,9 +106,10 @@ public struct Via: Sendable, CustomStringConvertible {
             port = UInt16(p)
         }
         let params = try GenericParameters.parse(b, from: i, header: "Via")
-        var v = Via(transport: ASCII.string(transport).uppercased(), host: ASCII.string(host), port: port, branch: nil)
-        v.protocolName = ASCII.string(pname)
-        v.protocolVersion = ASCII.string(pver)
+        let t = ASCII.word(transport)
+        var v = Via(transport: t == "UDP" || t == "TLS" || t == "TCP" ? t : t.uppercased(), host: ASCII.string(host), port: port, branch: nil)
+        v.protocolName = ASCII.word(pname)
+        v.protocolVersion = ASCII.word(pver)
         v.parameters = params
         if let r = params["rport"], !r.isEmpty, UInt16(r) == nil { throw err("invalid rport value", i) }
         if let t = params["ttl"], UInt8(t) == nil { throw err("invalid ttl value", i) }

@@ -51,7 +51,7 @@ extension ProxyCore {
             exp = min(exp, Int64(settings.maxExpires))
             let instance = c.instance
             let regID = c.regID
-            let contactURI = addr.uri.description
+            let contactURI = addr.uriText
             let existing = current.firstIndex { b in
                 if let instance, let bi = b.instance { return bi == instance && b.regID == regID }
                 // Same text is the common refresh; equivalence (RFC 3261 §19.1.4) otherwise.

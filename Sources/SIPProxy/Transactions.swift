@@ -9,7 +9,7 @@ import SIPTransport
 /// retransmissions, keeps the last response, collects the branches' final
 /// responses and sends the best one up.
 final class ServerTransaction {
-    let key: String
+    let key: TransactionKey
     let ctx: MessageContext
     let isInvite: Bool
     unowned let layer: TransactionLayer
@@ -27,7 +27,7 @@ final class ServerTransaction {
     /// per transaction.
     var removalTimer: TimerWheel.Timer?
 
-    init(key: String, ctx: MessageContext, layer: TransactionLayer) {
+    init(key: TransactionKey, ctx: MessageContext, layer: TransactionLayer) {
         self.key = key
         self.ctx = ctx
         self.isInvite = ctx.received.message.method == .invite
@@ -112,7 +112,7 @@ final class TransactionLayer {
     unowned let core: ProxyCore
     let lock = NIOLock()
     let loop: EventLoop
-    private var servers: [String: ServerTransaction] = [:]
+    private var servers: [TransactionKey: ServerTransaction] = [:]
     private var clients: [String: ClientBranch] = [:]
 
     /// Every transaction timer (retransmissions, fr/fr_inv, removal).
@@ -180,15 +180,17 @@ final class TransactionLayer {
     /// RFC 3261 §17.2.3: top Via branch and sent-by, and the method (ACK
     /// and CANCEL map to the INVITE's), or for RFC 2543 peers the To tag,
     /// From tag, Call-ID, CSeq number and top Via.
-    func key(_ m: SIPMessage, method: SIPMethod? = nil, checked: SIPMessage.Checked? = nil) -> String? {
+    func key(_ m: SIPMessage, method: SIPMethod? = nil, checked: SIPMessage.Checked? = nil) -> TransactionKey? {
         guard let via = checked?.topVia ?? (try? m.topVia()) ?? nil, let cseq = checked?.cseq ?? (try? m.cseq()) ?? nil else { return nil }
         let meth = method ?? (m.method ?? cseq.method)
         if via.hasRFC3261Branch {
-            return "\(via.branch!)|\(via.host.lowercased()):\(via.port ?? 0)|\(meth.name)"
+            return TransactionKey(branch: via.branch!, host: via.host.lowercased(), port: via.port ?? 0, method: meth)
         }
+        // RFC 2543 peers: Call-ID, tags, CSeq and the sent-by (RFC 3261 §17.2.3).
         let to = checked.map { $0.toTag } ?? (try? m.to())??.tag
         let from = checked.map { $0.fromTag } ?? (try? m.from())??.tag
-        return "2543|\(m.callID ?? "")|\(from ?? "")|\(to ?? "")|\(cseq.number)|\(via.host):\(via.port ?? 0)|\(meth.name)"
+        return TransactionKey(branch: "", host: via.host, port: via.port ?? 0, method: meth,
+                              legacy: "\(m.callID ?? "")|\(from ?? "")|\(to ?? "")|\(cseq.number)")
     }
 
     func exists(for m: SIPMessage) -> Bool {
@@ -569,4 +571,15 @@ extension SIPHeaderField {
     static func firstValueString(_ v: ArraySlice<UInt8>) -> String {
         String(decoding: firstListValue(v), as: UTF8.self)
     }
+}
+
+/// What identifies a server transaction (RFC 3261 §17.2.3): the branch,
+/// sent-by and method of the top Via, or for RFC 2543 peers the dialog
+/// identifiers and CSeq. Hashed as fields, no string built per request.
+struct TransactionKey: Hashable, Sendable {
+    var branch: String
+    var host: String
+    var port: UInt16
+    var method: SIPMethod
+    var legacy: String? = nil
 }

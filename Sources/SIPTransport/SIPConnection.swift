@@ -110,8 +110,9 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
     public func sendUnobserved(_ bytes: [UInt8]) -> Bool {
         guard readyAtStart else { return false }
         if channel.eventLoop.inEventLoop && inReadBatch {
-            if batch == nil { batch = channel.allocator.buffer(capacity: max(2048, bytes.count)) }
-            batch!.writeBytes(bytes)
+            // The first reply as it is (most reads carry one request);
+            // later ones are appended to it.
+            if batch == nil { batch = channel.allocator.buffer(bytes: bytes) } else { batch!.writeBytes(bytes) }
             flushPending = true
         } else {
             channel.writeAndFlush(channel.allocator.buffer(bytes: bytes), promise: nil)
