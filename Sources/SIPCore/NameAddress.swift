@@ -36,7 +36,9 @@ public struct NameAddress: Sendable, CustomStringConvertible {
     }
 
     /// Parses one value. `header` names the field for error messages.
-    public static func parse(_ b: ArraySlice<UInt8>, header: String) throws(SIPParseError) -> NameAddress {
+    /// `build: false` checks the URI without building its parts (the
+    /// header parameters, e.g. the tag, are still parsed).
+    public static func parse(_ b: ArraySlice<UInt8>, header: String, build: Bool = true) throws(SIPParseError) -> NameAddress {
         var i = b.startIndex
         func err(_ what: String, _ at: Int) -> SIPParseError {
             SIPParseError(.malformedHeader, header: header, offset: at, what)
@@ -87,7 +89,7 @@ public struct NameAddress: Sendable, CustomStringConvertible {
         }
         let uri: SIPURI
         do {
-            uri = try SIPURI.parse(uriText)
+            uri = try SIPURI.parse(uriText, build: build)
         } catch {
             throw SIPParseError(.malformedHeader, header: header, offset: uriText.startIndex, error.detail)
         }

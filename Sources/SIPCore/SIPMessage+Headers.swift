@@ -90,9 +90,9 @@ extension SIPMessage {
         do { return try Via.parse(SIPHeaderField.firstListValue(h.value)) } catch { throw parseError(error, for: h) }
     }
 
-    func nameAddress(_ name: SIPHeaderName) throws(SIPParseError) -> NameAddress? {
+    func nameAddress(_ name: SIPHeaderName, build: Bool = true) throws(SIPParseError) -> NameAddress? {
         guard let h = header(name) else { return nil }
-        do { return try NameAddress.parse(h.value, header: name.canonicalName) } catch { throw parseError(error, for: h) }
+        do { return try NameAddress.parse(h.value, header: name.canonicalName, build: build) } catch { throw parseError(error, for: h) }
     }
 
     public func from() throws(SIPParseError) -> NameAddress? { try nameAddress(.from) }
@@ -116,24 +116,33 @@ extension SIPMessage {
     }
 
     /// Every Contact value in order.
-    public func contacts() throws(SIPParseError) -> [ContactValue] {
+    public func contacts() throws(SIPParseError) -> [ContactValue] { try contacts(build: true) }
+
+    /// `build: false`: only checks them, returns nothing.
+    func contacts(build: Bool) throws(SIPParseError) -> [ContactValue] {
         var out: [ContactValue] = []
         for e in entries where e.name == .contact {
             let h = field(e)
             for v in h.values {
-                if v.count == 1, v.first == ASCII.star { out.append(.wildcard); continue }
-                do { out.append(.address(try NameAddress.parse(v, header: "Contact"))) } catch { throw parseError(error, for: h) }
+                if v.count == 1, v.first == ASCII.star { if build { out.append(.wildcard) }; continue }
+                do {
+                    let a = try NameAddress.parse(v, header: "Contact", build: build)
+                    if build { out.append(.address(a)) }
+                } catch { throw parseError(error, for: h) }
             }
         }
         return out
     }
 
-    func addressList(_ name: SIPHeaderName) throws(SIPParseError) -> [NameAddress] {
+    func addressList(_ name: SIPHeaderName, build: Bool = true) throws(SIPParseError) -> [NameAddress] {
         var out: [NameAddress] = []
         for e in entries where e.name == name {
             let h = field(e)
             for v in h.values {
-                do { out.append(try NameAddress.parse(v, header: name.canonicalName)) } catch { throw parseError(error, for: h) }
+                do {
+                    let a = try NameAddress.parse(v, header: name.canonicalName, build: build)
+                    if build { out.append(a) }
+                } catch { throw parseError(error, for: h) }
             }
         }
         return out

@@ -2,17 +2,29 @@ extension SIPMessage {
     /// What validation parsed anyway and a proxy needs again for the same
     /// message (transaction key, received/rport, local tag): kept so no
     /// caller parses the top Via, the tags or CSeq a second time.
-    public struct Checked: Sendable {
-        public var topVia: Via
-        public var fromTag: String?
-        public var toTag: String?
-        public var cseq: CSeq
-        /// The To header (its AOR is what a registrar binds).
-        public var to: NameAddress
+    ///
+    /// A class: it is handed along with every message (context, transaction
+    /// key, replies), and a copy is then one reference, not every field.
+    public final class Checked: @unchecked Sendable {
+        public let topVia: Via
+        public let fromTag: String?
+        public let toTag: String?
+        public let cseq: CSeq
+        /// The To header of a REGISTER (its AOR is what a registrar
+        /// binds); nil for other messages, whose To is only checked.
+        public let to: NameAddress?
         /// The Contact values of a request (empty for a response).
-        public var contacts: [ContactValue] = []
+        public internal(set) var contacts: [ContactValue] = []
         /// The Request-URI as received (nil for a response).
-        public var requestURI: SIPURI? = nil
+        public internal(set) var requestURI: SIPURI? = nil
+
+        init(topVia: Via, fromTag: String?, toTag: String?, cseq: CSeq, to: NameAddress?) {
+            self.topVia = topVia
+            self.fromTag = fromTag
+            self.toTag = toTag
+            self.cseq = cseq
+            self.to = to
+        }
     }
 
     /// Checks what a proxy relies on before it acts on a message, and
@@ -32,24 +44,27 @@ extension SIPMessage {
             if uri.isSIP && !uri.headers.isEmpty {
                 throw SIPParseError(.malformedRequestURI, offset: startLineRange.lowerBound, "Request-URI must not carry headers")
             }
-            var checked = try checkCommon()
+            // What only needs checking is parsed without building strings;
+            // a REGISTER keeps To and Contact for the registrar.
+            let register = method == .register
+            let checked = try checkCommon(keepTo: register)
             if checked.cseq.method != method {
                 throw SIPParseError(.methodMismatch, header: "CSeq", offset: header(.cseq)?.originalLine?.lowerBound ?? 0,
                                     "CSeq method \(checked.cseq.method) does not match request method \(method)")
             }
             _ = try maxForwards()
-            checked.contacts = try contacts()
+            checked.contacts = try contacts(build: register)
             checked.requestURI = uri
-            _ = try routes()
-            _ = try recordRoutes()
+            _ = try addressList(.route, build: false)
+            _ = try addressList(.recordRoute, build: false)
             try checkDate()
             return checked
         } else {
-            return try checkCommon()
+            return try checkCommon(keepTo: false)
         }
     }
 
-    private func checkCommon() throws(SIPParseError) -> Checked {
+    private func checkCommon(keepTo: Bool) throws(SIPParseError) -> Checked {
         var seen: UInt64 = 0
         for e in entries where e.name.isSingleValued {
             let h = field(e)
@@ -69,8 +84,8 @@ extension SIPMessage {
             }
         }
         let vias = try vias()
-        let from = try from()
-        let to = try to()
+        let from = try nameAddress(.from, build: false)
+        let to = try nameAddress(.to, build: keepTo)
         let cseq = try cseq()
         if let cid = header(.callID), !cid.value.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) {
             throw SIPParseError(.malformedHeader, header: "Call-ID", offset: cid.originalLine?.lowerBound ?? 0, "Call-ID has white space or non-ASCII octets")
@@ -79,7 +94,7 @@ extension SIPMessage {
         guard let top = vias.first, let cseq, let to else {
             throw SIPParseError(.missingHeader, header: "Via", offset: headerTerminator.lowerBound, "missing Via or CSeq")
         }
-        return Checked(topVia: top, fromTag: from?.tag, toTag: to.tag, cseq: cseq, to: to)
+        return Checked(topVia: top, fromTag: from?.tag, toTag: to.tag, cseq: cseq, to: keepTo ? to : nil)
     }
 
     /// RFC 3261 §20.17: SIP-date uses "GMT" only (RFC 4475 §3.1.2.12).

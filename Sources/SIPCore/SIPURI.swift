@@ -117,7 +117,10 @@ public struct SIPURI: Sendable, CustomStringConvertible {
     }
 
     /// Parses an absolute URI. Errors name the offending part.
-    public static func parse(_ b: ArraySlice<UInt8>) throws(SIPParseError) -> SIPURI {
+    /// `build: false` only checks the syntax (same errors) and returns a
+    /// URI without its parts: validation of fields nobody reads builds no
+    /// strings.
+    public static func parse(_ b: ArraySlice<UInt8>, build: Bool = true) throws(SIPParseError) -> SIPURI {
         guard let colon = b.firstIndex(of: ASCII.colon), colon > b.startIndex else {
             throw uriError("URI has no scheme", b.startIndex)
         }
@@ -129,8 +132,8 @@ public struct SIPURI: Sendable, CustomStringConvertible {
         for c in rest where c <= 0x20 || c == 0x7F || c == ASCII.lessThan || c == ASCII.greaterThan || c == ASCII.quote {
             throw uriError("white space, control character or <>\" in URI", colon)
         }
-        if ASCII.equalsLower(schemeBytes, "sip") { return try parseSIP(rest, scheme: .sip) }
-        if ASCII.equalsLower(schemeBytes, "sips") { return try parseSIP(rest, scheme: .sips) }
+        if ASCII.equalsLower(schemeBytes, "sip") { return try parseSIP(rest, scheme: .sip, build: build) }
+        if ASCII.equalsLower(schemeBytes, "sips") { return try parseSIP(rest, scheme: .sips, build: build) }
         if ASCII.equalsLower(schemeBytes, "tel") { return try parseTel(rest) }
         guard !rest.isEmpty else { throw uriError("empty URI after scheme", colon) }
         var u = SIPURI(scheme: .other(ASCII.string(schemeBytes).lowercased()), host: "")
@@ -175,7 +178,7 @@ public struct SIPURI: Sendable, CustomStringConvertible {
         ASCII.isUnreserved(c) || "[]/?:+$".utf8.contains(c)
     }
 
-    static func parseSIP(_ b: ArraySlice<UInt8>, scheme: Scheme) throws(SIPParseError) -> SIPURI {
+    static func parseSIP(_ b: ArraySlice<UInt8>, scheme: Scheme, build: Bool = true) throws(SIPParseError) -> SIPURI {
         var u = SIPURI(scheme: scheme, host: "")
         var hostStart = b.startIndex
         if let at = b.firstIndex(of: ASCII.at) {
@@ -185,13 +188,16 @@ public struct SIPURI: Sendable, CustomStringConvertible {
                 let pw = userinfo[(pc + 1)...]
                 try checkEscaped(user, what: "URI user part", allowed: isUserChar)
                 try checkEscaped(pw, what: "URI password", allowed: isPasswordChar)
-                u.user = ASCII.string(user)
-                u.password = ASCII.string(pw)
+                guard !user.isEmpty else { throw uriError("empty user part before '@'", b.startIndex) }
+                if build {
+                    u.user = ASCII.string(user)
+                    u.password = ASCII.string(pw)
+                }
             } else {
                 try checkEscaped(userinfo, what: "URI user part", allowed: isUserChar)
-                u.user = ASCII.string(userinfo)
+                guard !userinfo.isEmpty else { throw uriError("empty user part before '@'", b.startIndex) }
+                if build { u.user = ASCII.string(userinfo) }
             }
-            guard u.user?.isEmpty == false else { throw uriError("empty user part before '@'", b.startIndex) }
             hostStart = at + 1
         }
         // host
@@ -207,7 +213,7 @@ public struct SIPURI: Sendable, CustomStringConvertible {
             while i < b.endIndex, ASCII.isAlpha(b[i]) || ASCII.isDigit(b[i]) || b[i] == ASCII.dash || b[i] == ASCII.dot || b[i] == 0x5F { i += 1 }
         }
         guard i > hostStart else { throw uriError("URI has no host", hostStart) }
-        u.host = ASCII.string(b[hostStart..<i])
+        if build { u.host = ASCII.string(b[hostStart..<i]) }
         if i < b.endIndex, b[i] == ASCII.colon {
             let ps = i + 1
             i = ps
@@ -230,9 +236,9 @@ public struct SIPURI: Sendable, CustomStringConvertible {
                 let v = param[(eq + 1)...]
                 guard !v.isEmpty else { throw uriError("empty URI parameter value", eq) }
                 try checkEscaped(v, what: "URI parameter value", allowed: isParamChar)
-                value = ASCII.string(v)
+                if build { value = ASCII.string(v) }
             }
-            u.parameters.append(Parameter(ASCII.word(name), value))
+            if build { u.parameters.append(Parameter(ASCII.word(name), value)) }
         }
         // headers
         if i < b.endIndex, b[i] == ASCII.question {
@@ -241,7 +247,7 @@ public struct SIPURI: Sendable, CustomStringConvertible {
                 guard let eq = h.firstIndex(of: ASCII.equals), eq > h.startIndex else { throw uriError("URI header without name=value", h.startIndex) }
                 try checkEscaped(h[h.startIndex..<eq], what: "URI header name", allowed: isHeaderChar)
                 try checkEscaped(h[(eq + 1)...], what: "URI header value", allowed: isHeaderChar)
-                u.headers.append(Parameter(ASCII.string(h[h.startIndex..<eq]), ASCII.string(h[(eq + 1)...])))
+                if build { u.headers.append(Parameter(ASCII.string(h[h.startIndex..<eq]), ASCII.string(h[(eq + 1)...]))) }
             }
             i = b.endIndex
         }

@@ -20,7 +20,7 @@ extension ProxyCore {
             sendReply(to: ctx.received, request: ctx.requestForReplies, code: code, reason: reason, extraHeaders: extra, toTag: ctx.localTag, toHasTag: ctx.toHasTag)
             return false
         }
-        guard let to = ctx.checked?.to ?? (try? m.to()) ?? nil, to.uri.isSIP else {
+        guard let to = ctx.checked?.to ?? ((try? m.to()) ?? nil), to.uri.isSIP else {
             return fail(400, "Bad Request (the AOR in To must be a sip: or sips: URI)")
         }
         let aor = LocationService.aor(to.uri)
