@@ -24,6 +24,14 @@ public struct NameAddress: Sendable, CustomStringConvertible {
         self.parameters = parameters
     }
 
+    init(uri: SIPURI, displayName: String?, parameters: GenericParameters, bracketed: Bool, uriOctets: ArraySlice<UInt8>?) {
+        self.displayName = displayName
+        self.uri = uri
+        self.bracketed = bracketed
+        self.parameters = parameters
+        self.uriOctets = uriOctets
+    }
+
     /// The `tag` parameter.
     public var tag: String? { parameters["tag"] }
 
@@ -95,9 +103,6 @@ public struct NameAddress: Sendable, CustomStringConvertible {
         }
         while paramsStart < b.endIndex, ASCII.isWSP(b[paramsStart]) { paramsStart += 1 }
         let params = try GenericParameters.parse(b, from: paramsStart, header: header)
-        var na = NameAddress(uri: uri, displayName: display, parameters: params)
-        na.bracketed = hasAngle
-        na.uriOctets = uriText
-        return na
+        return NameAddress(uri: uri, displayName: display, parameters: params, bracketed: hasAngle, uriOctets: uriText)
     }
 }

@@ -179,24 +179,27 @@ public struct SIPURI: Sendable, CustomStringConvertible {
     }
 
     static func parseSIP(_ b: ArraySlice<UInt8>, scheme: Scheme, build: Bool = true) throws(SIPParseError) -> SIPURI {
-        var u = SIPURI(scheme: scheme, host: "")
+        // Parts gathered in locals; the URI is made once at the end (a
+        // SIPURI is large, and each copy of a half-built one costs).
+        var user: String? = nil, password: String? = nil, host = "", port: UInt16? = nil
+        var parameters: [Parameter] = [], headers: [Parameter] = []
         var hostStart = b.startIndex
         if let at = b.firstIndex(of: ASCII.at) {
             let userinfo = b[b.startIndex..<at]
             if let pc = userinfo.firstIndex(of: ASCII.colon) {
-                let user = userinfo[userinfo.startIndex..<pc]
+                let userPart = userinfo[userinfo.startIndex..<pc]
                 let pw = userinfo[(pc + 1)...]
-                try checkEscaped(user, what: "URI user part", allowed: isUserChar)
+                try checkEscaped(userPart, what: "URI user part", allowed: isUserChar)
                 try checkEscaped(pw, what: "URI password", allowed: isPasswordChar)
-                guard !user.isEmpty else { throw uriError("empty user part before '@'", b.startIndex) }
+                guard !userPart.isEmpty else { throw uriError("empty user part before '@'", b.startIndex) }
                 if build {
-                    u.user = ASCII.string(user)
-                    u.password = ASCII.string(pw)
+                    user = ASCII.string(userPart)
+                    password = ASCII.string(pw)
                 }
             } else {
                 try checkEscaped(userinfo, what: "URI user part", allowed: isUserChar)
                 guard !userinfo.isEmpty else { throw uriError("empty user part before '@'", b.startIndex) }
-                if build { u.user = ASCII.string(userinfo) }
+                if build { user = ASCII.string(userinfo) }
             }
             hostStart = at + 1
         }
@@ -213,13 +216,13 @@ public struct SIPURI: Sendable, CustomStringConvertible {
             while i < b.endIndex, ASCII.isAlpha(b[i]) || ASCII.isDigit(b[i]) || b[i] == ASCII.dash || b[i] == ASCII.dot || b[i] == 0x5F { i += 1 }
         }
         guard i > hostStart else { throw uriError("URI has no host", hostStart) }
-        if build { u.host = ASCII.string(b[hostStart..<i]) }
+        if build { host = ASCII.string(b[hostStart..<i]) }
         if i < b.endIndex, b[i] == ASCII.colon {
             let ps = i + 1
             i = ps
             while i < b.endIndex, ASCII.isDigit(b[i]) { i += 1 }
-            guard let port = ASCII.parseDecimal(b[ps..<i], max: 65535) else { throw uriError("invalid port", ps) }
-            u.port = UInt16(port)
+            guard let p = ASCII.parseDecimal(b[ps..<i], max: 65535) else { throw uriError("invalid port", ps) }
+            port = UInt16(p)
         }
         // parameters
         while i < b.endIndex, b[i] == ASCII.semicolon {
@@ -238,7 +241,7 @@ public struct SIPURI: Sendable, CustomStringConvertible {
                 try checkEscaped(v, what: "URI parameter value", allowed: isParamChar)
                 if build { value = ASCII.string(v) }
             }
-            if build { u.parameters.append(Parameter(ASCII.word(name), value)) }
+            if build { parameters.append(Parameter(ASCII.word(name), value)) }
         }
         // headers
         if i < b.endIndex, b[i] == ASCII.question {
@@ -247,11 +250,14 @@ public struct SIPURI: Sendable, CustomStringConvertible {
                 guard let eq = h.firstIndex(of: ASCII.equals), eq > h.startIndex else { throw uriError("URI header without name=value", h.startIndex) }
                 try checkEscaped(h[h.startIndex..<eq], what: "URI header name", allowed: isHeaderChar)
                 try checkEscaped(h[(eq + 1)...], what: "URI header value", allowed: isHeaderChar)
-                if build { u.headers.append(Parameter(ASCII.string(h[h.startIndex..<eq]), ASCII.string(h[(eq + 1)...]))) }
+                if build { headers.append(Parameter(ASCII.string(h[h.startIndex..<eq]), ASCII.string(h[(eq + 1)...]))) }
             }
             i = b.endIndex
         }
         guard i == b.endIndex else { throw uriError("unexpected character in URI", i) }
+        var u = SIPURI(scheme: scheme, user: user, host: host, port: port, parameters: parameters)
+        u.password = password
+        u.headers = headers
         return u
     }
 

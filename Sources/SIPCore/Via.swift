@@ -23,6 +23,15 @@ public struct Via: Sendable, CustomStringConvertible {
         if let branch { parameters.set("branch", branch) }
     }
 
+    init(protocolName: String, protocolVersion: String, transport: String, host: String, port: UInt16?, parameters: GenericParameters) {
+        self.protocolName = protocolName
+        self.protocolVersion = protocolVersion
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.parameters = parameters
+    }
+
     public var branch: String? { parameters["branch"] }
     public var received: String? { parameters["received"] }
     /// nil: no rport; `.some(nil)`: rport without value; `.some(n)`: with value.
@@ -106,14 +115,12 @@ public struct Via: Sendable, CustomStringConvertible {
             port = UInt16(p)
         }
         let params = try GenericParameters.parse(b, from: i, header: "Via")
-        let t = ASCII.word(transport)
-        var v = Via(transport: t == "UDP" || t == "TLS" || t == "TCP" ? t : t.uppercased(), host: ASCII.string(host), port: port, branch: nil)
-        v.protocolName = ASCII.word(pname)
-        v.protocolVersion = ASCII.word(pver)
-        v.parameters = params
         if let r = params["rport"], !r.isEmpty, UInt16(r) == nil { throw err("invalid rport value", i) }
         if let t = params["ttl"], UInt8(t) == nil { throw err("invalid ttl value", i) }
-        return v
+        let t = ASCII.word(transport)
+        return Via(protocolName: ASCII.word(pname), protocolVersion: ASCII.word(pver),
+                   transport: t == "UDP" || t == "TLS" || t == "TCP" ? t : t.uppercased(),
+                   host: ASCII.string(host), port: port, parameters: params)
     }
 }
 
