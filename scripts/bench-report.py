@@ -2,7 +2,8 @@
 """Turns the raw sipload JSON of scripts/bench-compare into the comparison
 table (Markdown, on stdout) and an SVG chart of achieved rate and server CPU
 against offered load.  Usage: bench-report.py OUTDIR DURATION CPUS KAMAILIO_VERSION"""
-import json, os, sys
+import json
+import os, sys
 
 out, duration, cpus, kversion = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].replace("version: ", "").strip()
 
@@ -76,6 +77,7 @@ opened = idle("swiftser", "opened")
 print("SwiftSER vs %s, %s CPUs, load generator (sipload, one thread) on the same machine;" % (kversion or "Kamailio", cpus))
 print("%ss per closed-loop row; one worker each: SwiftSER children=1, Kamailio children=1 + tcp_children=1" % duration)
 print("(one TLS worker: Kamailio 5.6 with OpenSSL 3 can crash when two processes handshake at once).")
+print("Server pinned to CPU 0, sipload to CPU 1 (taskset)." if os.environ.get("PINNED") == "1" else "Server and sipload not pinned: both float over all CPUs.")
 print("Key exchange: the same classic groups on both (X25519, P-256, P-384: OpenSSL 3.0's; SwiftSER's default also offers X25519MLKEM768, which Kamailio 5.6 lacks).")
 print("Idle connections: %s. Ratio: higher is better for SwiftSER (our rate ÷ theirs; their CPU, memory, latency ÷ ours)." % (opened if opened is not None else "?"))
 print()

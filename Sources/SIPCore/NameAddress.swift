@@ -47,6 +47,25 @@ public struct NameAddress: Sendable, CustomStringConvertible {
     /// `build: false` checks the URI without building its parts (the
     /// header parameters, e.g. the tag, are still parsed).
     public static func parse(_ b: ArraySlice<UInt8>, header: String, build: Bool = true) throws(SIPParseError) -> NameAddress {
+        let p = try scan(b, header: header, build: build)
+        return NameAddress(uri: p.uri ?? SIPURI(scheme: .sip, host: ""), displayName: p.display, parameters: p.params,
+                           bracketed: p.bracketed, uriOctets: p.uriText)
+    }
+
+    /// Checks one value and returns its `tag` parameter; the URI and the
+    /// display name are checked but not built (From and To of requests
+    /// that only need the tags).
+    static func checkedTag(_ b: ArraySlice<UInt8>, header: String) throws(SIPParseError) -> String? {
+        try scan(b, header: header, build: false).params["tag"]
+    }
+
+    /// Checks one value; nothing is built but its header parameters.
+    static func check(_ b: ArraySlice<UInt8>, header: String) throws(SIPParseError) {
+        _ = try scan(b, header: header, build: false)
+    }
+
+    private static func scan(_ b: ArraySlice<UInt8>, header: String, build: Bool) throws(SIPParseError)
+        -> (uri: SIPURI?, display: String?, params: GenericParameters, bracketed: Bool, uriText: ArraySlice<UInt8>) {
         var i = b.startIndex
         func err(_ what: String, _ at: Int) -> SIPParseError {
             SIPParseError(.malformedHeader, header: header, offset: at, what)
@@ -57,7 +76,7 @@ public struct NameAddress: Sendable, CustomStringConvertible {
         var hasAngle = false
         if b[i] == ASCII.quote {
             let end = try GenericParameters.skipQuoted(b, from: i, header: header)
-            display = ASCII.string(b[i..<end])
+            if build { display = ASCII.string(b[i..<end]) }
             i = end
             while i < b.endIndex, ASCII.isWSP(b[i]) { i += 1 }
             guard i < b.endIndex, b[i] == ASCII.lessThan else { throw err("quoted display name not followed by <URI>", i) }
@@ -70,7 +89,7 @@ public struct NameAddress: Sendable, CustomStringConvertible {
                 guard dn.allSatisfy({ ASCII.isToken($0) || ASCII.isWSP($0) }) else {
                     throw err("display name has characters that must be quoted", i)
                 }
-                display = ASCII.string(dn)
+                if build { display = ASCII.string(dn) }
             }
             i = lt
             hasAngle = true
@@ -95,14 +114,14 @@ public struct NameAddress: Sendable, CustomStringConvertible {
             }
             paramsStart = j
         }
-        let uri: SIPURI
+        let uri: SIPURI?
         do {
-            uri = try SIPURI.parse(uriText, build: build)
+            uri = try SIPURI.scan(uriText, build: build)
         } catch {
             throw SIPParseError(.malformedHeader, header: header, offset: uriText.startIndex, error.detail)
         }
         while paramsStart < b.endIndex, ASCII.isWSP(b[paramsStart]) { paramsStart += 1 }
         let params = try GenericParameters.parse(b, from: paramsStart, header: header)
-        return NameAddress(uri: uri, displayName: display, parameters: params, bracketed: hasAngle, uriOctets: uriText)
+        return (uri, display, params, hasAngle, uriText)
     }
 }

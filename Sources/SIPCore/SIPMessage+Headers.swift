@@ -96,6 +96,13 @@ extension SIPMessage {
     }
 
     public func from() throws(SIPParseError) -> NameAddress? { try nameAddress(.from) }
+
+    /// Checks the first field `name` (From, To) and returns its tag;
+    /// nil when the field is absent.
+    func checkedTag(_ name: SIPHeaderName) throws(SIPParseError) -> String?? {
+        guard let h = header(name) else { return nil }
+        do { return .some(try NameAddress.checkedTag(h.value, header: name.canonicalName)) } catch { throw parseError(error, for: h) }
+    }
     public func to() throws(SIPParseError) -> NameAddress? { try nameAddress(.to) }
 
     /// The Call-ID value as text.
@@ -126,8 +133,7 @@ extension SIPMessage {
             for v in h.values {
                 if v.count == 1, v.first == ASCII.star { if build { out.append(.wildcard) }; continue }
                 do {
-                    let a = try NameAddress.parse(v, header: "Contact", build: build)
-                    if build { out.append(.address(a)) }
+                    if build { out.append(.address(try NameAddress.parse(v, header: "Contact"))) } else { try NameAddress.check(v, header: "Contact") }
                 } catch { throw parseError(error, for: h) }
             }
         }
@@ -140,8 +146,7 @@ extension SIPMessage {
             let h = field(e)
             for v in h.values {
                 do {
-                    let a = try NameAddress.parse(v, header: name.canonicalName, build: build)
-                    if build { out.append(a) }
+                    if build { out.append(try NameAddress.parse(v, header: name.canonicalName)) } else { try NameAddress.check(v, header: name.canonicalName) }
                 } catch { throw parseError(error, for: h) }
             }
         }

@@ -121,6 +121,17 @@ public struct SIPURI: Sendable, CustomStringConvertible {
     /// URI without its parts: validation of fields nobody reads builds no
     /// strings.
     public static func parse(_ b: ArraySlice<UInt8>, build: Bool = true) throws(SIPParseError) -> SIPURI {
+        try scan(b, build: build) ?? SIPURI(scheme: .sip, host: "")
+    }
+
+    /// Checks the syntax only: the same errors as `parse`, nothing built.
+    static func check(_ b: ArraySlice<UInt8>) throws(SIPParseError) {
+        _ = try scan(b, build: false)
+    }
+
+    /// `parse`; with `build: false` a sip:/sips: URI is only checked and
+    /// nil is returned.
+    static func scan(_ b: ArraySlice<UInt8>, build: Bool) throws(SIPParseError) -> SIPURI? {
         guard let colon = b.firstIndex(of: ASCII.colon), colon > b.startIndex else {
             throw uriError("URI has no scheme", b.startIndex)
         }
@@ -178,7 +189,7 @@ public struct SIPURI: Sendable, CustomStringConvertible {
         ASCII.isUnreserved(c) || "[]/?:+$".utf8.contains(c)
     }
 
-    static func parseSIP(_ b: ArraySlice<UInt8>, scheme: Scheme, build: Bool = true) throws(SIPParseError) -> SIPURI {
+    static func parseSIP(_ b: ArraySlice<UInt8>, scheme: Scheme, build: Bool = true) throws(SIPParseError) -> SIPURI? {
         // Parts gathered in locals; the URI is made once at the end (a
         // SIPURI is large, and each copy of a half-built one costs).
         var user: String? = nil, password: String? = nil, host = "", port: UInt16? = nil
@@ -255,6 +266,7 @@ public struct SIPURI: Sendable, CustomStringConvertible {
             i = b.endIndex
         }
         guard i == b.endIndex else { throw uriError("unexpected character in URI", i) }
+        guard build else { return nil }
         var u = SIPURI(scheme: scheme, user: user, host: host, port: port, parameters: parameters)
         u.password = password
         u.headers = headers
