@@ -21,6 +21,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
     lazy var transactions = TransactionLayer(core: self)
     /// Hosts (lower case) and host:port strings that `myself` matches.
     private let myselfHosts: Set<String>
+    /// Host (lower-cased) and port pairs of ours, for `myself`.
     private let myselfHostPorts: Set<HostPort>
     /// The Date header value of the current second (REGISTER replies).
     let dateCache = NIOLockedValueBox<(Int64, String)>((0, ""))
@@ -288,12 +289,6 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
 }
 
 /// 64-bit FNV-1a, for branch and tag values that must be stable.
-/// A host (lower-cased) and port of ours, for `myself`.
-struct HostPort: Hashable {
-    var host: String
-    var port: UInt16
-}
-
 struct FNV64 {
     var value: UInt64 = 0xcbf2_9ce4_8422_2325
     mutating func add(_ s: String) {
