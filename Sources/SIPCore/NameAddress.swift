@@ -44,12 +44,9 @@ public struct NameAddress: Sendable, CustomStringConvertible {
     }
 
     /// Parses one value. `header` names the field for error messages.
-    /// `build: false` checks the URI without building its parts (the
-    /// header parameters, e.g. the tag, are still parsed).
-    public static func parse(_ b: ArraySlice<UInt8>, header: String, build: Bool = true) throws(SIPParseError) -> NameAddress {
-        let p = try scan(b, header: header, build: build)
-        return NameAddress(uri: p.uri ?? SIPURI(scheme: .sip, host: ""), displayName: p.display, parameters: p.params,
-                           bracketed: p.bracketed, uriOctets: p.uriText)
+    public static func parse(_ b: ArraySlice<UInt8>, header: String) throws(SIPParseError) -> NameAddress {
+        let p = try scan(b, header: header, build: true)
+        return NameAddress(uri: p.uri!, displayName: p.display, parameters: p.params, bracketed: p.bracketed, uriOctets: p.uriText)
     }
 
     /// Checks one value and returns its `tag` parameter; the URI and the

@@ -90,18 +90,18 @@ extension SIPMessage {
         do { return try Via.parse(SIPHeaderField.firstListValue(h.value)) } catch { throw parseError(error, for: h) }
     }
 
-    func nameAddress(_ name: SIPHeaderName, build: Bool = true) throws(SIPParseError) -> NameAddress? {
+    func nameAddress(_ name: SIPHeaderName) throws(SIPParseError) -> NameAddress? {
         guard let h = header(name) else { return nil }
-        do { return try NameAddress.parse(h.value, header: name.canonicalName, build: build) } catch { throw parseError(error, for: h) }
+        do { return try NameAddress.parse(h.value, header: name.canonicalName) } catch { throw parseError(error, for: h) }
     }
 
     public func from() throws(SIPParseError) -> NameAddress? { try nameAddress(.from) }
 
-    /// Checks the first field `name` (From, To) and returns its tag;
-    /// nil when the field is absent.
-    func checkedTag(_ name: SIPHeaderName) throws(SIPParseError) -> String?? {
+    /// Checks the first field `name` (From, To) and returns its tag (nil
+    /// when it has none or the field is absent).
+    func checkedTag(_ name: SIPHeaderName) throws(SIPParseError) -> String? {
         guard let h = header(name) else { return nil }
-        do { return .some(try NameAddress.checkedTag(h.value, header: name.canonicalName)) } catch { throw parseError(error, for: h) }
+        do { return try NameAddress.checkedTag(h.value, header: name.canonicalName) } catch { throw parseError(error, for: h) }
     }
     public func to() throws(SIPParseError) -> NameAddress? { try nameAddress(.to) }
 

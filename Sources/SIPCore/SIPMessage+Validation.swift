@@ -75,7 +75,8 @@ extension SIPMessage {
             }
             seen |= bit
         }
-        for (name, label) in [(SIPHeaderName.via, "Via"), (.from, "From"), (.to, "To"), (.callID, "Call-ID"), (.cseq, "CSeq")] {
+        for name in [SIPHeaderName.via, .from, .to, .callID, .cseq] {
+            let label = name.canonicalName
             guard let h = header(name) else {
                 throw SIPParseError(.missingHeader, header: label, offset: headerTerminator.lowerBound, "missing \(label) header")
             }
@@ -86,16 +87,16 @@ extension SIPMessage {
         let vias = try vias()
         let fromTag = try checkedTag(.from)
         let to = keepTo ? try nameAddress(.to) : nil
-        let toTag = keepTo ? to?.tag : try checkedTag(.to) ?? nil
+        let toTag = keepTo ? to?.tag : try checkedTag(.to)
         let cseq = try cseq()
         if let cid = header(.callID), !cid.value.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) {
             throw SIPParseError(.malformedHeader, header: "Call-ID", offset: cid.originalLine?.lowerBound ?? 0, "Call-ID has white space or non-ASCII octets")
         }
         // Present and non-empty was checked above, so these parsed to values.
-        guard let top = vias.first, let cseq, fromTag != nil, !keepTo || to != nil else {
+        guard let top = vias.first, let cseq, !keepTo || to != nil else {
             throw SIPParseError(.missingHeader, header: "Via", offset: headerTerminator.lowerBound, "missing Via or CSeq")
         }
-        return Checked(topVia: top, fromTag: fromTag ?? nil, toTag: toTag, cseq: cseq, to: to)
+        return Checked(topVia: top, fromTag: fromTag, toTag: toTag, cseq: cseq, to: to)
     }
 
     /// RFC 3261 §20.17: SIP-date uses "GMT" only (RFC 4475 §3.1.2.12).

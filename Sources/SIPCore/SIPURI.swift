@@ -117,20 +117,13 @@ public struct SIPURI: Sendable, CustomStringConvertible {
     }
 
     /// Parses an absolute URI. Errors name the offending part.
-    /// `build: false` only checks the syntax (same errors) and returns a
-    /// URI without its parts: validation of fields nobody reads builds no
-    /// strings.
-    public static func parse(_ b: ArraySlice<UInt8>, build: Bool = true) throws(SIPParseError) -> SIPURI {
-        try scan(b, build: build) ?? SIPURI(scheme: .sip, host: "")
+    public static func parse(_ b: ArraySlice<UInt8>) throws(SIPParseError) -> SIPURI {
+        try scan(b, build: true)!
     }
 
-    /// Checks the syntax only: the same errors as `parse`, nothing built.
-    static func check(_ b: ArraySlice<UInt8>) throws(SIPParseError) {
-        _ = try scan(b, build: false)
-    }
-
-    /// `parse`; with `build: false` a sip:/sips: URI is only checked and
-    /// nil is returned.
+    /// `parse`; with `build: false` a sip:/sips: URI is only checked (the
+    /// same errors, no strings built) and nil is returned — validation of
+    /// values nobody reads afterwards.
     static func scan(_ b: ArraySlice<UInt8>, build: Bool) throws(SIPParseError) -> SIPURI? {
         guard let colon = b.firstIndex(of: ASCII.colon), colon > b.startIndex else {
             throw uriError("URI has no scheme", b.startIndex)
@@ -189,7 +182,7 @@ public struct SIPURI: Sendable, CustomStringConvertible {
         ASCII.isUnreserved(c) || "[]/?:+$".utf8.contains(c)
     }
 
-    static func parseSIP(_ b: ArraySlice<UInt8>, scheme: Scheme, build: Bool = true) throws(SIPParseError) -> SIPURI? {
+    static func parseSIP(_ b: ArraySlice<UInt8>, scheme: Scheme, build: Bool) throws(SIPParseError) -> SIPURI? {
         // Parts gathered in locals; the URI is made once at the end (a
         // SIPURI is large, and each copy of a half-built one costs).
         var user: String? = nil, password: String? = nil, host = "", port: UInt16? = nil

@@ -146,8 +146,6 @@ extension ProxyCore {
         }
     }
 
-    /// Replies to the request being processed, through its transaction
-    /// when there is one.
     /// True when `name` is one of the `|`-separated entries of `list`
     /// (is_method("INVITE|BYE")), without splitting into an array.
     static func listContains(_ list: String, _ name: String) -> Bool {
@@ -164,6 +162,8 @@ extension ProxyCore {
         }
     }
 
+    /// Replies to the request being processed, through its transaction
+    /// when there is one.
     func reply(_ ctx: MessageContext, code: Int, reason: String, stateful: Bool = false) {
         guard ctx.message.isRequest, ctx.received.message.method != .ack else { return }
         ctx.replied = true
@@ -172,7 +172,7 @@ extension ProxyCore {
             t?.reply(code: code, reason: reason)
             if t != nil { return }
         }
-        sendReply(to: ctx.received, request: ctx.requestForReplies, code: code, reason: reason, toTag: ctx.localTag, toHasTag: ctx.toHasTag)
+        sendReply(ctx, code: code, reason: reason)
     }
 
     /// RFC 3261 §16.4 and §16.12: removes the Route values that name this

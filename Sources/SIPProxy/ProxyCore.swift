@@ -190,6 +190,13 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
 
     // MARK: Replies
 
+    /// A stateless reply to the request of `ctx`: its Via as stamped, the
+    /// local To tag and what validation knew of the To.
+    func sendReply(_ ctx: MessageContext, code: Int, reason: String, extraHeaders: [(String, String)] = []) {
+        sendReply(to: ctx.received, request: ctx.requestForReplies, code: code, reason: reason, extraHeaders: extraHeaders,
+                  toTag: ctx.localTag, toHasTag: ctx.toHasTag)
+    }
+
     /// Sends a reply generated here, statelessly.
     func sendReply(to r: ReceivedMessage, request: SIPMessage, code: Int, reason: String, extraHeaders: [(String, String)] = [], toTag: String? = nil, toHasTag: Bool? = nil) {
         let bytes = replyBytes(to: r, request: request, code: code, reason: reason, extraHeaders: extraHeaders, toTag: toTag, toHasTag: toHasTag)

@@ -17,7 +17,7 @@ extension ProxyCore {
         func fail(_ code: Int, _ reason: String, _ extra: [(String, String)] = []) -> Bool {
             ctx.lastError = (code, reason)
             ctx.replied = true
-            sendReply(to: ctx.received, request: ctx.requestForReplies, code: code, reason: reason, extraHeaders: extra, toTag: ctx.localTag, toHasTag: ctx.toHasTag)
+            sendReply(ctx, code: code, reason: reason, extraHeaders: extra)
             return false
         }
         guard let to = ctx.checked?.to ?? ((try? m.to()) ?? nil), to.uri.isSIP else {
@@ -114,7 +114,7 @@ extension ProxyCore {
         if ctx.received.message.header(.path) != nil { extra.append(("Require", "path")) }
         extra.append(("Date", sipDateNow(now)))
         ctx.replied = true
-        sendReply(to: ctx.received, request: ctx.requestForReplies, code: 200, reason: "OK", extraHeaders: extra, toTag: ctx.localTag, toHasTag: ctx.toHasTag)
+        sendReply(ctx, code: 200, reason: "OK", extraHeaders: extra)
     }
 
     /// `sipDate(now)`, made once per second for all replies.

@@ -239,7 +239,7 @@ final class TransactionLayer {
     @discardableResult
     func newServerTransaction(_ ctx: MessageContext) -> ServerTransaction? {
         if let t = ctx.transaction { return t }
-        guard ctx.received.message.method != .ack, let k = key(ctx.received.message) else { return nil }
+        guard ctx.received.message.method != .ack, let k = key(ctx.received.message, checked: ctx.checked) else { return nil }
         return locked {
             if let t = servers[k] {
                 ctx.transaction = t
@@ -331,7 +331,8 @@ final class TransactionLayer {
                 let created = self.createBranches(ctx, t, deferred.map(\.0), mayDefer: false)
                 // Nothing went out at all: answer the request now.
                 if !created && sent == 0 && self.locked({ t.branches.isEmpty }) && !t.finalSent {
-                    t.reply(code: (firstError?.status ?? (503, "Service Unavailable")).0, reason: (firstError?.status ?? (503, "Service Unavailable")).1)
+                    let (code, reason) = firstError?.status ?? (503, "Service Unavailable")
+                    t.reply(code: code, reason: reason)
                 }
             }
             return true

@@ -215,9 +215,7 @@ public final class SIPTransport: @unchecked Sendable {
         if let c = r.connection {
             return c.isOpen && c.sendUnobserved(bytes)
         }
-        let l = r.listener
-        let ch = lock.withLock { udpChannels.first(where: { $0.0 == l })?.1 }
-        guard let ch else { return false }
+        guard let ch = udpChannel(from: r.listener, to: r.source) else { return false }
         ch.writeAndFlush(AddressedEnvelope(remoteAddress: r.source, data: ByteBuffer(bytes: bytes)), promise: nil)
         return true
     }
@@ -308,12 +306,16 @@ public final class SIPTransport: @unchecked Sendable {
         }
     }
 
-    private func sendUDP(_ bytes: [UInt8], to address: SocketAddress, from l: ListenSocket?) -> EventLoopFuture<Void> {
-        let ch = lock.withLock { () -> Channel? in
+    /// The UDP socket of listener `l`, else the first of the address's family.
+    private func udpChannel(from l: ListenSocket?, to address: SocketAddress) -> Channel? {
+        lock.withLock {
             if let l, let c = udpChannels.first(where: { $0.0 == l })?.1 { return c }
             return udpChannels.first { $0.0.isIPv6 == (address.protocol == .inet6) }?.1
         }
-        guard let ch else { return group.next().makeFailedFuture(SIPTransportError.noListener(.udp, "\(address)")) }
+    }
+
+    private func sendUDP(_ bytes: [UInt8], to address: SocketAddress, from l: ListenSocket?) -> EventLoopFuture<Void> {
+        guard let ch = udpChannel(from: l, to: address) else { return group.next().makeFailedFuture(SIPTransportError.noListener(.udp, "\(address)")) }
         return ch.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: ByteBuffer(bytes: bytes)))
     }
 
@@ -321,11 +323,7 @@ public final class SIPTransport: @unchecked Sendable {
         if let a = d.address { return loop.makeSucceededFuture(a) }
         var host = d.host
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        if let a = try? SocketAddress(ipAddress: host, port: Int(d.port)) { return loop.makeSucceededFuture(a) }
-        if config.core.dnsServer != nil {
-            return addresses(of: host, port: Int(d.port), on: loop).map { $0[0] }
-        }
-        return systemResolve(host, port: Int(d.port), on: loop)
+        return addresses(of: host, port: Int(d.port), on: loop).map { $0[0] }
     }
 
     /// getaddrinfo on the thread pool.
