@@ -8,14 +8,25 @@ public struct GenericParameters: Sendable, Equatable {
     /// The value of a parameter (`""` for a bare one), nil when absent.
     /// Names compare case-insensitively.
     public subscript(_ name: String) -> String? {
-        for p in items where p.name.equalsIgnoringASCIICase(name) { return p.value ?? "" }
+        guard let i = index(of: name) else { return nil }
+        return items[i].value ?? ""
+    }
+
+    /// The position of a parameter; names compare case-insensitively.
+    /// Names that differ in length are skipped without comparing octets,
+    /// and the usual case (the same interned spelling) is an identity test.
+    func index(of name: String) -> Int? {
+        let n = name.utf8.count
+        for i in items.indices where items[i].name.utf8.count == n {
+            if items[i].name == name || items[i].name.equalsIgnoringASCIICase(name) { return i }
+        }
         return nil
     }
 
     public func contains(_ name: String) -> Bool { self[name] != nil }
 
     public mutating func set(_ name: String, _ value: String?) {
-        if let i = items.firstIndex(where: { $0.name.equalsIgnoringASCIICase(name) }) {
+        if let i = index(of: name) {
             items[i].value = value
         } else {
             items.append(SIPURI.Parameter(name, value))
@@ -42,6 +53,7 @@ public struct GenericParameters: Sendable, Equatable {
     static func parse(_ b: ArraySlice<UInt8>, from start: Int, header: String) throws(SIPParseError) -> GenericParameters {
         var out = GenericParameters()
         var i = start
+        if i < b.endIndex { out.items.reserveCapacity(4) }
         func skipWS() { while i < b.endIndex, ASCII.isWSP(b[i]) { i += 1 } }
         skipWS()
         while i < b.endIndex {

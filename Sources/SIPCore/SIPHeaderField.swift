@@ -1,3 +1,5 @@
+import Foundation
+
 /// One header field of a message: its name as spelled, the known name it
 /// maps to, and its value with line folding undone and outer white space
 /// removed.
@@ -75,24 +77,30 @@ public struct SIPHeaderField: Sendable {
     /// Index of the next comma that separates list values (outside quoted
     /// strings and angle brackets), or the end.
     static func nextListComma(_ v: ArraySlice<UInt8>, from: Int) -> Int {
-        var i = from
-        var inQuote = false
-        var inAngle = false
-        while i < v.endIndex {
-            let c = v[i]
-            if inQuote {
-                if c == ASCII.backslash { i += 1 } else if c == ASCII.quote { inQuote = false }
-            } else if c == ASCII.quote {
-                inQuote = true
-            } else if c == ASCII.lessThan {
-                inAngle = true
-            } else if c == ASCII.greaterThan {
-                inAngle = false
-            } else if c == ASCII.comma && !inAngle {
-                return i
+        v.withUnsafeBufferPointer { p -> Int in
+            guard let base = p.baseAddress else { return v.endIndex }
+            var i = from - v.startIndex
+            let n = p.count
+            // Most values hold no comma at all.
+            if i >= n || memchr(base + i, Int32(ASCII.comma), n - i) == nil { return v.endIndex }
+            var inQuote = false
+            var inAngle = false
+            while i < n {
+                let c = p[i]
+                if inQuote {
+                    if c == ASCII.backslash { i += 1 } else if c == ASCII.quote { inQuote = false }
+                } else if c == ASCII.quote {
+                    inQuote = true
+                } else if c == ASCII.lessThan {
+                    inAngle = true
+                } else if c == ASCII.greaterThan {
+                    inAngle = false
+                } else if c == ASCII.comma && !inAngle {
+                    return v.startIndex + i
+                }
+                i += 1
             }
-            i += 1
+            return v.endIndex
         }
-        return v.endIndex
     }
 }

@@ -84,6 +84,27 @@ extension SIPMessage {
         return out
     }
 
+    /// Parses every Via value (each must be well-formed) without keeping
+    /// them: returns the topmost, with its text, or nil when there is none.
+    func checkVias() throws(SIPParseError) -> (via: Via, text: ArraySlice<UInt8>)? {
+        var top: (via: Via, text: ArraySlice<UInt8>)? = nil
+        for e in entries where e.name == .via {
+            let h = field(e)
+            var start = h.value.startIndex
+            while true {
+                let comma = SIPHeaderField.nextListComma(h.value, from: start)
+                let v = h.value[start..<comma].trimmingWSP()
+                do {
+                    let via = try Via.parse(v)
+                    if top == nil { top = (via, v) }
+                } catch { throw parseError(error, for: h) }
+                if comma == h.value.endIndex { break }
+                start = comma + 1
+            }
+        }
+        return top
+    }
+
     /// The topmost Via value.
     public func topVia() throws(SIPParseError) -> Via? {
         guard let h = header(.via) else { return nil }

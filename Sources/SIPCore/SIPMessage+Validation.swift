@@ -7,6 +7,8 @@ extension SIPMessage {
     /// key, replies), and a copy is then one reference, not every field.
     public final class Checked: @unchecked Sendable {
         public let topVia: Via
+        /// The top Via value's text as received.
+        public let topViaText: ArraySlice<UInt8>
         public let fromTag: String?
         public let toTag: String?
         public let cseq: CSeq
@@ -18,8 +20,9 @@ extension SIPMessage {
         /// The Request-URI as received (nil for a response).
         public internal(set) var requestURI: SIPURI? = nil
 
-        init(topVia: Via, fromTag: String?, toTag: String?, cseq: CSeq, to: NameAddress?) {
+        init(topVia: Via, topViaText: ArraySlice<UInt8>, fromTag: String?, toTag: String?, cseq: CSeq, to: NameAddress?) {
             self.topVia = topVia
+            self.topViaText = topViaText
             self.fromTag = fromTag
             self.toTag = toTag
             self.cseq = cseq
@@ -67,9 +70,9 @@ extension SIPMessage {
     private func checkCommon(keepTo: Bool) throws(SIPParseError) -> Checked {
         var seen: UInt64 = 0
         for e in entries where e.name.isSingleValued {
-            let h = field(e)
-            let bit: UInt64 = 1 << (UInt64(h.name.rawValue) & 63)
+            let bit: UInt64 = 1 << (UInt64(e.name.rawValue) & 63)
             if seen & bit != 0 {
+                let h = field(e)
                 throw SIPParseError(.duplicateHeader, header: h.name.canonicalName, offset: h.originalLine?.lowerBound ?? 0,
                                     "\(h.name.canonicalName) occurs more than once")
             }
@@ -84,19 +87,25 @@ extension SIPMessage {
                 throw SIPParseError(.malformedHeader, header: label, offset: h.originalLine?.lowerBound ?? 0, "empty \(label) header")
             }
         }
-        let vias = try vias()
+        let top = try checkVias()
         let fromTag = try checkedTag(.from)
-        let to = keepTo ? try nameAddress(.to) : nil
-        let toTag = keepTo ? to?.tag : try checkedTag(.to)
+        var to: NameAddress? = nil
+        let toTag: String?
+        if keepTo {
+            to = try nameAddress(.to)
+            toTag = to?.tag
+        } else {
+            toTag = try checkedTag(.to)
+        }
         let cseq = try cseq()
         if let cid = header(.callID), !cid.value.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) {
             throw SIPParseError(.malformedHeader, header: "Call-ID", offset: cid.originalLine?.lowerBound ?? 0, "Call-ID has white space or non-ASCII octets")
         }
         // Present and non-empty was checked above, so these parsed to values.
-        guard let top = vias.first, let cseq, !keepTo || to != nil else {
+        guard let top, let cseq, !keepTo || to != nil else {
             throw SIPParseError(.missingHeader, header: "Via", offset: headerTerminator.lowerBound, "missing Via or CSeq")
         }
-        return Checked(topVia: top, fromTag: fromTag, toTag: toTag, cseq: cseq, to: to)
+        return Checked(topVia: top.via, topViaText: top.text, fromTag: fromTag, toTag: toTag, cseq: cseq, to: to)
     }
 
     /// RFC 3261 §20.17: SIP-date uses "GMT" only (RFC 4475 §3.1.2.12).

@@ -5,34 +5,76 @@ public enum SIPResponseBuilder {
     /// A response to a parsed request.
     /// `toHasTag`: whether the request's To carries a tag, when the caller
     /// already knows (from `validate()`); otherwise the To is parsed here.
-    public static func response(to request: SIPMessage, code: Int, reason: String, toTag: String?, toHasTag: Bool? = nil, extraHeaders: [(String, String)] = [], body: [UInt8] = [], contentType: String? = nil) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(512 + body.count)
-        appendStatusLine(&out, code, reason)
+    /// `topVia`: the first Via value to write instead of the request's (a
+    /// proxy's `received`/`rport` stamp not written into the request).
+    public static func response(to request: SIPMessage, code: Int, reason: String, toTag: String?, toHasTag: Bool? = nil, topVia: [UInt8]? = nil, extraHeaders: [(String, String)] = [], body: [UInt8] = [], contentType: String? = nil) -> [UInt8] {
+        // Sized first, then written once into an array of that size.
+        var size = 8 + 3 + 1 + reason.utf8.count + 2
+        var toNeedsTag = false
         for e in request.entries {
             switch e.name {
-            case .via, .from, .callID, .cseq:
-                let h = request.field(e)
-                SIPMessage.writeField(&out, name: h.rawName, value: h.value)
-            case .to:
-                let h = request.field(e)
-                SIPMessage.writeField(&out, name: h.rawName, value: h.value)
-                if let tag = toTag, code > 100, !(toHasTag ?? hasTag(h.value)) {
-                    out.removeLast(2)
-                    out.append(contentsOf: ";tag=".utf8)
-                    out.append(contentsOf: tag.utf8)
-                    out.append(contentsOf: [ASCII.cr, ASCII.lf])
+            case .via, .from, .callID, .cseq, .to:
+                size += Int(e.nameEnd - e.nameStart) + 2 + Int(e.valueEnd - e.valueStart) + 2
+                if e.name == .to, let toTag, code > 100, !(toHasTag ?? hasTag(request.value(e))) {
+                    toNeedsTag = true
+                    size += 5 + toTag.utf8.count
                 }
             default:
                 break
             }
         }
-        for (n, v) in extraHeaders { SIPMessage.writeField(&out, name: n.utf8, value: v.utf8) }
-        if let contentType { SIPMessage.writeField(&out, name: "Content-Type".utf8, value: contentType.utf8) }
-        SIPMessage.writeField(&out, name: "Content-Length".utf8, value: String(body.count).utf8)
-        out.append(contentsOf: [ASCII.cr, ASCII.lf])
-        out.append(contentsOf: body)
-        return out
+        if let topVia { size += topVia.count }
+        for (n, v) in extraHeaders { size += n.utf8.count + 2 + v.utf8.count + 2 }
+        if let contentType { size += 14 + contentType.utf8.count + 2 }
+        size += 16 + 20 + 2 + 2 + body.count
+
+        return OctetWriter.array(capacity: size) { w in
+            w.put("SIP/2.0 ")
+            w.putDecimal(Swift.min(Swift.max(code, 0), 999))
+            w.put(ASCII.sp)
+            // A reason phrase may not hold CR or LF.
+            for b in reason.utf8 where b != ASCII.cr && b != ASCII.lf { w.put(b) }
+            w.put(ASCII.cr, ASCII.lf)
+            var topVia = topVia
+            for e in request.entries {
+                switch e.name {
+                case .via, .from, .callID, .cseq, .to:
+                    let h = request.field(e)
+                    w.put(h.rawName)
+                    w.put(ASCII.colon, ASCII.sp)
+                    if e.name == .via, let v = topVia {
+                        // The stamped first value, then the others as received.
+                        w.put(v)
+                        w.put(h.value[SIPHeaderField.firstListValue(h.value).endIndex...])
+                        topVia = nil
+                    } else {
+                        w.put(h.value)
+                    }
+                    if e.name == .to, toNeedsTag, let toTag {
+                        w.put(";tag=")
+                        w.put(toTag)
+                        toNeedsTag = false
+                    }
+                    w.put(ASCII.cr, ASCII.lf)
+                default:
+                    break
+                }
+            }
+            for (n, v) in extraHeaders { writeField(&w, n, v) }
+            if let contentType { writeField(&w, "Content-Type", contentType) }
+            w.put("Content-Length: ")
+            w.putDecimal(body.count)
+            w.put(ASCII.cr, ASCII.lf)
+            w.put(ASCII.cr, ASCII.lf)
+            w.put(body)
+        }
+    }
+
+    private static func writeField(_ w: inout OctetWriter, _ name: String, _ value: String) {
+        w.put(name)
+        w.put(ASCII.colon, ASCII.sp)
+        w.put(value)
+        w.put(ASCII.cr, ASCII.lf)
     }
 
     /// A best-effort error response to octets that did not parse as a

@@ -48,7 +48,7 @@ public struct Via: Sendable, CustomStringConvertible {
     /// something after it.
     public var hasRFC3261Branch: Bool {
         guard let b = branch, b.hasPrefix("z9hG4bK") else { return false }
-        return b.count > 7
+        return b.utf8.count > 7
     }
 
     /// The sent-by host without brackets, lower-cased.
@@ -133,11 +133,13 @@ extension Via {
     ///
     /// Returns nil when the value already has an `rport` with a value or
     /// holds a quoted string (callers then edit the parsed `Via`).
-    public static func stamp(_ value: ArraySlice<UInt8>, received: String?, rport: UInt16?) -> [UInt8]? {
+    /// `hasRport`: false when the caller knows the value has no `rport`
+    /// parameter (from its parsed `Via`); the value is then not searched.
+    public static func stamp(_ value: ArraySlice<UInt8>, received: String?, rport: UInt16?, hasRport: Bool = true) -> [UInt8]? {
         let v = value.trimmingWSP()
-        if v.contains(ASCII.quote) { return nil }
         var cut: Range<Int>? = nil
-        if rport != nil {
+        if rport != nil && hasRport {
+            if v.contains(ASCII.quote) { return nil }
             var i = v.startIndex
             while let semi = v[i...].firstIndex(of: ASCII.semicolon) {
                 var j = semi + 1
@@ -155,22 +157,22 @@ extension Via {
                 i = semi + 1
             }
         }
-        var out: [UInt8] = []
-        out.reserveCapacity(v.count + 48)
-        if let cut {
-            out.append(contentsOf: v[v.startIndex..<cut.lowerBound])
-            out.append(contentsOf: v[cut.upperBound...])
-        } else {
-            out.append(contentsOf: v)
+        let size = v.count + (received.map { 10 + $0.utf8.count } ?? 0) + (rport == nil ? 0 : 12)
+        return OctetWriter.array(capacity: size) { w in
+            if let cut {
+                w.put(v[v.startIndex..<cut.lowerBound])
+                w.put(v[cut.upperBound...])
+            } else {
+                w.put(v)
+            }
+            if let received {
+                w.put(";received=")
+                w.put(received)
+            }
+            if let rport {
+                w.put(";rport=")
+                w.putDecimal(Int(rport))
+            }
         }
-        if let received {
-            out.append(contentsOf: ";received=".utf8)
-            out.append(contentsOf: received.utf8)
-        }
-        if let rport {
-            out.append(contentsOf: ";rport=".utf8)
-            out.append(contentsOf: String(rport).utf8)
-        }
-        return out
     }
 }

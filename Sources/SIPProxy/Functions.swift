@@ -11,7 +11,7 @@ extension ProxyCore {
         func arg(_ i: Int) -> String { i < c.args.count ? eval(c.args[i], ctx).string : "" }
         switch c.function {
         case .slSendReply:
-            guard ctx.message.isRequest else { return -1 }
+            guard ctx.received.message.isRequest else { return -1 }
             let code = Int(arg(0)) ?? 500
             reply(ctx, code: code, reason: arg(1))
             return 1
@@ -97,7 +97,7 @@ extension ProxyCore {
             guard let s = ctx.message.requestURIString, let u = try? SIPURI.parse(s) else { return -1 }
             return location.bindings(for: LocationService.aor(u)).isEmpty ? -1 : 1
         case .maxfwd:
-            guard ctx.message.isRequest else { return -1 }
+            guard ctx.received.message.isRequest else { return -1 }
             let limit = UInt8(clamping: Int(arg(0)) ?? 70)
             guard let current = try? ctx.message.maxForwards() else {
                 ctx.message.setMaxForwards(limit)
@@ -120,7 +120,7 @@ extension ProxyCore {
         case .isPresentHF:
             return ctx.message.header(named: arg(0)) != nil ? 1 : -1
         case .isMethod:
-            return Self.listContains(arg(0), methodName(ctx.message)) ? 1 : -1
+            return Self.listContains(arg(0), methodName(ctx.received.message)) ? 1 : -1
         case .hasTotag:
             if let checked = ctx.checked { return checked.toTag != nil ? 1 : -1 }
             return ((try? ctx.message.to()) ?? nil)?.tag != nil ? 1 : -1
@@ -165,7 +165,7 @@ extension ProxyCore {
     /// Replies to the request being processed, through its transaction
     /// when there is one.
     func reply(_ ctx: MessageContext, code: Int, reason: String, stateful: Bool = false) {
-        guard ctx.message.isRequest, ctx.received.message.method != .ack else { return }
+        guard ctx.received.message.isRequest, ctx.received.message.method != .ack else { return }
         ctx.replied = true
         if stateful || ctx.transaction != nil {
             let t = ctx.transaction ?? transactions.newServerTransaction(ctx)

@@ -123,7 +123,7 @@ extension ProxyCore {
         // `x == myself`
         if case .keyword(.myself) = b {
             let is_: Bool
-            if case .keyword(.uri) = a, !ctx.message.requestURIRewritten, let u = ctx.checked?.requestURI {
+            if case .keyword(.uri) = a, !ctx.requestURIRewritten, let u = ctx.checked?.requestURI {
                 is_ = isMyself(uri: u)   // parsed by validate(), not rewritten since
             } else {
                 is_ = myself(eval(a, ctx).string, lhs: a, ctx)
@@ -190,7 +190,7 @@ extension ProxyCore {
     func keyword(_ k: CompiledScript.Keyword, _ ctx: MessageContext) -> Value {
         let r = ctx.received
         switch k {
-        case .method: return .str(methodName(ctx.message))
+        case .method: return .str(methodName(ctx.received.message))
         case .uri: return .str(requestURIText(ctx.message) ?? "")
         case .srcIP: return .str(r.sourceIP)
         case .srcPort: return .int(r.sourcePort)

@@ -40,8 +40,17 @@ enum Value: Equatable {
 /// Everything the route script reads and changes while it runs one message.
 final class MessageContext {
     let received: ReceivedMessage
-    /// The message as the script has edited it.
-    var message: SIPMessage
+    /// The message as the script has edited it, with the top Via stamped.
+    var message: SIPMessage {
+        _read { applyTopVia(); yield edited }
+        _modify { applyTopVia(); yield &edited }
+        set { applyTopVia(); edited = newValue }
+    }
+    private var edited: SIPMessage
+
+    /// Whether the script rewrote the Request-URI (read without writing a
+    /// pending Via stamp, which cannot change it).
+    var requestURIRewritten: Bool { edited.requestURIRewritten }
     var flags: UInt64 = 0
     var vars: [String: Value] = [:]
     var avps: [String: Value] = [:]
@@ -75,7 +84,27 @@ final class MessageContext {
 
     /// The request as received plus `received`/`rport` on its top Via:
     /// what locally generated replies copy their Via from.
-    var requestForReplies: SIPMessage
+    var requestForReplies: SIPMessage {
+        _read { applyTopVia(); yield forReplies }
+    }
+    private var forReplies: SIPMessage
+
+    /// The top Via value with `received`/`rport` (RFC 3261 §18.2.1,
+    /// RFC 3581), not yet written into `message`: a stateless reply copies
+    /// it straight from here, so a request answered by the script without
+    /// being read or forwarded is never edited. Any use of `message` or
+    /// `requestForReplies` writes it in first.
+    private(set) var pendingTopVia: [UInt8]?
+
+    /// Sets the stamped top Via value (see `pendingTopVia`).
+    func stampTopVia(_ value: [UInt8]) { pendingTopVia = value }
+
+    private func applyTopVia() {
+        guard let v = pendingTopVia else { return }
+        pendingTopVia = nil
+        edited.replaceFirstValue(.via, with: v)
+        forReplies = edited
+    }
 
     /// What validation parsed from the received message (top Via, tags,
     /// CSeq); nil for messages not validated here.
@@ -89,8 +118,8 @@ final class MessageContext {
 
     init(received: ReceivedMessage, checked: SIPMessage.Checked? = nil) {
         self.received = received
-        self.message = received.message
-        self.requestForReplies = received.message
+        self.edited = received.message
+        self.forReplies = received.message
         self.checked = checked
     }
 }

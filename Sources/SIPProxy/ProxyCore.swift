@@ -155,19 +155,19 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
         let r = ctx.received
         let sentBy = via.host.hasPrefix("[") && via.host.hasSuffix("]") ? via.host.dropFirst().dropLast() : via.host[...]
         let received = sentBy.equalsIgnoringASCIICase(r.sourceIP) ? nil : (r.sourceIP.utf8.contains(0x3A) ? "[\(r.sourceIP)]" : r.sourceIP)
-        let rport = via.rport != nil || r.proto != .udp ? UInt16(clamping: r.sourcePort) : nil
+        let hasRport = via.rport != nil
+        let rport = hasRport || r.proto != .udp ? UInt16(clamping: r.sourcePort) : nil
         guard received != nil || rport != nil else { return }
         // Usually the value is edited as text; the parsed Via is written
         // anew only when it already has received or an rport value.
-        if via.received == nil, let top = ctx.message.headerValue(.via),
-           let stamped = Via.stamp(SIPHeaderField.firstListValue(top), received: received, rport: rport) {
-            ctx.message.replaceFirstValue(.via, with: stamped)
+        let text = ctx.checked?.topViaText ?? ctx.received.message.headerValue(.via).map(SIPHeaderField.firstListValue)
+        if via.received == nil, let text, let stamped = Via.stamp(text, received: received, rport: rport, hasRport: hasRport) {
+            ctx.stampTopVia(stamped)
         } else {
             if let received { via.parameters.set("received", received) }
             if let rport { via.parameters.set("rport", String(rport)) }
-            ctx.message.replaceFirstValue(.via, with: Array(via.description.utf8))
+            ctx.stampTopVia(Array(via.description.utf8))
         }
-        ctx.requestForReplies = ctx.message
     }
 
     /// RFC 5923: a TLS peer whose top Via carries `alias` may have requests
@@ -193,13 +193,21 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
     /// A stateless reply to the request of `ctx`: its Via as stamped, the
     /// local To tag and what validation knew of the To.
     func sendReply(_ ctx: MessageContext, code: Int, reason: String, extraHeaders: [(String, String)] = []) {
-        sendReply(to: ctx.received, request: ctx.requestForReplies, code: code, reason: reason, extraHeaders: extraHeaders,
-                  toTag: ctx.localTag, toHasTag: ctx.toHasTag)
+        // A stamp not yet written into the message goes straight into the
+        // reply, which then copies the rest from the request as received.
+        if let topVia = ctx.pendingTopVia {
+            sendReply(to: ctx.received, request: ctx.received.message, topVia: topVia, code: code, reason: reason,
+                      extraHeaders: extraHeaders, toTag: ctx.localTag, toHasTag: ctx.toHasTag)
+        } else {
+            sendReply(to: ctx.received, request: ctx.requestForReplies, code: code, reason: reason, extraHeaders: extraHeaders,
+                      toTag: ctx.localTag, toHasTag: ctx.toHasTag)
+        }
     }
 
-    /// Sends a reply generated here, statelessly.
-    func sendReply(to r: ReceivedMessage, request: SIPMessage, code: Int, reason: String, extraHeaders: [(String, String)] = [], toTag: String? = nil, toHasTag: Bool? = nil) {
-        let bytes = replyBytes(to: r, request: request, code: code, reason: reason, extraHeaders: extraHeaders, toTag: toTag, toHasTag: toHasTag)
+    /// Sends a reply generated here, statelessly. `topVia`: the first Via
+    /// value to write instead of the request's.
+    func sendReply(to r: ReceivedMessage, request: SIPMessage, topVia: [UInt8]? = nil, code: Int, reason: String, extraHeaders: [(String, String)] = [], toTag: String? = nil, toHasTag: Bool? = nil) {
+        let bytes = replyBytes(to: r, request: request, topVia: topVia, code: code, reason: reason, extraHeaders: extraHeaders, toTag: toTag, toHasTag: toHasTag)
         // Nobody would read a failure below info level: skip the future.
         if logger.logLevel > .info, transport.replyUnobserved(bytes, to: r) { return }
         transport.reply(bytes, to: r).whenFailure { [logger] e in logger.info("reply \(code) to \(r.sourceIP):\(r.sourcePort) not sent: \(e)") }
@@ -209,7 +217,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
     /// request's Via/From/To/Call-ID/CSeq, Allow on 405/501, the
     /// `server_header`, and a Warning when `sip_warning` is on.
     /// `toHasTag`: known from `validate()` (saves parsing the To again).
-    func replyBytes(to r: ReceivedMessage, request: SIPMessage, code: Int, reason: String, extraHeaders: [(String, String)] = [], toTag: String? = nil, toHasTag: Bool? = nil) -> [UInt8] {
+    func replyBytes(to r: ReceivedMessage, request: SIPMessage, topVia: [UInt8]? = nil, code: Int, reason: String, extraHeaders: [(String, String)] = [], toTag: String? = nil, toHasTag: Bool? = nil) -> [UInt8] {
         var headers = extraHeaders
         if code == 405 || code == 501 { headers.append(("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, NOTIFY, SUBSCRIBE, UPDATE, PRACK, REFER")) }
         if let server = serverHeaderField { headers.append(server) }
@@ -217,7 +225,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
             let l = r.listener
             headers.append(("Warning", "392 \(l.advertisedHost ?? l.host):\(l.advertisedPort ?? l.port) \"Noisy feedback tells: src=\(r.sourceIP):\(r.sourcePort) proto=\(r.proto.rawValue) reason=\(reason.replacingOccurrences(of: "\"", with: "'"))\""))
         }
-        return SIPResponseBuilder.response(to: request, code: code, reason: reason, toTag: toTag ?? localTag(request), toHasTag: toHasTag, extraHeaders: headers)
+        return SIPResponseBuilder.response(to: request, code: code, reason: reason, toTag: toTag ?? localTag(request), toHasTag: toHasTag, topVia: topVia, extraHeaders: headers)
     }
 
     /// A To tag that is the same for retransmissions of a request.
