@@ -52,8 +52,29 @@ public struct GenericParameters: Sendable, Equatable {
     /// (RFC 4475 §3.1.2.1).
     static func parse(_ b: ArraySlice<UInt8>, from start: Int, header: String) throws(SIPParseError) -> GenericParameters {
         var out = GenericParameters()
+        if start < b.endIndex { out.items.reserveCapacity(4) }
+        try scan(b, from: start, header: header) { name, value in
+            out.items.append(SIPURI.Parameter(ASCII.word(name), value.map { ASCII.string($0) }))
+        }
+        return out
+    }
+
+    /// Checks the parameters as `parse` does, building nothing, and
+    /// returns the value of the first one called `name` (given in lower
+    /// case; `""` for a bare one).
+    static func check(_ b: ArraySlice<UInt8>, from start: Int, header: String, find name: StaticString) throws(SIPParseError) -> ArraySlice<UInt8>? {
+        var found: ArraySlice<UInt8>? = nil
+        try scan(b, from: start, header: header) { n, v in
+            if found == nil, ASCII.equalsLower(n, name) { found = v ?? b[n.endIndex..<n.endIndex] }
+        }
+        return found
+    }
+
+    /// The grammar behind `parse` and `check`: hands each name and value
+    /// (nil for a bare name) to `each`.
+    private static func scan(_ b: ArraySlice<UInt8>, from start: Int, header: String,
+                             _ each: (ArraySlice<UInt8>, ArraySlice<UInt8>?) -> Void) throws(SIPParseError) {
         var i = start
-        if i < b.endIndex { out.items.reserveCapacity(4) }
         func skipWS() { while i < b.endIndex, ASCII.isWSP(b[i]) { i += 1 } }
         skipWS()
         while i < b.endIndex {
@@ -65,9 +86,9 @@ public struct GenericParameters: Sendable, Equatable {
             let ns = i
             while i < b.endIndex, ASCII.isToken(b[i]) { i += 1 }
             guard i > ns else { throw SIPParseError(.malformedHeader, header: header, offset: ns, "empty parameter") }
-            let name = ASCII.word(b[ns..<i])
+            let name = b[ns..<i]
             skipWS()
-            var value: String? = nil
+            var value: ArraySlice<UInt8>? = nil
             if i < b.endIndex, b[i] == ASCII.equals {
                 i += 1
                 skipWS()
@@ -82,13 +103,14 @@ public struct GenericParameters: Sendable, Equatable {
                 } else {
                     while i < b.endIndex, ASCII.isToken(b[i]) || b[i] == ASCII.colon { i += 1 }
                 }
-                guard i > vs else { throw SIPParseError(.malformedHeader, header: header, offset: vs, "parameter '\(name)' has '=' but no value") }
-                value = ASCII.string(b[vs..<i])
+                guard i > vs else {
+                    throw SIPParseError(.malformedHeader, header: header, offset: vs, "parameter '\(ASCII.string(name))' has '=' but no value")
+                }
+                value = b[vs..<i]
                 skipWS()
             }
-            out.items.append(SIPURI.Parameter(name, value))
+            each(name, value)
         }
-        return out
     }
 
     /// Returns the index after the closing quote of a quoted string starting at `i`.

@@ -46,23 +46,27 @@ public struct NameAddress: Sendable, CustomStringConvertible {
     /// Parses one value. `header` names the field for error messages.
     public static func parse(_ b: ArraySlice<UInt8>, header: String) throws(SIPParseError) -> NameAddress {
         let p = try scan(b, header: header, build: true)
-        return NameAddress(uri: p.uri!, displayName: p.display, parameters: p.params, bracketed: p.bracketed, uriOctets: p.uriText)
+        let params = try GenericParameters.parse(b, from: p.paramsStart, header: header)
+        return NameAddress(uri: p.uri!, displayName: p.display, parameters: params, bracketed: p.bracketed, uriOctets: p.uriText)
     }
 
     /// Checks one value and returns its `tag` parameter; the URI and the
     /// display name are checked but not built (From and To of requests
     /// that only need the tags).
     static func checkedTag(_ b: ArraySlice<UInt8>, header: String) throws(SIPParseError) -> String? {
-        try scan(b, header: header, build: false).params["tag"]
+        let p = try scan(b, header: header, build: false)
+        return try GenericParameters.check(b, from: p.paramsStart, header: header, find: "tag").map { ASCII.string($0) }
     }
 
-    /// Checks one value; nothing is built but its header parameters.
+    /// Checks one value; nothing is built.
     static func check(_ b: ArraySlice<UInt8>, header: String) throws(SIPParseError) {
-        _ = try scan(b, header: header, build: false)
+        let p = try scan(b, header: header, build: false)
+        _ = try GenericParameters.check(b, from: p.paramsStart, header: header, find: "")
     }
 
+    /// Scans up to the header parameters, which start at `paramsStart`.
     private static func scan(_ b: ArraySlice<UInt8>, header: String, build: Bool) throws(SIPParseError)
-        -> (uri: SIPURI?, display: String?, params: GenericParameters, bracketed: Bool, uriText: ArraySlice<UInt8>) {
+        -> (uri: SIPURI?, display: String?, paramsStart: Int, bracketed: Bool, uriText: ArraySlice<UInt8>) {
         var i = b.startIndex
         func err(_ what: String, _ at: Int) -> SIPParseError {
             SIPParseError(.malformedHeader, header: header, offset: at, what)
@@ -118,7 +122,6 @@ public struct NameAddress: Sendable, CustomStringConvertible {
             throw SIPParseError(.malformedHeader, header: header, offset: uriText.startIndex, error.detail)
         }
         while paramsStart < b.endIndex, ASCII.isWSP(b[paramsStart]) { paramsStart += 1 }
-        let params = try GenericParameters.parse(b, from: paramsStart, header: header)
-        return (uri, display, params, hasAngle, uriText)
+        return (uri, display, paramsStart, hasAngle, uriText)
     }
 }
