@@ -202,6 +202,9 @@ final class TransactionLayer {
     /// Handles retransmissions, ACKs to non-2xx finals and CANCELs of
     /// known transactions. True when the request needs nothing more.
     func absorb(_ r: ReceivedMessage, checked: SIPMessage.Checked? = nil) -> Bool {
+        // No server transaction at all (a proxy answering statelessly): no
+        // key to build.
+        if locked({ servers.isEmpty }) { return false }
         let m = r.message
         switch m.method {
         case .ack?:

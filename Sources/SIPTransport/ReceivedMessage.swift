@@ -4,16 +4,20 @@ import SIPCore
 
 /// A message as it arrived: the message, where from, on which socket, and
 /// over which connection.
-public struct ReceivedMessage: @unchecked Sendable {
-    public var message: SIPMessage
+///
+/// A class: it is handed from the transport to the core, the message
+/// context and the transaction layer, and each hand-over is then one
+/// reference instead of a copy of every field.
+public final class ReceivedMessage: @unchecked Sendable {
+    public let message: SIPMessage
     /// The peer's address (for UDP the datagram's source).
-    public var source: SocketAddress
+    public let source: SocketAddress
     /// The listen socket it arrived on (for an outbound connection: the
     /// listener of the same protocol and family that SwiftSER advertises).
-    public var listener: ListenSocket
-    public var proto: TransportProtocol
+    public let listener: ListenSocket
+    public let proto: TransportProtocol
     /// The connection it came in on (TCP/TLS), for replies and reuse.
-    public var connection: SIPConnection?
+    public let connection: SIPConnection?
     /// The TLS session of the connection (nil for UDP and TCP); read from
     /// the connection when asked, not copied with every message.
     public var tls: TLSSessionInfo? { connection?.tls }
