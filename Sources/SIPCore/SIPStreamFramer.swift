@@ -114,54 +114,68 @@ public struct SIPStreamFramer: Sendable {
         return found
     }
 
-    /// Index of the next LF at or after `from`, or `limit`.
-    @inline(__always)
-    private func nextLF(from: Int, limit: Int) -> Int {
-        guard from < limit else { return limit }
-        return buffer.withUnsafeBufferPointer { buf in
-            guard let base = buf.baseAddress, let p = memchr(base + from, Int32(ASCII.lf), limit - from) else { return limit }
-            return base.distance(to: p.assumingMemoryBound(to: UInt8.self))
-        }
-    }
-
-    /// Finds and checks Content-Length in the header block.
+    /// Finds and checks Content-Length in the header block: every line
+    /// named Content-Length or `l` (folded values included) must hold the
+    /// same non-negative number.
     private func contentLength(_ r: Range<Int>) throws(SIPParseError) -> Int {
-        var value: Int? = nil
-        var i = r.lowerBound
-        // Skip the start line.
-        i = nextLF(from: i, limit: r.upperBound) + 1
-        while i < r.upperBound {
-            let lineStart = i
-            i = nextLF(from: i, limit: r.upperBound)
-            var lineEnd = i
-            i += 1
-            if lineEnd > lineStart, buffer[lineEnd - 1] == ASCII.cr { lineEnd -= 1 }
-            guard lineStart < lineEnd else { continue }
-            let first = buffer[lineStart] | 0x20
-            guard first == UInt8(ascii: "c") || first == UInt8(ascii: "l") else { continue }
-            var j = lineStart
-            while j < lineEnd, ASCII.isToken(buffer[j]) { j += 1 }
-            let name = buffer[lineStart..<j]
-            guard ASCII.equalsLower(name, "content-length") || ASCII.equalsLower(name, "l") else { continue }
-            while j < lineEnd, ASCII.isWSP(buffer[j]) { j += 1 }
-            guard j < lineEnd, buffer[j] == ASCII.colon else { continue }
-            var valueEnd = lineEnd
-            // A folded value continues on following lines.
-            while i < r.upperBound, ASCII.isWSP(buffer[i]) {
-                while i < r.upperBound, buffer[i] != ASCII.lf { i += 1 }
-                valueEnd = i
+        let found: Result<Int?, SIPParseError> = buffer.withUnsafeBufferPointer { buf in
+            var value: Int? = nil
+            let limit = r.upperBound
+            func nextLF(_ from: Int) -> Int {
+                guard from < limit, let p = memchr(buf.baseAddress! + from, Int32(ASCII.lf), limit - from) else { return limit }
+                return buf.baseAddress!.distance(to: p.assumingMemoryBound(to: UInt8.self))
+            }
+            // Skip the start line.
+            var i = nextLF(r.lowerBound) + 1
+            while i < limit {
+                let lineStart = i
+                i = nextLF(i)
+                var lineEnd = i
                 i += 1
+                if lineEnd > lineStart, buf[lineEnd - 1] == ASCII.cr { lineEnd -= 1 }
+                guard lineStart < lineEnd else { continue }
+                let first = buf[lineStart] | 0x20
+                guard first == UInt8(ascii: "c") || first == UInt8(ascii: "l") else { continue }
+                var j = lineStart
+                while j < lineEnd, ASCII.isToken(buf[j]) { j += 1 }
+                let name = UnsafeBufferPointer(rebasing: buf[lineStart..<j])
+                guard ASCII.equalsLower(name, "content-length") || ASCII.equalsLower(name, "l") else { continue }
+                while j < lineEnd, ASCII.isWSP(buf[j]) { j += 1 }
+                guard j < lineEnd, buf[j] == ASCII.colon else { continue }
+                var valueEnd = lineEnd
+                // A folded value continues on following lines.
+                while i < limit, ASCII.isWSP(buf[i]) {
+                    i = nextLF(i)
+                    valueEnd = i
+                    i += 1
+                }
+                // Digits, with white space and line ends around or between
+                // the folded parts ignored.
+                var v: UInt64 = 0
+                var digits = 0
+                var bad = false
+                for k in (j + 1)..<valueEnd {
+                    let c = buf[k]
+                    if ASCII.isDigit(c) {
+                        v = v &* 10 &+ UInt64(c &- 0x30)
+                        digits += 1
+                        if v > UInt64(Int32.max) { bad = true; break }
+                    } else if !(ASCII.isWSP(c) || c == ASCII.cr || c == ASCII.lf) {
+                        bad = true
+                        break
+                    }
+                }
+                if bad || digits == 0 {
+                    return .failure(SIPParseError(.invalidContentLength, header: "Content-Length", offset: lineStart - r.lowerBound, "Content-Length is not a non-negative number"))
+                }
+                if let old = value, old != Int(v) {
+                    return .failure(SIPParseError(.invalidContentLength, header: "Content-Length", offset: lineStart - r.lowerBound, "two different Content-Length values"))
+                }
+                value = Int(v)
             }
-            let raw = buffer[(j + 1)..<valueEnd].filter { !ASCII.isWSP($0) && $0 != ASCII.cr && $0 != ASCII.lf }
-            guard let v = ASCII.parseDecimal(raw, max: UInt64(Int32.max)) else {
-                throw SIPParseError(.invalidContentLength, header: "Content-Length", offset: lineStart - r.lowerBound, "Content-Length is not a non-negative number")
-            }
-            if let old = value, old != Int(v) {
-                throw SIPParseError(.invalidContentLength, header: "Content-Length", offset: lineStart - r.lowerBound, "two different Content-Length values")
-            }
-            value = Int(v)
+            return .success(value)
         }
-        guard let value else {
+        guard let value = try found.get() else {
             throw SIPParseError(.invalidContentLength, header: "Content-Length", offset: 0, "Content-Length is required on a stream transport")
         }
         return value
