@@ -119,4 +119,22 @@ struct RobustnessTests {
         #expect(try f.next() == .keepAlivePing)
         #expect(f.bufferedCount == 0)
     }
+
+    @Test("Content-Length on a stream: what frames and what is refused", arguments: [
+        ("Content-Length: 3", 3), ("content-length:3", 3), ("l: 0", 0), ("Content-Length :  2 ", 2),
+        ("Content-Length: 1\r\n 2", 12), ("Content-Length: 2\r\nl: 2", 2),
+        ("Content-Length: x", nil), ("Content-Length: -1", nil), ("Content-Length:", nil),
+        ("Content-Length: 1\r\nContent-Length: 2", nil), ("Content-Length: 99999999999", nil), ("Max-Forwards: 70", nil),
+    ] as [(String, Int?)])
+    func contentLength(line: String, length: Int?) throws {
+        var f = SIPStreamFramer()
+        let head = "OPTIONS sip:a@b SIP/2.0\r\n\(line)\r\nCall-ID: x\r\n\r\n"
+        f.append(Array(head.utf8) + Array(repeating: UInt8(ascii: "b"), count: 12))
+        if let length {
+            guard case .message(let m)? = try f.next() else { Issue.record("no message"); return }
+            #expect(m.count == head.utf8.count + length)
+        } else {
+            #expect(throws: SIPParseError.self) { _ = try f.next() }
+        }
+    }
 }
