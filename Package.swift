@@ -109,5 +109,6 @@ let package = Package(
             swiftSettings: [.swiftLanguageMode(.v5)]
         ),
         .testTarget(name: "SIPConfigTests", dependencies: ["SIPConfig"]),
+        .testTarget(name: "SIPTransportTests", dependencies: ["SIPTransport", .product(name: "NIOCore", package: "swift-nio")]),
     ]
 )

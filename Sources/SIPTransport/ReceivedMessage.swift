@@ -28,7 +28,7 @@ public final class ReceivedMessage: @unchecked Sendable {
     public init(message: SIPMessage, source: SocketAddress, listener: ListenSocket, proto: TransportProtocol, connection: SIPConnection?) {
         self.message = message
         self.source = source
-        self.sourceIP = connection?.remoteIP ?? source.ipAddress ?? ""
+        self.sourceIP = connection?.remoteIP ?? source.ipText ?? ""
         self.sourcePort = source.port ?? 0
         self.listener = listener
         self.proto = proto

@@ -37,7 +37,7 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
         self.proto = proto
         self.channel = channel
         self.remote = channel.remoteAddress ?? (try! SocketAddress(ipAddress: "0.0.0.0", port: 0))
-        self.remoteIP = remote.ipAddress ?? ""
+        self.remoteIP = remote.ipText ?? ""
         self.local = channel.localAddress
         self.listener = listener
         self.outbound = outbound
