@@ -166,20 +166,27 @@ public struct SIPURI: Sendable, CustomStringConvertible {
         }
     }
 
+    // Character classes of RFC 3261 §25.1 as 128-bit masks (unreserved
+    // plus the listed marks), tested with a shift like `ASCII.isToken`.
+
+    /// user: unreserved / escaped / `& = + $ , ; ? /` (and UTF-8 octets).
     static func isUserChar(_ c: UInt8) -> Bool {
-        ASCII.isUnreserved(c) || c >= 0x80 || "&=+$,;?/".utf8.contains(c)
+        c >= 0x80 || ASCII.inMask(c, 0xABFF_FFD2_0000_0000, 0x47FF_FFFE_87FF_FFFE)
     }
 
+    /// password: unreserved / escaped / `& = + $ ,` (and UTF-8 octets).
     static func isPasswordChar(_ c: UInt8) -> Bool {
-        ASCII.isUnreserved(c) || c >= 0x80 || "&=+$,".utf8.contains(c)
+        c >= 0x80 || ASCII.inMask(c, 0x23FF_7FD2_0000_0000, 0x47FF_FFFE_87FF_FFFE)
     }
 
+    /// paramchar: unreserved / escaped / `[ ] / : & + $`.
     static func isParamChar(_ c: UInt8) -> Bool {
-        ASCII.isUnreserved(c) || "[]/:&+$".utf8.contains(c)
+        ASCII.inMask(c, 0x07FF_EFD2_0000_0000, 0x47FF_FFFE_AFFF_FFFE)
     }
 
+    /// hnv-unreserved / unreserved / escaped: `[ ] / ? : + $`.
     static func isHeaderChar(_ c: UInt8) -> Bool {
-        ASCII.isUnreserved(c) || "[]/?:+$".utf8.contains(c)
+        ASCII.inMask(c, 0x87FF_EF92_0000_0000, 0x47FF_FFFE_AFFF_FFFE)
     }
 
     static func parseSIP(_ b: ArraySlice<UInt8>, scheme: Scheme, build: Bool) throws(SIPParseError) -> SIPURI? {

@@ -181,4 +181,17 @@ struct URITests {
     func malformed(text: String) {
         #expect(throws: SIPParseError.self) { try SIPURI.parse(text) }
     }
+
+    @Test("URI character classes are RFC 3261 §25.1's, for every octet")
+    func uriCharacterClasses() {
+        func unreserved(_ c: UInt8) -> Bool {
+            (c >= 0x30 && c <= 0x39) || (c | 0x20 >= 0x61 && c | 0x20 <= 0x7A) || "-_.!~*'()".utf8.contains(c)
+        }
+        for c in UInt8.min...UInt8.max {
+            #expect(SIPURI.isUserChar(c) == (unreserved(c) || c >= 0x80 || "&=+$,;?/".utf8.contains(c)), "user \(c)")
+            #expect(SIPURI.isPasswordChar(c) == (unreserved(c) || c >= 0x80 || "&=+$,".utf8.contains(c)), "password \(c)")
+            #expect(SIPURI.isParamChar(c) == (unreserved(c) || "[]/:&+$".utf8.contains(c)), "param \(c)")
+            #expect(SIPURI.isHeaderChar(c) == (unreserved(c) || "[]/?:+$".utf8.contains(c)), "header \(c)")
+        }
+    }
 }
