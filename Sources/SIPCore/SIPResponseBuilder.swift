@@ -36,28 +36,38 @@ public enum SIPResponseBuilder {
             for b in reason.utf8 where b != ASCII.cr && b != ASCII.lf { w.put(b) }
             w.put(ASCII.cr, ASCII.lf)
             var topVia = topVia
-            for e in request.entries {
-                switch e.name {
-                case .via, .from, .callID, .cseq, .to:
-                    let h = request.field(e)
-                    w.put(h.rawName)
-                    w.put(ASCII.colon, ASCII.sp)
-                    if e.name == .via, let v = topVia {
-                        // The stamped first value, then the others as received.
-                        w.put(v)
-                        w.put(h.value[SIPHeaderField.firstListValue(h.value).endIndex...])
-                        topVia = nil
-                    } else {
-                        w.put(h.value)
+            // Fields as received are copied straight from the message's
+            // octets; edited ones (and the stamped Via) through their field.
+            request.storage.withUnsafeBytes { octets in
+                for e in request.entries {
+                    switch e.name {
+                    case .via, .from, .callID, .cseq, .to:
+                        if e.source < 0 && !(e.name == .via && topVia != nil) {
+                            w.put(UnsafeRawBufferPointer(rebasing: octets[Int(e.nameStart)..<Int(e.nameEnd)]))
+                            w.put(ASCII.colon, ASCII.sp)
+                            w.put(UnsafeRawBufferPointer(rebasing: octets[Int(e.valueStart)..<Int(e.valueEnd)]))
+                        } else {
+                            let h = request.field(e)
+                            w.put(h.rawName)
+                            w.put(ASCII.colon, ASCII.sp)
+                            if e.name == .via, let v = topVia {
+                                // The stamped first value, then the others as received.
+                                w.put(v)
+                                w.put(h.value[SIPHeaderField.firstListValue(h.value).endIndex...])
+                                topVia = nil
+                            } else {
+                                w.put(h.value)
+                            }
+                        }
+                        if e.name == .to, toNeedsTag, let toTag {
+                            w.put(";tag=")
+                            w.put(toTag)
+                            toNeedsTag = false
+                        }
+                        w.put(ASCII.cr, ASCII.lf)
+                    default:
+                        break
                     }
-                    if e.name == .to, toNeedsTag, let toTag {
-                        w.put(";tag=")
-                        w.put(toTag)
-                        toNeedsTag = false
-                    }
-                    w.put(ASCII.cr, ASCII.lf)
-                default:
-                    break
                 }
             }
             for (n, v) in extraHeaders { writeField(&w, n, v) }

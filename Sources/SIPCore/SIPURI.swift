@@ -150,6 +150,7 @@ public struct SIPURI: Sendable, CustomStringConvertible {
     }
 
     /// Checks that every octet is allowed by `allowed` or is a valid `%HH`.
+    @inline(__always)
     static func checkEscaped(_ s: ArraySlice<UInt8>, what: String, allowed: (UInt8) -> Bool) throws(SIPParseError) {
         var i = s.startIndex
         while i < s.endIndex {
