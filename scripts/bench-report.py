@@ -75,7 +75,7 @@ for q in ("p50", "p99"):
 
 opened = idle("swiftser", "opened")
 print("SwiftSER vs %s, %s CPUs, load generator (sipload, one thread) on the same machine;" % (kversion or "Kamailio", cpus))
-print("%ss per closed-loop row, median of %s runs alternating the two servers; one worker each: SwiftSER children=1, Kamailio children=1 + tcp_children=1" % (duration, os.environ.get("REPEAT", "1")))
+print("%ss per row; closed-loop and fixed-rate rows: median of %s runs alternating the two servers; one worker each: SwiftSER children=1, Kamailio children=1 + tcp_children=1" % (duration, os.environ.get("REPEAT", "1")))
 print("(one TLS worker: Kamailio 5.6 with OpenSSL 3 can crash when two processes handshake at once).")
 print("Server pinned to CPU 0, sipload to CPU 1 (taskset)." if os.environ.get("PINNED") == "1" else "Server and sipload not pinned: both float over all CPUs.")
 print("Key exchange: the same classic groups on both (X25519, P-256, P-384: OpenSSL 3.0's; SwiftSER's default also offers X25519MLKEM768, which Kamailio 5.6 lacks).")
