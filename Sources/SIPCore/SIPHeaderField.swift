@@ -65,11 +65,19 @@ public struct SIPHeaderField: Sendable {
 
     static func splitList(_ v: ArraySlice<UInt8>) -> [ArraySlice<UInt8>] {
         var out: [ArraySlice<UInt8>] = []
+        forEachListValue(v) { out.append($0) }
+        return out
+    }
+
+    /// Hands each value of a comma-separated list to `body`, trimmed, in
+    /// order, without building an array of them.
+    @inline(__always)
+    static func forEachListValue<E: Error>(_ v: ArraySlice<UInt8>, _ body: (ArraySlice<UInt8>) throws(E) -> Void) throws(E) {
         var start = v.startIndex
         while true {
             let comma = nextListComma(v, from: start)
-            out.append(v[start..<comma].trimmingWSP())
-            if comma == v.endIndex { return out }
+            try body(v[start..<comma].trimmingWSP())
+            if comma == v.endIndex { return }
             start = comma + 1
         }
     }

@@ -75,12 +75,7 @@ extension SIPMessage {
     /// Every Via value, top first.
     public func vias() throws(SIPParseError) -> [Via] {
         var out: [Via] = []
-        for e in entries where e.name == .via {
-            let h = field(e)
-            for v in h.values {
-                do { out.append(try Via.parse(v)) } catch { throw parseError(error, for: h) }
-            }
-        }
+        try eachVia { via, _ in out.append(via) }
         return out
     }
 
@@ -88,21 +83,20 @@ extension SIPMessage {
     /// them: returns the topmost, with its text, or nil when there is none.
     func checkVias() throws(SIPParseError) -> (via: Via, text: ArraySlice<UInt8>)? {
         var top: (via: Via, text: ArraySlice<UInt8>)? = nil
+        try eachVia { via, text in if top == nil { top = (via, text) } }
+        return top
+    }
+
+    /// Parses the Via values in order and hands each, with its text, to
+    /// `body`; the first malformed one throws, naming its line.
+    @inline(__always)
+    private func eachVia(_ body: (Via, ArraySlice<UInt8>) -> Void) throws(SIPParseError) {
         for e in entries where e.name == .via {
             let h = field(e)
-            var start = h.value.startIndex
-            while true {
-                let comma = SIPHeaderField.nextListComma(h.value, from: start)
-                let v = h.value[start..<comma].trimmingWSP()
-                do {
-                    let via = try Via.parse(v)
-                    if top == nil { top = (via, v) }
-                } catch { throw parseError(error, for: h) }
-                if comma == h.value.endIndex { break }
-                start = comma + 1
-            }
+            do {
+                try SIPHeaderField.forEachListValue(h.value) { (v) throws(SIPParseError) in body(try Via.parse(v), v) }
+            } catch { throw parseError(error, for: h) }
         }
-        return top
     }
 
     /// The topmost Via value.
@@ -151,12 +145,17 @@ extension SIPMessage {
         var out: [ContactValue] = []
         for e in entries where e.name == .contact {
             let h = field(e)
-            for v in h.values {
-                if v.count == 1, v.first == ASCII.star { if build { out.append(.wildcard) }; continue }
-                do {
-                    if build { out.append(.address(try NameAddress.parse(v, header: "Contact"))) } else { try NameAddress.check(v, header: "Contact") }
-                } catch { throw parseError(error, for: h) }
-            }
+            do {
+                try SIPHeaderField.forEachListValue(h.value) { (v) throws(SIPParseError) in
+                    if v.count == 1, v.first == ASCII.star {
+                        if build { out.append(.wildcard) }
+                    } else if build {
+                        out.append(.address(try NameAddress.parse(v, header: "Contact")))
+                    } else {
+                        try NameAddress.check(v, header: "Contact")
+                    }
+                }
+            } catch { throw parseError(error, for: h) }
         }
         return out
     }
@@ -165,11 +164,11 @@ extension SIPMessage {
         var out: [NameAddress] = []
         for e in entries where e.name == name {
             let h = field(e)
-            for v in h.values {
-                do {
+            do {
+                try SIPHeaderField.forEachListValue(h.value) { (v) throws(SIPParseError) in
                     if build { out.append(try NameAddress.parse(v, header: name.canonicalName)) } else { try NameAddress.check(v, header: name.canonicalName) }
-                } catch { throw parseError(error, for: h) }
-            }
+                }
+            } catch { throw parseError(error, for: h) }
         }
         return out
     }

@@ -9,7 +9,7 @@ public enum SIPResponseBuilder {
     /// proxy's `received`/`rport` stamp not written into the request).
     public static func response(to request: SIPMessage, code: Int, reason: String, toTag: String?, toHasTag: Bool? = nil, topVia: [UInt8]? = nil, extraHeaders: [(String, String)] = [], body: [UInt8] = [], contentType: String? = nil) -> [UInt8] {
         // Sized first, then written once into an array of that size.
-        var size = 8 + 3 + 1 + reason.utf8.count + 2
+        var size = statusLineSize(reason)
         var toNeedsTag = false
         for e in request.entries {
             switch e.name {
@@ -26,15 +26,10 @@ public enum SIPResponseBuilder {
         if let topVia { size += topVia.count }
         for (n, v) in extraHeaders { size += n.utf8.count + 2 + v.utf8.count + 2 }
         if let contentType { size += 14 + contentType.utf8.count + 2 }
-        size += 16 + 20 + 2 + 2 + body.count
+        size += 40 + body.count
 
         return OctetWriter.array(capacity: size) { w in
-            w.put("SIP/2.0 ")
-            w.putDecimal(Swift.min(Swift.max(code, 0), 999))
-            w.put(ASCII.sp)
-            // A reason phrase may not hold CR or LF.
-            for b in reason.utf8 where b != ASCII.cr && b != ASCII.lf { w.put(b) }
-            w.put(ASCII.cr, ASCII.lf)
+            writeStatusLine(&w, code, reason)
             var topVia = topVia
             // Fields as received are copied straight from the message's
             // octets; edited ones (and the stamped Via) through their field.
@@ -72,12 +67,29 @@ public enum SIPResponseBuilder {
             }
             for (n, v) in extraHeaders { writeField(&w, n, v) }
             if let contentType { writeField(&w, "Content-Type", contentType) }
-            w.put("Content-Length: ")
-            w.putDecimal(body.count)
-            w.put(ASCII.cr, ASCII.lf)
-            w.put(ASCII.cr, ASCII.lf)
+            writeContentLength(&w, body.count)
             w.put(body)
         }
+    }
+
+    /// Status-line size: `SIP/2.0 NNN reason CRLF`.
+    static func statusLineSize(_ reason: String) -> Int { 8 + 3 + 1 + reason.utf8.count + 2 }
+
+    static func writeStatusLine(_ w: inout OctetWriter, _ code: Int, _ reason: String) {
+        w.put("SIP/2.0 ")
+        w.putDecimal(Swift.min(Swift.max(code, 0), 999))
+        w.put(ASCII.sp)
+        // A reason phrase may not hold CR or LF.
+        for b in reason.utf8 where b != ASCII.cr && b != ASCII.lf { w.put(b) }
+        w.put(ASCII.cr, ASCII.lf)
+    }
+
+    /// `Content-Length: N` and the empty line ending the header (at most 40 octets).
+    static func writeContentLength(_ w: inout OctetWriter, _ n: Int) {
+        w.put("Content-Length: ")
+        w.putDecimal(n)
+        w.put(ASCII.cr, ASCII.lf)
+        w.put(ASCII.cr, ASCII.lf)
     }
 
     private static func writeField(_ w: inout OctetWriter, _ name: String, _ value: String) {
@@ -113,28 +125,22 @@ public enum SIPResponseBuilder {
         for need in [SIPHeaderName.via, .from, .to, .callID, .cseq] where !lines.contains(where: { $0.0 == need }) {
             return nil
         }
-        var out: [UInt8] = []
-        appendStatusLine(&out, error.statusCode, error.reasonPhrase)
-        for (name, raw, value) in lines {
-            SIPMessage.writeField(&out, name: raw, value: value)
-            if name == .to, let toTag, !hasTag(value) {
-                out.removeLast(2)
-                out.append(contentsOf: ";tag=\(toTag)\r\n".utf8)
+        let tagSize = 5 + (toTag?.utf8.count ?? 0)
+        let size = lines.reduce(statusLineSize(error.reasonPhrase) + 40) { $0 + $1.1.count + 2 + $1.2.count + 2 + ($1.0 == .to ? tagSize : 0) }
+        return OctetWriter.array(capacity: size) { w in
+            writeStatusLine(&w, error.statusCode, error.reasonPhrase)
+            for (name, raw, value) in lines {
+                w.put(raw)
+                w.put(ASCII.colon, ASCII.sp)
+                w.put(value)
+                if name == .to, let toTag, !hasTag(value) {
+                    w.put(";tag=")
+                    w.put(toTag)
+                }
+                w.put(ASCII.cr, ASCII.lf)
             }
+            writeContentLength(&w, 0)
         }
-        SIPMessage.writeField(&out, name: "Content-Length".utf8, value: "0".utf8)
-        out.append(contentsOf: [ASCII.cr, ASCII.lf])
-        return out
-    }
-
-    static func appendStatusLine(_ out: inout [UInt8], _ code: Int, _ reason: String) {
-        out.append(contentsOf: "SIP/2.0 ".utf8)
-        out.append(contentsOf: String(code).utf8)
-        out.append(ASCII.sp)
-        // A reason phrase may not hold CR or LF.
-        for b in reason.utf8 where b != ASCII.cr && b != ASCII.lf { out.append(b) }
-        out.append(ASCII.cr)
-        out.append(ASCII.lf)
     }
 
     static func hasTag(_ value: ArraySlice<UInt8>) -> Bool {

@@ -195,13 +195,9 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
     func sendReply(_ ctx: MessageContext, code: Int, reason: String, extraHeaders: [(String, String)] = []) {
         // A stamp not yet written into the message goes straight into the
         // reply, which then copies the rest from the request as received.
-        if let topVia = ctx.pendingTopVia {
-            sendReply(to: ctx.received, request: ctx.received.message, topVia: topVia, code: code, reason: reason,
-                      extraHeaders: extraHeaders, toTag: ctx.localTag, toHasTag: ctx.toHasTag)
-        } else {
-            sendReply(to: ctx.received, request: ctx.requestForReplies, code: code, reason: reason, extraHeaders: extraHeaders,
-                      toTag: ctx.localTag, toHasTag: ctx.toHasTag)
-        }
+        let topVia = ctx.pendingTopVia
+        sendReply(to: ctx.received, request: topVia == nil ? ctx.requestForReplies : ctx.received.message, topVia: topVia,
+                  code: code, reason: reason, extraHeaders: extraHeaders, toTag: ctx.localTag, toHasTag: ctx.toHasTag)
     }
 
     /// Sends a reply generated here, statelessly. `topVia`: the first Via

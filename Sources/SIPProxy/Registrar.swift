@@ -119,10 +119,10 @@ extension ProxyCore {
 
     /// `sipDate(now)`, made once per second for all replies.
     func sipDateNow(_ now: Int64) -> String {
-        if let s = dateCache.withLockedValue({ $0.0 == now ? $0.1 : nil }) { return s }
-        let s = ProxyCore.sipDate(now)
-        dateCache.withLockedValue { $0 = (now, s) }
-        return s
+        dateCache.withLockedValue { cache in
+            if cache.0 != now { cache = (now, ProxyCore.sipDate(now)) }
+            return cache.1
+        }
     }
 
     /// RFC 3261 §20.17 SIP-date (RFC 1123 form, always GMT), without a
