@@ -7,8 +7,23 @@ public enum SIPResponseBuilder {
     /// already knows (from `validate()`); otherwise the To is parsed here.
     /// `topVia`: the first Via value to write instead of the request's (a
     /// proxy's `received`/`rport` stamp not written into the request).
-    public static func response(to request: SIPMessage, code: Int, reason: String, toTag: String?, toHasTag: Bool? = nil, topVia: [UInt8]? = nil, extraHeaders: [(String, String)] = [], body: [UInt8] = [], contentType: String? = nil) -> [UInt8] {
-        // Sized first, then written once into an array of that size.
+    public static func response(to request: SIPMessage, code: Int, reason: String, toTag: String?, toHasTag: Bool? = nil, topVia: Via.Stamp? = nil, extraHeaders: [(String, String)] = [], body: [UInt8] = [], contentType: String? = nil) -> [UInt8] {
+        withResponse(to: request, code: code, reason: reason, toTag: toTag, toHasTag: toHasTag, topVia: topVia,
+                     extraHeaders: extraHeaders, body: body, contentType: contentType) { size, write in
+            [UInt8](unsafeUninitializedCapacity: size) { buffer, initialized in
+                initialized = write(UnsafeMutableRawBufferPointer(buffer))
+            }
+        }
+    }
+
+    /// `response`, written wherever `emit` wants it: `emit` gets the most
+    /// octets the response can take and a function that writes it into a
+    /// buffer of at least that size and returns the octets written. A
+    /// transport passes its own send buffer, so the reply is not first
+    /// made as an array and then copied.
+    public static func withResponse<R>(to request: SIPMessage, code: Int, reason: String, toTag: String?, toHasTag: Bool? = nil, topVia: Via.Stamp? = nil, extraHeaders: [(String, String)] = [], body: [UInt8] = [], contentType: String? = nil,
+                                       _ emit: (_ size: Int, _ write: (UnsafeMutableRawBufferPointer) -> Int) -> R) -> R {
+        // Sized first, then written once.
         var size = statusLineSize(reason)
         var toNeedsTag = false
         for e in request.entries {
@@ -23,21 +38,22 @@ public enum SIPResponseBuilder {
                 break
             }
         }
-        if let topVia { size += topVia.count }
+        size += topVia?.count ?? 0
         for (n, v) in extraHeaders { size += n.utf8.count + 2 + v.utf8.count + 2 }
         if let contentType { size += 14 + contentType.utf8.count + 2 }
         size += 40 + body.count
 
-        return OctetWriter.array(capacity: size) { w in
+        return emit(size) { raw in
+            var w = OctetWriter(UnsafeMutableRawBufferPointer(rebasing: raw[..<size]).bindMemory(to: UInt8.self))
             writeStatusLine(&w, code, reason)
-            var topVia = topVia
+            var viaPending = topVia != nil
             // Fields as received are copied straight from the message's
             // octets; edited ones (and the stamped Via) through their field.
             request.storage.withUnsafeBytes { octets in
                 for e in request.entries {
                     switch e.name {
                     case .via, .from, .callID, .cseq, .to:
-                        if e.source < 0 && !(e.name == .via && topVia != nil) {
+                        if e.source < 0 && !(e.name == .via && viaPending) {
                             w.put(UnsafeRawBufferPointer(rebasing: octets[Int(e.nameStart)..<Int(e.nameEnd)]))
                             w.put(ASCII.colon, ASCII.sp)
                             w.put(UnsafeRawBufferPointer(rebasing: octets[Int(e.valueStart)..<Int(e.valueEnd)]))
@@ -45,11 +61,11 @@ public enum SIPResponseBuilder {
                             let h = request.field(e)
                             w.put(h.rawName)
                             w.put(ASCII.colon, ASCII.sp)
-                            if e.name == .via, let v = topVia {
+                            if e.name == .via, viaPending {
                                 // The stamped first value, then the others as received.
-                                w.put(v)
+                                topVia?.write(&w)
                                 w.put(h.value[SIPHeaderField.firstListValue(h.value).endIndex...])
-                                topVia = nil
+                                viaPending = false
                             } else {
                                 w.put(h.value)
                             }
@@ -69,6 +85,7 @@ public enum SIPResponseBuilder {
             if let contentType { writeField(&w, "Content-Type", contentType) }
             writeContentLength(&w, body.count)
             w.put(body)
+            return w.count
         }
     }
 

@@ -136,34 +136,75 @@ extension Via {
     /// `hasRport`: false when the caller knows the value has no `rport`
     /// parameter (from its parsed `Via`); the value is then not searched.
     public static func stamp(_ value: ArraySlice<UInt8>, received: String?, rport: UInt16?, hasRport: Bool = true) -> [UInt8]? {
-        let v = value.trimmingWSP()
-        var cut: Range<Int>? = nil
-        if rport != nil && hasRport {
-            if v.contains(ASCII.quote) { return nil }
-            var i = v.startIndex
-            while let semi = v[i...].firstIndex(of: ASCII.semicolon) {
-                var j = semi + 1
-                while j < v.endIndex, v[j] == ASCII.sp || v[j] == ASCII.tab { j += 1 }
-                let nameEnd = j + 5
-                if nameEnd <= v.endIndex, ASCII.equalsLower(v[j..<nameEnd], "rport") {
-                    var k = nameEnd
-                    while k < v.endIndex, v[k] == ASCII.sp || v[k] == ASCII.tab { k += 1 }
-                    if k == v.endIndex || v[k] == ASCII.semicolon {
-                        cut = semi..<k
-                        break
+        Stamp(value, received: received, rport: rport, hasRport: hasRport)?.octets
+    }
+
+    /// A stamped Via value (see `Via.stamp`) not yet written anywhere: the
+    /// value as received, what to cut from it and what to append. A
+    /// stateless reply writes it straight into its own octets
+    /// (`SIPResponseBuilder`), so a request that is only answered is never
+    /// edited; `octets` makes the value for a request that is forwarded.
+    public struct Stamp: Sendable {
+        private let value: ArraySlice<UInt8>
+        private let cut: Range<Int>?
+        private let received: String?
+        private let rport: UInt16?
+        /// Octets of the stamped value.
+        public let count: Int
+
+        /// The stamp of `value`; nil where `Via.stamp` returns nil.
+        public init?(_ value: ArraySlice<UInt8>, received: String?, rport: UInt16?, hasRport: Bool = true) {
+            let v = value.trimmingWSP()
+            var cut: Range<Int>? = nil
+            if rport != nil && hasRport {
+                if v.contains(ASCII.quote) { return nil }
+                var i = v.startIndex
+                while let semi = v[i...].firstIndex(of: ASCII.semicolon) {
+                    var j = semi + 1
+                    while j < v.endIndex, v[j] == ASCII.sp || v[j] == ASCII.tab { j += 1 }
+                    let nameEnd = j + 5
+                    if nameEnd <= v.endIndex, ASCII.equalsLower(v[j..<nameEnd], "rport") {
+                        var k = nameEnd
+                        while k < v.endIndex, v[k] == ASCII.sp || v[k] == ASCII.tab { k += 1 }
+                        if k == v.endIndex || v[k] == ASCII.semicolon {
+                            cut = semi..<k
+                            break
+                        }
+                        if v[k] == ASCII.equals { return nil }
                     }
-                    if v[k] == ASCII.equals { return nil }
+                    i = semi + 1
                 }
-                i = semi + 1
             }
+            self.value = v
+            self.cut = cut
+            self.received = received
+            self.rport = rport
+            var n = v.count - (cut?.count ?? 0)
+            if let received { n += 10 + received.utf8.count }
+            if let rport { n += 7 + (rport >= 10_000 ? 5 : rport >= 1000 ? 4 : rport >= 100 ? 3 : rport >= 10 ? 2 : 1) }
+            count = n
         }
-        let size = v.count + (received.map { 10 + $0.utf8.count } ?? 0) + (rport == nil ? 0 : 12)
-        return OctetWriter.array(capacity: size) { w in
+
+        /// A whole value written as it is (a Via edited as a parsed value).
+        public init(text: [UInt8]) {
+            value = text[...]
+            cut = nil
+            received = nil
+            rport = nil
+            count = text.count
+        }
+
+        /// The stamped value.
+        public var octets: [UInt8] {
+            OctetWriter.array(capacity: count) { write(&$0) }
+        }
+
+        func write(_ w: inout OctetWriter) {
             if let cut {
-                w.put(v[v.startIndex..<cut.lowerBound])
-                w.put(v[cut.upperBound...])
+                w.put(value[value.startIndex..<cut.lowerBound])
+                w.put(value[cut.upperBound...])
             } else {
-                w.put(v)
+                w.put(value)
             }
             if let received {
                 w.put(";received=")

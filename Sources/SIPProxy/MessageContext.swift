@@ -94,15 +94,15 @@ final class MessageContext {
     /// it straight from here, so a request answered by the script without
     /// being read or forwarded is never edited. Any use of `message` or
     /// `requestForReplies` writes it in first.
-    private(set) var pendingTopVia: [UInt8]?
+    private(set) var pendingTopVia: Via.Stamp?
 
     /// Sets the stamped top Via value (see `pendingTopVia`).
-    func stampTopVia(_ value: [UInt8]) { pendingTopVia = value }
+    func stampTopVia(_ value: Via.Stamp) { pendingTopVia = value }
 
     private func applyTopVia() {
         guard let v = pendingTopVia else { return }
         pendingTopVia = nil
-        edited.replaceFirstValue(.via, with: v)
+        edited.replaceFirstValue(.via, with: v.octets)
         forReplies = edited
     }
 

@@ -161,12 +161,12 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
         // Usually the value is edited as text; the parsed Via is written
         // anew only when it already has received or an rport value.
         let text = ctx.checked?.topViaText ?? ctx.received.message.headerValue(.via).map(SIPHeaderField.firstListValue)
-        if via.received == nil, let text, let stamped = Via.stamp(text, received: received, rport: rport, hasRport: hasRport) {
+        if via.received == nil, let text, let stamped = Via.Stamp(text, received: received, rport: rport, hasRport: hasRport) {
             ctx.stampTopVia(stamped)
         } else {
             if let received { via.parameters.set("received", received) }
             if let rport { via.parameters.set("rport", String(rport)) }
-            ctx.stampTopVia(Array(via.description.utf8))
+            ctx.stampTopVia(Via.Stamp(text: Array(via.description.utf8)))
         }
     }
 
@@ -202,10 +202,17 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
 
     /// Sends a reply generated here, statelessly. `topVia`: the first Via
     /// value to write instead of the request's.
-    func sendReply(to r: ReceivedMessage, request: SIPMessage, topVia: [UInt8]? = nil, code: Int, reason: String, extraHeaders: [(String, String)] = [], toTag: String? = nil, toHasTag: Bool? = nil) {
-        let bytes = replyBytes(to: r, request: request, topVia: topVia, code: code, reason: reason, extraHeaders: extraHeaders, toTag: toTag, toHasTag: toHasTag)
-        // Nobody would read a failure below info level: skip the future.
-        if logger.logLevel > .info, transport.replyUnobserved(bytes, to: r) { return }
+    func sendReply(to r: ReceivedMessage, request: SIPMessage, topVia: Via.Stamp? = nil, code: Int, reason: String, extraHeaders: [(String, String)] = [], toTag: String? = nil, toHasTag: Bool? = nil) {
+        let headers = replyHeaders(to: r, code: code, reason: reason, extraHeaders: extraHeaders)
+        let tag = toTag ?? localTag(request)
+        // Nobody would read a failure below info level: no future, and the
+        // reply is written straight into the transport's send buffer.
+        if logger.logLevel > .info,
+           SIPResponseBuilder.withResponse(to: request, code: code, reason: reason, toTag: tag, toHasTag: toHasTag, topVia: topVia, extraHeaders: headers,
+                                           { size, write in transport.replyUnobserved(size: size, to: r, write) }) {
+            return
+        }
+        let bytes = SIPResponseBuilder.response(to: request, code: code, reason: reason, toTag: tag, toHasTag: toHasTag, topVia: topVia, extraHeaders: headers)
         transport.reply(bytes, to: r).whenFailure { [logger] e in logger.info("reply \(code) to \(r.sourceIP):\(r.sourcePort) not sent: \(e)") }
     }
 
@@ -213,7 +220,14 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
     /// request's Via/From/To/Call-ID/CSeq, Allow on 405/501, the
     /// `server_header`, and a Warning when `sip_warning` is on.
     /// `toHasTag`: known from `validate()` (saves parsing the To again).
-    func replyBytes(to r: ReceivedMessage, request: SIPMessage, topVia: [UInt8]? = nil, code: Int, reason: String, extraHeaders: [(String, String)] = [], toTag: String? = nil, toHasTag: Bool? = nil) -> [UInt8] {
+    func replyBytes(to r: ReceivedMessage, request: SIPMessage, topVia: Via.Stamp? = nil, code: Int, reason: String, extraHeaders: [(String, String)] = [], toTag: String? = nil, toHasTag: Bool? = nil) -> [UInt8] {
+        SIPResponseBuilder.response(to: request, code: code, reason: reason, toTag: toTag ?? localTag(request), toHasTag: toHasTag, topVia: topVia,
+                                    extraHeaders: replyHeaders(to: r, code: code, reason: reason, extraHeaders: extraHeaders))
+    }
+
+    /// The header fields a reply made here adds to the caller's: Allow on
+    /// 405/501, the `server_header`, a Warning when `sip_warning` is on.
+    private func replyHeaders(to r: ReceivedMessage, code: Int, reason: String, extraHeaders: [(String, String)]) -> [(String, String)] {
         var headers = extraHeaders
         if code == 405 || code == 501 { headers.append(("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, NOTIFY, SUBSCRIBE, UPDATE, PRACK, REFER")) }
         if let server = serverHeaderField { headers.append(server) }
@@ -221,7 +235,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
             let l = r.listener
             headers.append(("Warning", "392 \(l.advertisedHost ?? l.host):\(l.advertisedPort ?? l.port) \"Noisy feedback tells: src=\(r.sourceIP):\(r.sourcePort) proto=\(r.proto.rawValue) reason=\(reason.replacingOccurrences(of: "\"", with: "'"))\""))
         }
-        return SIPResponseBuilder.response(to: request, code: code, reason: reason, toTag: toTag ?? localTag(request), toHasTag: toHasTag, topVia: topVia, extraHeaders: headers)
+        return headers
     }
 
     /// A To tag that is the same for retransmissions of a request.

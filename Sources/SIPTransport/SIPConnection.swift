@@ -107,15 +107,21 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
     /// Sends without a promise, for a caller that does not need to know how
     /// the write went (no future is made). False when the message would
     /// have to wait for the handshake (outbound TLS): use `send(_:)`.
-    public func sendUnobserved(_ bytes: [UInt8]) -> Bool {
+    /// The message is written by `write` straight into the send buffer,
+    /// which has room for at least `size` octets; `write` returns the
+    /// octets it wrote (see `SIPResponseBuilder.withResponse`).
+    public func sendUnobserved(size: Int, _ write: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
         guard readyAtStart else { return false }
         if channel.eventLoop.inEventLoop && inReadBatch {
-            // The first reply as it is (most reads carry one request);
-            // later ones are appended to it.
-            if batch == nil { batch = channel.allocator.buffer(bytes: bytes) } else { batch!.writeBytes(bytes) }
+            // Replies made while a read is handled go into one buffer,
+            // written and flushed when the read is done.
+            if batch == nil { batch = channel.allocator.buffer(capacity: size) }
+            batch!.writeWithUnsafeMutableBytes(minimumWritableBytes: size, write)
             flushPending = true
         } else {
-            channel.writeAndFlush(channel.allocator.buffer(bytes: bytes), promise: nil)
+            var buffer = channel.allocator.buffer(capacity: size)
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size, write)
+            channel.writeAndFlush(buffer, promise: nil)
         }
         return true
     }

@@ -211,12 +211,16 @@ public final class SIPTransport: @unchecked Sendable {
     /// promise or future is made. False when the reply needs the full path
     /// (its connection is gone, or waits for a handshake); the caller then
     /// uses `reply(_:to:)`.
-    public func replyUnobserved(_ bytes: [UInt8], to r: ReceivedMessage) -> Bool {
+    /// The reply is written by `write` straight into the send buffer (room
+    /// for at least `size` octets; `write` returns the octets written).
+    public func replyUnobserved(size: Int, to r: ReceivedMessage, _ write: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
         if let c = r.connection {
-            return c.isOpen && c.sendUnobserved(bytes)
+            return c.isOpen && c.sendUnobserved(size: size, write)
         }
         guard let ch = udpChannel(from: r.listener, to: r.source) else { return false }
-        ch.writeAndFlush(AddressedEnvelope(remoteAddress: r.source, data: ByteBuffer(bytes: bytes)), promise: nil)
+        var buffer = ch.allocator.buffer(capacity: size)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size, write)
+        ch.writeAndFlush(AddressedEnvelope(remoteAddress: r.source, data: buffer), promise: nil)
         return true
     }
 

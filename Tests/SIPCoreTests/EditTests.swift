@@ -87,6 +87,21 @@ struct EditTests {
         #expect(via.branch == "z9hG4bK1")
     }
 
+    @Test("a Via stamp knows its exact size before it is written, for every number of port digits")
+    func viaStampSize() throws {
+        let values = ["SIP/2.0/TLS a.example.com;branch=z9hG4bK1;rport", " SIP/2.0/UDP h;branch=z9hG4bK1 ", "SIP/2.0/UDP h ; rport ;branch=z9hG4bK1"]
+        for v in values {
+            for received in [nil, "192.0.2.1", "[2001:db8::1]"] {
+                for rport: UInt16? in [nil, 0, 9, 10, 99, 100, 999, 1000, 9999, 10000, 65535] {
+                    let s = try #require(Via.Stamp(ArraySlice(v.utf8), received: received, rport: rport))
+                    #expect(s.octets.count == s.count)
+                    #expect(s.octets == Via.stamp(ArraySlice(v.utf8), received: received, rport: rport))
+                }
+            }
+        }
+        #expect(Via.Stamp(text: Array("SIP/2.0/UDP h;branch=z9hG4bK1".utf8)).octets == Array("SIP/2.0/UDP h;branch=z9hG4bK1".utf8))
+    }
+
     @Test("pop Via on a response removes only the top value of a multi-value line")
     func popVia() throws {
         var m = try SIPMessage.parse("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a.example.com;branch=z9hG4bK1, SIP/2.0/UDP b.example.com;branch=z9hG4bK2\r\nCall-ID: x\r\nContent-Length: 0\r\n\r\n")

@@ -21,7 +21,7 @@ struct ReplyTests {
     func stampedTopVia() throws {
         let m = try SIPMessage.parse(request)
         let checked = try m.validate()
-        let stamped = try #require(Via.stamp(checked.topViaText, received: "198.51.100.1", rport: 40000, hasRport: checked.topVia.rport != nil))
+        let stamped = try #require(Via.Stamp(checked.topViaText, received: "198.51.100.1", rport: 40000, hasRport: checked.topVia.rport != nil))
         let bytes = SIPResponseBuilder.response(to: m, code: 200, reason: "OK", toTag: "t9", toHasTag: checked.toTag != nil, topVia: stamped)
         let text = String(decoding: bytes, as: UTF8.self)
         #expect(text == """
