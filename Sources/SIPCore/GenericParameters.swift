@@ -23,7 +23,7 @@ public struct GenericParameters: Sendable, Equatable {
         return nil
     }
 
-    public func contains(_ name: String) -> Bool { self[name] != nil }
+    public func contains(_ name: String) -> Bool { index(of: name) != nil }
 
     public mutating func set(_ name: String, _ value: String?) {
         if let i = index(of: name) {

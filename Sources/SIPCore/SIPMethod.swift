@@ -6,31 +6,35 @@ public enum SIPMethod: Hashable, Sendable, CustomStringConvertible {
     case other(String)
 
     public init<C: Collection>(bytes: C) where C.Element == UInt8 {
-        switch bytes.count {
-        case 3:
-            if bytes.elementsEqual("ACK".utf8) { self = .ack; return }
-            if bytes.elementsEqual("BYE".utf8) { self = .bye; return }
-        case 4:
-            if bytes.elementsEqual("INFO".utf8) { self = .info; return }
-        case 5:
-            if bytes.elementsEqual("PRACK".utf8) { self = .prack; return }
-            if bytes.elementsEqual("REFER".utf8) { self = .refer; return }
-        case 6:
-            if bytes.elementsEqual("INVITE".utf8) { self = .invite; return }
-            if bytes.elementsEqual("CANCEL".utf8) { self = .cancel; return }
-            if bytes.elementsEqual("NOTIFY".utf8) { self = .notify; return }
-            if bytes.elementsEqual("UPDATE".utf8) { self = .update; return }
-        case 7:
-            if bytes.elementsEqual("OPTIONS".utf8) { self = .options; return }
-            if bytes.elementsEqual("MESSAGE".utf8) { self = .message; return }
-            if bytes.elementsEqual("PUBLISH".utf8) { self = .publish; return }
-        case 8:
-            if bytes.elementsEqual("REGISTER".utf8) { self = .register; return }
-        case 9:
-            if bytes.elementsEqual("SUBSCRIBE".utf8) { self = .subscribe; return }
-        default: break
+        // The first eight octets as one big-endian number, compared with
+        // the known methods' (checked by the tests against their names).
+        let n = bytes.count
+        var key: UInt64 = 0
+        var ninth: UInt8 = 0
+        if n >= 3 && n <= 9 {
+            var i = 0
+            for b in bytes {
+                if i < 8 { key = key << 8 | UInt64(b) } else { ninth = b }
+                i += 1
+            }
         }
-        self = .other(String(decoding: bytes, as: UTF8.self))
+        switch (n, key) {
+        case (3, 0x41434B): self = .ack
+        case (3, 0x425945): self = .bye
+        case (4, 0x494E464F): self = .info
+        case (5, 0x505241434B): self = .prack
+        case (5, 0x5245464552): self = .refer
+        case (6, 0x494E56495445): self = .invite
+        case (6, 0x43414E43454C): self = .cancel
+        case (6, 0x4E4F54494659): self = .notify
+        case (6, 0x555044415445): self = .update
+        case (7, 0x4F5054494F4E53): self = .options
+        case (7, 0x4D455353414745): self = .message
+        case (7, 0x5055424C495348): self = .publish
+        case (8, 0x5245474953544552): self = .register
+        case (9, 0x5355425343524942) where ninth == UInt8(ascii: "E"): self = .subscribe
+        default: self = .other(String(decoding: bytes, as: UTF8.self))
+        }
     }
 
     public init(_ name: String) { self.init(bytes: Array(name.utf8)) }

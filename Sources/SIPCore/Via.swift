@@ -1,3 +1,5 @@
+import Foundation
+
 /// One Via value (RFC 3261 §20.42, RFC 3581 rport, RFC 5923 alias).
 ///
 /// `SIP / 2.0 / UDP host:port ;params`, with optional white space around
@@ -157,23 +159,28 @@ extension Via {
             let v = value.trimmingWSP()
             var cut: Range<Int>? = nil
             if rport != nil && hasRport {
-                if v.contains(ASCII.quote) { return nil }
-                var i = v.startIndex
-                while let semi = v[i...].firstIndex(of: ASCII.semicolon) {
-                    var j = semi + 1
-                    while j < v.endIndex, v[j] == ASCII.sp || v[j] == ASCII.tab { j += 1 }
-                    let nameEnd = j + 5
-                    if nameEnd <= v.endIndex, ASCII.equalsLower(v[j..<nameEnd], "rport") {
-                        var k = nameEnd
-                        while k < v.endIndex, v[k] == ASCII.sp || v[k] == ASCII.tab { k += 1 }
-                        if k == v.endIndex || v[k] == ASCII.semicolon {
-                            cut = semi..<k
-                            break
+                // nil: leave it to the parsed Via; .some(nil): no rport.
+                let found: Range<Int>?? = v.withUnsafeBufferPointer { b in
+                    guard let base = b.baseAddress else { return .some(nil) }
+                    let n = b.count
+                    if memchr(base, Int32(ASCII.quote), n) != nil { return nil }
+                    var i = 0
+                    while i < n, let p = memchr(base + i, Int32(ASCII.semicolon), n - i) {
+                        let semi = base.distance(to: p.assumingMemoryBound(to: UInt8.self))
+                        var j = semi + 1
+                        while j < n, b[j] == ASCII.sp || b[j] == ASCII.tab { j += 1 }
+                        if j + 5 <= n, ASCII.equalsLower(UnsafeBufferPointer(rebasing: b[j..<(j + 5)]), "rport") {
+                            var k = j + 5
+                            while k < n, b[k] == ASCII.sp || b[k] == ASCII.tab { k += 1 }
+                            if k == n || b[k] == ASCII.semicolon { return .some(semi..<k) }
+                            if b[k] == ASCII.equals { return nil }
                         }
-                        if v[k] == ASCII.equals { return nil }
+                        i = semi + 1
                     }
-                    i = semi + 1
+                    return .some(nil)
                 }
+                guard let found else { return nil }
+                cut = found.map { (v.startIndex + $0.lowerBound)..<(v.startIndex + $0.upperBound) }
             }
             self.value = v
             self.cut = cut

@@ -210,3 +210,22 @@ struct URITests {
         }
     }
 }
+
+@Suite("Methods")
+struct MethodTests {
+    @Test("every known method is recognised from its octets, case-sensitively; anything else is kept as it was written")
+    func methodsFromOctets() {
+        let known: [SIPMethod] = [.invite, .ack, .bye, .cancel, .register, .options, .info, .prack,
+                                  .subscribe, .notify, .update, .message, .refer, .publish]
+        for m in known {
+            #expect(SIPMethod(bytes: Array(m.name.utf8)) == m)
+            #expect(SIPMethod(bytes: ArraySlice(m.name.utf8)) == m)
+            #expect(SIPMethod(bytes: Array(m.name.lowercased().utf8)) == .other(m.name.lowercased()))
+            #expect(SIPMethod(bytes: Array((m.name + "X").utf8)) == .other(m.name + "X"))
+            #expect(SIPMethod(bytes: Array(m.name.dropLast().utf8)) == .other(String(m.name.dropLast())))
+        }
+        for other in ["SUBSCRIBX", "XSUBSCRIB", "AC", "A", "", "NEWMETHOD1", "INV%54E", "\0ACK"] {
+            #expect(SIPMethod(bytes: Array(other.utf8)) == .other(other))
+        }
+    }
+}
