@@ -54,6 +54,18 @@ public struct SIPURI: Sendable, CustomStringConvertible {
         self.opaque = nil
     }
 
+    /// Every part at once (the parser's way of making one).
+    init(scheme: Scheme, user: String?, password: String?, host: String, port: UInt16?, parameters: [Parameter], headers: [Parameter]) {
+        self.scheme = scheme
+        self.user = user
+        self.password = password
+        self.host = host
+        self.port = port
+        self.parameters = parameters
+        self.headers = headers
+        self.opaque = nil
+    }
+
     /// True for `sip:` and `sips:`.
     public var isSIP: Bool { scheme == .sip || scheme == .sips }
 
@@ -133,9 +145,11 @@ public struct SIPURI: Sendable, CustomStringConvertible {
               schemeBytes.allSatisfy({ ASCII.isAlpha($0) || ASCII.isDigit($0) || $0 == 0x2B || $0 == ASCII.dash || $0 == ASCII.dot })
         else { throw uriError("invalid URI scheme", b.startIndex) }
         let rest = b[(colon + 1)...]
-        for c in rest where c <= 0x20 || c == 0x7F || c == ASCII.lessThan || c == ASCII.greaterThan || c == ASCII.quote {
-            throw uriError("white space, control character or <>\" in URI", colon)
+        let clean = rest.withUnsafeBufferPointer { p in
+            for c in p where !isURIOctet(c) { return false }
+            return true
         }
+        guard clean else { throw uriError("white space, control character or <>\" in URI", colon) }
         if ASCII.equalsLower(schemeBytes, "sip") { return try parseSIP(rest, scheme: .sip, build: build) }
         if ASCII.equalsLower(schemeBytes, "sips") { return try parseSIP(rest, scheme: .sips, build: build) }
         if ASCII.equalsLower(schemeBytes, "tel") { return try parseTel(rest) }
@@ -185,6 +199,17 @@ public struct SIPURI: Sendable, CustomStringConvertible {
         ASCII.inMask(c, 0x07FF_EFD2_0000_0000, 0x47FF_FFFE_AFFF_FFFE)
     }
 
+    /// Any octet a URI may hold: printable ASCII except `<`, `>` and `"`
+    /// (no white space or control characters), and octets from 0x80.
+    static func isURIOctet(_ c: UInt8) -> Bool {
+        c >= 0x80 || ASCII.inMask(c, 0xAFFF_FFFA_0000_0000, 0x7FFF_FFFF_FFFF_FFFF)
+    }
+
+    /// A host name or IPv4 octet: letters, digits, `-`, `.` and `_`.
+    static func isHostChar(_ c: UInt8) -> Bool {
+        ASCII.inMask(c, 0x03FF_6000_0000_0000, 0x07FF_FFFE_87FF_FFFE)
+    }
+
     /// hnv-unreserved / unreserved / escaped: `[ ] / ? : + $`.
     static func isHeaderChar(_ c: UInt8) -> Bool {
         ASCII.inMask(c, 0x87FF_EF92_0000_0000, 0x47FF_FFFE_AFFF_FFFE)
@@ -225,7 +250,7 @@ public struct SIPURI: Sendable, CustomStringConvertible {
             }
             i = close + 1
         } else {
-            while i < b.endIndex, ASCII.isAlpha(b[i]) || ASCII.isDigit(b[i]) || b[i] == ASCII.dash || b[i] == ASCII.dot || b[i] == 0x5F { i += 1 }
+            while i < b.endIndex, isHostChar(b[i]) { i += 1 }
         }
         guard i > hostStart else { throw uriError("URI has no host", hostStart) }
         if build { host = ASCII.string(b[hostStart..<i]) }
@@ -268,10 +293,7 @@ public struct SIPURI: Sendable, CustomStringConvertible {
         }
         guard i == b.endIndex else { throw uriError("unexpected character in URI", i) }
         guard build else { return nil }
-        var u = SIPURI(scheme: scheme, user: user, host: host, port: port, parameters: parameters)
-        u.password = password
-        u.headers = headers
-        return u
+        return SIPURI(scheme: scheme, user: user, password: password, host: host, port: port, parameters: parameters, headers: headers)
     }
 
     static func parseTel(_ b: ArraySlice<UInt8>) throws(SIPParseError) -> SIPURI {

@@ -207,6 +207,9 @@ struct URITests {
             #expect(SIPURI.isPasswordChar(c) == (unreserved(c) || c >= 0x80 || "&=+$,".utf8.contains(c)), "password \(c)")
             #expect(SIPURI.isParamChar(c) == (unreserved(c) || "[]/:&+$".utf8.contains(c)), "param \(c)")
             #expect(SIPURI.isHeaderChar(c) == (unreserved(c) || "[]/?:+$".utf8.contains(c)), "header \(c)")
+            #expect(SIPURI.isURIOctet(c) == (c >= 0x80 || (c > 0x20 && c < 0x7F && !"<>\"".utf8.contains(c))), "URI octet \(c)")
+            let alnum = (c >= 0x30 && c <= 0x39) || (c | 0x20 >= 0x61 && c | 0x20 <= 0x7A)
+            #expect(SIPURI.isHostChar(c) == (alnum || "-._".utf8.contains(c)), "host \(c)")
         }
     }
 }
