@@ -29,6 +29,9 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
     private let portlessAliases: Set<String>
     /// `server_header` split once into name and value.
     let serverHeaderField: (String, String)?
+    /// What a reply made here adds when the caller adds nothing and no
+    /// Allow or Warning is due: the `server_header`, made once.
+    private let plainReplyHeaders: [(String, String)]
     let resolver: Resolver
 
     public init(config: Config, transport: SIPTransport, location: LocationService, logger: Logger) {
@@ -61,6 +64,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
         self.serverHeaderField = server.firstIndex(of: ":").map {
             (String(server[..<$0]), server[server.index(after: $0)...].trimmingCharacters(in: .whitespaces))
         }
+        self.plainReplyHeaders = serverHeaderField.map { [$0] } ?? []
         self.myselfHosts = hosts
         self.myselfHostPorts = hostPorts
         self.portlessAliases = portless
@@ -228,6 +232,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
     /// The header fields a reply made here adds to the caller's: Allow on
     /// 405/501, the `server_header`, a Warning when `sip_warning` is on.
     private func replyHeaders(to r: ReceivedMessage, code: Int, reason: String, extraHeaders: [(String, String)]) -> [(String, String)] {
+        if extraHeaders.isEmpty && code != 405 && code != 501 && !config.core.sipWarning { return plainReplyHeaders }
         var headers = extraHeaders
         if code == 405 || code == 501 { headers.append(("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, NOTIFY, SUBSCRIBE, UPDATE, PRACK, REFER")) }
         if let server = serverHeaderField { headers.append(server) }
