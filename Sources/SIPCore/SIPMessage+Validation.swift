@@ -78,13 +78,15 @@ extension SIPMessage {
             }
             seen |= bit
         }
+        // Present and not empty, read from the entries (no field is made).
         for name in [SIPHeaderName.via, .from, .to, .callID, .cseq] {
-            let label = name.canonicalName
-            guard let h = header(name) else {
+            guard let e = firstEntry(name) else {
+                let label = name.canonicalName
                 throw SIPParseError(.missingHeader, header: label, offset: headerTerminator.lowerBound, "missing \(label) header")
             }
-            if h.value.isEmpty {
-                throw SIPParseError(.malformedHeader, header: label, offset: h.originalLine?.lowerBound ?? 0, "empty \(label) header")
+            if e.valueEnd == e.valueStart {
+                let label = name.canonicalName
+                throw SIPParseError(.malformedHeader, header: label, offset: offset(e), "empty \(label) header")
             }
         }
         let top = try checkVias()
@@ -98,8 +100,8 @@ extension SIPMessage {
             toTag = try checkedTag(.to)
         }
         let cseq = try cseq()
-        if let cid = header(.callID), !cid.value.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) {
-            throw SIPParseError(.malformedHeader, header: "Call-ID", offset: cid.originalLine?.lowerBound ?? 0, "Call-ID has white space or non-ASCII octets")
+        if let e = firstEntry(.callID), !value(e).allSatisfy({ $0 > 0x20 && $0 < 0x7F }) {
+            throw SIPParseError(.malformedHeader, header: "Call-ID", offset: offset(e), "Call-ID has white space or non-ASCII octets")
         }
         // Present and non-empty was checked above, so these parsed to values.
         guard let top, let cseq, !keepTo || to != nil else {

@@ -160,6 +160,12 @@ public struct SIPMessage: Sendable {
     /// Offset of an entry's line in the original octets, for error reports.
     func offset(_ e: HeaderEntry) -> Int { e.isOriginal ? Int(e.lineStart) : 0 }
 
+    /// The entry of the first field with this known name (no field made).
+    func firstEntry(_ name: SIPHeaderName) -> HeaderEntry? {
+        for e in entries where e.name == name { return e }
+        return nil
+    }
+
     /// The first field with this known name.
     @inlinable
     public func header(_ name: SIPHeaderName) -> SIPHeaderField? {
