@@ -72,6 +72,14 @@ extension SIPMessage {
         return e
     }
 
+    /// `parseError(_:for:)` for a header entry (no field made).
+    func parseError(_ e: SIPParseError, for entry: HeaderEntry) -> SIPParseError {
+        var e = e
+        e.header = e.header ?? entry.name.canonicalName
+        if entry.isOriginal { e.offset = Int(entry.lineStart) }
+        return e
+    }
+
     /// Every Via value, top first.
     public func vias() throws(SIPParseError) -> [Via] {
         var out: [Via] = []
@@ -115,8 +123,8 @@ extension SIPMessage {
     /// Checks the first field `name` (From, To) and returns its tag (nil
     /// when it has none or the field is absent).
     func checkedTag(_ name: SIPHeaderName) throws(SIPParseError) -> String? {
-        guard let h = header(name) else { return nil }
-        do { return try NameAddress.checkedTag(h.value, header: name.canonicalName) } catch { throw parseError(error, for: h) }
+        guard let e = firstEntry(name) else { return nil }
+        do { return try NameAddress.checkedTag(value(e), header: name.canonicalName) } catch { throw parseError(error, for: e) }
     }
     public func to() throws(SIPParseError) -> NameAddress? { try nameAddress(.to) }
 
@@ -124,15 +132,15 @@ extension SIPMessage {
     public var callID: String? { header(.callID).map { ASCII.string($0.value) } }
 
     public func cseq() throws(SIPParseError) -> CSeq? {
-        guard let h = header(.cseq) else { return nil }
-        do { return try CSeq.parse(h.value) } catch { throw parseError(error, for: h) }
+        guard let e = firstEntry(.cseq) else { return nil }
+        do { return try CSeq.parse(value(e)) } catch { throw parseError(error, for: e) }
     }
 
     /// Max-Forwards (0…255); nil when absent. Leading zeros are allowed.
     public func maxForwards() throws(SIPParseError) -> UInt8? {
-        guard let h = header(.maxForwards) else { return nil }
-        guard let v = ASCII.parseDecimal(h.value, max: 255) else {
-            throw SIPParseError(.valueOutOfRange, header: "Max-Forwards", offset: h.originalLine?.lowerBound ?? 0, "Max-Forwards is not a number from 0 to 255")
+        guard let e = firstEntry(.maxForwards) else { return nil }
+        guard let v = ASCII.parseDecimal(value(e), max: 255) else {
+            throw SIPParseError(.valueOutOfRange, header: "Max-Forwards", offset: offset(e), "Max-Forwards is not a number from 0 to 255")
         }
         return UInt8(v)
     }

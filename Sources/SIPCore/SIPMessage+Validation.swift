@@ -112,9 +112,10 @@ extension SIPMessage {
 
     /// RFC 3261 §20.17: SIP-date uses "GMT" only (RFC 4475 §3.1.2.12).
     private func checkDate() throws(SIPParseError) {
-        guard let d = header(.date) else { return }
-        if !(d.value.count >= 3 && d.value.suffix(3).elementsEqual("GMT".utf8)) {
-            throw SIPParseError(.malformedHeader, header: "Date", offset: d.originalLine?.lowerBound ?? 0, "Date must be in GMT")
+        guard let e = firstEntry(.date) else { return }
+        let v = value(e)
+        if !(v.count >= 3 && v.suffix(3).elementsEqual("GMT".utf8)) {
+            throw SIPParseError(.malformedHeader, header: "Date", offset: offset(e), "Date must be in GMT")
         }
     }
 }
