@@ -85,9 +85,14 @@ final class MessageContext {
     /// The request as received plus `received`/`rport` on its top Via:
     /// what locally generated replies copy their Via from.
     var requestForReplies: SIPMessage {
-        _read { applyTopVia(); yield forReplies }
+        _read {
+            applyTopVia()
+            if let stamped { yield stamped } else { yield received.message }
+        }
     }
-    private var forReplies: SIPMessage
+    /// The request with the stamp written in, once it has been (nil: the
+    /// request as received needed none, or it is still pending).
+    private var stamped: SIPMessage?
 
     /// The top Via value with `received`/`rport` (RFC 3261 §18.2.1,
     /// RFC 3581), not yet written into `message`: a stateless reply copies
@@ -103,7 +108,7 @@ final class MessageContext {
         guard let v = pendingTopVia else { return }
         pendingTopVia = nil
         edited.replaceFirstValue(.via, with: v.octets)
-        forReplies = edited
+        stamped = edited
     }
 
     /// What validation parsed from the received message (top Via, tags,
@@ -119,7 +124,6 @@ final class MessageContext {
     init(received: ReceivedMessage, checked: SIPMessage.Checked? = nil) {
         self.received = received
         self.edited = received.message
-        self.forReplies = received.message
         self.checked = checked
     }
 }
