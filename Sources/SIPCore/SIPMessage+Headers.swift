@@ -65,14 +65,7 @@ public enum ContactValue: Sendable {
 }
 
 extension SIPMessage {
-    func parseError(_ e: SIPParseError, for h: SIPHeaderField) -> SIPParseError {
-        var e = e
-        e.header = e.header ?? h.name.canonicalName
-        if let r = h.originalLine { e.offset = r.lowerBound }
-        return e
-    }
-
-    /// `parseError(_:for:)` for a header entry (no field made).
+    /// A value's parse error, naming its header and the header's line.
     func parseError(_ e: SIPParseError, for entry: HeaderEntry) -> SIPParseError {
         var e = e
         e.header = e.header ?? entry.name.canonicalName
@@ -100,22 +93,21 @@ extension SIPMessage {
     @inline(__always)
     private func eachVia(_ body: (Via, ArraySlice<UInt8>) -> Void) throws(SIPParseError) {
         for e in entries where e.name == .via {
-            let h = field(e)
             do {
-                try SIPHeaderField.forEachListValue(h.value) { (v) throws(SIPParseError) in body(try Via.parse(v), v) }
-            } catch { throw parseError(error, for: h) }
+                try SIPHeaderField.forEachListValue(value(e)) { (v) throws(SIPParseError) in body(try Via.parse(v), v) }
+            } catch { throw parseError(error, for: e) }
         }
     }
 
     /// The topmost Via value.
     public func topVia() throws(SIPParseError) -> Via? {
-        guard let h = header(.via) else { return nil }
-        do { return try Via.parse(SIPHeaderField.firstListValue(h.value)) } catch { throw parseError(error, for: h) }
+        guard let e = firstEntry(.via) else { return nil }
+        do { return try Via.parse(SIPHeaderField.firstListValue(value(e))) } catch { throw parseError(error, for: e) }
     }
 
     func nameAddress(_ name: SIPHeaderName) throws(SIPParseError) -> NameAddress? {
-        guard let h = header(name) else { return nil }
-        do { return try NameAddress.parse(h.value, header: name.canonicalName) } catch { throw parseError(error, for: h) }
+        guard let e = firstEntry(name) else { return nil }
+        do { return try NameAddress.parse(value(e), header: name.canonicalName) } catch { throw parseError(error, for: e) }
     }
 
     public func from() throws(SIPParseError) -> NameAddress? { try nameAddress(.from) }
@@ -152,9 +144,8 @@ extension SIPMessage {
     func contacts(build: Bool) throws(SIPParseError) -> [ContactValue] {
         var out: [ContactValue] = []
         for e in entries where e.name == .contact {
-            let h = field(e)
             do {
-                try SIPHeaderField.forEachListValue(h.value) { (v) throws(SIPParseError) in
+                try SIPHeaderField.forEachListValue(value(e)) { (v) throws(SIPParseError) in
                     if v.count == 1, v.first == ASCII.star {
                         if build { out.append(.wildcard) }
                     } else if build {
@@ -163,7 +154,7 @@ extension SIPMessage {
                         try NameAddress.check(v, header: "Contact")
                     }
                 }
-            } catch { throw parseError(error, for: h) }
+            } catch { throw parseError(error, for: e) }
         }
         return out
     }
@@ -171,12 +162,11 @@ extension SIPMessage {
     func addressList(_ name: SIPHeaderName, build: Bool = true) throws(SIPParseError) -> [NameAddress] {
         var out: [NameAddress] = []
         for e in entries where e.name == name {
-            let h = field(e)
             do {
-                try SIPHeaderField.forEachListValue(h.value) { (v) throws(SIPParseError) in
+                try SIPHeaderField.forEachListValue(value(e)) { (v) throws(SIPParseError) in
                     if build { out.append(try NameAddress.parse(v, header: name.canonicalName)) } else { try NameAddress.check(v, header: name.canonicalName) }
                 }
-            } catch { throw parseError(error, for: h) }
+            } catch { throw parseError(error, for: e) }
         }
         return out
     }

@@ -52,7 +52,7 @@ extension SIPMessage {
             let register = method == .register
             let checked = try checkCommon(keepTo: register)
             if checked.cseq.method != method {
-                throw SIPParseError(.methodMismatch, header: "CSeq", offset: header(.cseq)?.originalLine?.lowerBound ?? 0,
+                throw SIPParseError(.methodMismatch, header: "CSeq", offset: firstEntry(.cseq).map(offset) ?? 0,
                                     "CSeq method \(checked.cseq.method) does not match request method \(method)")
             }
             _ = try maxForwards()
@@ -72,9 +72,8 @@ extension SIPMessage {
         for e in entries where e.name.isSingleValued {
             let bit: UInt64 = 1 << (UInt64(e.name.rawValue) & 63)
             if seen & bit != 0 {
-                let h = field(e)
-                throw SIPParseError(.duplicateHeader, header: h.name.canonicalName, offset: h.originalLine?.lowerBound ?? 0,
-                                    "\(h.name.canonicalName) occurs more than once")
+                let label = e.name.canonicalName
+                throw SIPParseError(.duplicateHeader, header: label, offset: offset(e), "\(label) occurs more than once")
             }
             seen |= bit
         }

@@ -161,6 +161,7 @@ public struct SIPMessage: Sendable {
     func offset(_ e: HeaderEntry) -> Int { e.isOriginal ? Int(e.lineStart) : 0 }
 
     /// The entry of the first field with this known name (no field made).
+    @inlinable
     func firstEntry(_ name: SIPHeaderName) -> HeaderEntry? {
         for e in entries where e.name == name { return e }
         return nil
@@ -169,15 +170,13 @@ public struct SIPMessage: Sendable {
     /// The first field with this known name.
     @inlinable
     public func header(_ name: SIPHeaderName) -> SIPHeaderField? {
-        for e in entries where e.name == name { return field(e) }
-        return nil
+        firstEntry(name).map(field)
     }
 
     /// The value of the first field with this known name.
     @inlinable
     public func headerValue(_ name: SIPHeaderName) -> ArraySlice<UInt8>? {
-        for e in entries where e.name == name { return value(e) }
-        return nil
+        firstEntry(name).map(value)
     }
 
     /// The first field with this name (any spelling, compact forms included).
