@@ -8,6 +8,10 @@ public enum Builtins {
         public var module: String
         /// Arguments that name a route block of this kind (by index).
         public var routeArgument: (index: Int, kind: RouteScript.Kind)?
+        /// The kinds of route block it may be called from (nil: any), as
+        /// Kamailio's module docs list them; `swiftser check` refuses a call
+        /// elsewhere.
+        public var routes: Set<RouteScript.Kind>? = nil
     }
 
     public static let functions: [String: Function] = [
@@ -23,8 +27,8 @@ public enum Builtins {
         "is_peer_verified": Function(minArgs: 0, maxArgs: 0, module: "tls"),
         "sl_send_reply": Function(minArgs: 2, maxArgs: 2, module: "sl"),
         "sl_reply_error": Function(minArgs: 0, maxArgs: 0, module: "sl"),
-        "t_relay": Function(minArgs: 0, maxArgs: 2, module: "tm"),
-        "t_reply": Function(minArgs: 2, maxArgs: 2, module: "tm"),
+        "t_relay": Function(minArgs: 0, maxArgs: 2, module: "tm", routes: [.request, .failure]),
+        "t_reply": Function(minArgs: 2, maxArgs: 2, module: "tm", routes: [.request, .failure]),
         "t_on_failure": Function(minArgs: 1, maxArgs: 1, module: "tm", routeArgument: (0, .failure)),
         "t_on_reply": Function(minArgs: 1, maxArgs: 1, module: "tm", routeArgument: (0, .reply)),
         "t_on_branch": Function(minArgs: 1, maxArgs: 1, module: "tm", routeArgument: (0, .branch)),

@@ -120,6 +120,10 @@ struct Builder {
             if let v = int(a) {
                 if v < 0 || v > 256 { error(a.valueLocation, "\(a.name) must be between 0 and 256") } else { config.core.children = v }
             }
+        case "max_branches":
+            if let v = int(a) {
+                if v < 1 || v > 64 { error(a.valueLocation, "max_branches must be between 1 and 64") } else { config.transactions.maxBranches = v }
+            }
         case "tcp_connection_lifetime":
             if let v = positive(a) { config.core.tcpConnectionLifetime = v }
         case "tcp_max_connections":

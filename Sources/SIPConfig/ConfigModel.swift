@@ -274,8 +274,13 @@ public struct TransactionSettings: Sendable, Equatable {
     public var t4 = 5000
     /// `fr_timer`: final response timeout for non-INVITE and before a provisional.
     public var finalResponseTimeout = 30_000
-    /// `fr_inv_timer`: INVITE final response timeout after a provisional.
-    public var inviteFinalResponseTimeout = 120_000
+    /// `fr_inv_timer`: Timer C, an INVITE branch's wait for a final after a
+    /// provisional, restarted by each provisional. RFC 3261 §16.6 step 11
+    /// asks for more than three minutes.
+    public var inviteFinalResponseTimeout = 181_000
+    /// `max_branches`: most branches one request forks to (Kamailio's
+    /// default 12; at most 64).
+    public var maxBranches = 12
 }
 
 /// rr module parameters.

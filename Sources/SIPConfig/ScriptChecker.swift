@@ -44,6 +44,12 @@ struct ScriptChecker {
                 let want = f.minArgs == f.maxArgs ? "\(f.minArgs)" : "\(f.minArgs) to \(f.maxArgs)"
                 error(c.location, "\(c.name) takes \(want) argument\(f.maxArgs == 1 ? "" : "s"), given \(c.arguments.count)")
             }
+            // A request-route block may be called from any kind (route(X));
+            // a call written in another kind of block is checked here.
+            if let allowed = f.routes, block.kind != .request, !allowed.contains(block.kind) {
+                let names = RouteScript.Kind.allCases.filter { allowed.contains($0) }.map(\.rawValue).joined(separator: ", ")
+                error(c.location, "\(c.name) cannot be used in \(block.kind.rawValue); it may be used in \(names)")
+            }
             if enforceModules && f.module != "core" && !loaded.contains(f.module) {
                 error(c.location, "\(c.name) needs loadmodule \"\(f.module).so\"")
             }

@@ -23,10 +23,17 @@ struct OutgoingRequest {
 }
 
 extension ProxyCore {
-    enum ForwardError: Error, CustomStringConvertible {
+    /// Why a request could not be forwarded; each case has its status.
+    enum ForwardError: Error, CustomStringConvertible, Equatable {
         case tooManyHops
         case loop
-        case unroutable(String)
+        case noRequestURI
+        /// A URI that is not sip:/sips: (416).
+        case unsupportedScheme(String)
+        /// A sips: request with no TLS path (RFC 5630; 480).
+        case sipsNeedsTLS
+        /// The next hop's URI does not parse or its host does not resolve (478).
+        case unresolvable(String)
         case noListener(TransportProtocol)
         /// The next hop's NAPTR records must be looked up first (RFC 3263 §4.1).
         case needsLookup(String)
@@ -35,9 +42,9 @@ extension ProxyCore {
             switch self {
             case .tooManyHops: return (483, "Too Many Hops")
             case .loop: return (482, "Loop Detected")
-            case .unroutable(let why):
-                if why.contains("sips") { return (480, "Temporarily Unavailable (sips: needs a TLS path)") }
-                return why.contains("scheme") ? (416, "Unsupported URI Scheme") : (478, "Unresolvable Destination")
+            case .unsupportedScheme: return (416, "Unsupported URI Scheme")
+            case .sipsNeedsTLS: return (480, "Temporarily Unavailable (sips: needs a TLS path)")
+            case .noRequestURI, .unresolvable: return (478, "Unresolvable Destination")
             case .noListener, .needsLookup: return (503, "Service Unavailable")
             }
         }
@@ -45,8 +52,11 @@ extension ProxyCore {
         var description: String {
             switch self {
             case .tooManyHops: return "Max-Forwards reached 0"
-            case .loop: return "the request already passed this proxy with the same branch"
-            case .unroutable(let why): return why
+            case .loop: return "the request came back unchanged through this proxy (RFC 3261 §16.3 step 4)"
+            case .noRequestURI: return "no Request-URI"
+            case .unsupportedScheme(let s): return "URI scheme '\(s)' is not routable"
+            case .sipsNeedsTLS: return "a sips: request may only be forwarded over TLS"
+            case .unresolvable(let why): return why
             case .noListener(let p): return "no \(p.rawValue) listener (or TLS disabled) to send from"
             case .needsLookup(let name): return "NAPTR records of \(name) not looked up yet"
             }
@@ -54,10 +64,12 @@ extension ProxyCore {
     }
 
     /// RFC 3261 §16.11: a branch that is the same for retransmissions and
-    /// for a CANCEL or ACK of the same INVITE.
-    func branchID(_ m: SIPMessage, target: String, index: Int) -> String {
+    /// for a CANCEL or ACK of the same INVITE; it carries the transaction's
+    /// shard and the request's loop hash (`Matching.branch`).
+    func branchID(_ ctx: MessageContext, target: String, index: Int) -> String {
+        let m = ctx.received.message
         var h = FNV64()
-        if let via = try? m.topVia(), via.hasRFC3261Branch {
+        if let via = ctx.checked?.topVia ?? (try? m.topVia()) ?? nil, via.hasRFC3261Branch {
             h.add(via.branch ?? "")
             h.add(via.host)
             h.add(String(via.port ?? 0))
@@ -70,7 +82,28 @@ extension ProxyCore {
         }
         h.add(target)
         h.add(String(index))
-        return "z9hG4bKss" + String(h.value, radix: 36)
+        return Matching.branch(shard: ctx.transactionShard, loop: loopHash(ctx), transaction: h.value)
+    }
+
+    /// The request's loop hash, made once.
+    func loopHash(_ ctx: MessageContext) -> UInt64 {
+        if let h = ctx.loopHash { return h }
+        let h = Matching.loopHash(ctx.received.message, ownRoutesSkipped: ctx.ownRoutesPopped, checked: ctx.checked)
+        ctx.loopHash = h
+        return h
+    }
+
+    /// RFC 3261 §16.3 step 4: the request carries a Via of ours whose
+    /// branch has the loop hash this request has now — it came back
+    /// unchanged, a loop (a spiral changed its Request-URI or Route).
+    func isLooped(_ ctx: MessageContext) -> Bool {
+        guard let vias = try? ctx.received.message.vias(), vias.count > 1 else { return false }
+        let mine = Matching.base32(loopHash(ctx), digits: Matching.loopDigits)
+        for v in vias.dropFirst() {
+            guard let b = v.branch, let part = Matching.loopPart(ofBranch: b), part == mine else { continue }
+            if isMyself(host: v.host, port: v.port ?? (v.transport == "TLS" ? 5061 : 5060)) { return true }
+        }
+        return false
     }
 
     /// Builds a request for one target: Request-URI, Max-Forwards, route
@@ -84,8 +117,24 @@ extension ProxyCore {
             guard let mf = try? m.decrementMaxForwards() else { throw .tooManyHops }
             if mf == 0 { throw .tooManyHops }
         }
+        if branchIndex == 0 && m.method != .ack && m.method != .cancel && isLooped(ctx) { throw .loop }
         for p in target.path.reversed() {
             m.insertHeader(SIPHeaderField(.route, value: ArraySlice(Array(p.utf8))), at: m.firstIndex(of: .route) ?? m.headerCount)
+        }
+        if let breadth = ctx.maxBreadthPerBranch {
+            _ = m.removeHeaders(named: "Max-Breadth")
+            m.appendHeader("Max-Breadth", String(breadth))
+        }
+        // §16.6 step 6: a next hop that is a strict router (no `lr`) gets
+        // the request with its URI as the Request-URI; the Request-URI goes
+        // to the end of the Route set.
+        var strictNextHop = false
+        if ctx.destinationURI == nil, forced == nil, let routes = try? m.routes(), let first = routes.first, !first.uri.isLooseRouter {
+            strictNextHop = true
+            let uri = m.requestURIString ?? ""
+            _ = m.popFirstValue(.route)
+            m.appendHeader(SIPHeaderField(.route, value: ArraySlice(Array("<\(uri)>".utf8))))
+            m.setRequestURI(first.uri.description)
         }
         // Next hop.
         var dest: Destination
@@ -95,47 +144,53 @@ extension ProxyCore {
                 dest = try resolver.destination(for: SIPURI(host: forced.1, port: forced.2 ?? proto.defaultPort), forced: proto)
             } else if let du = ctx.destinationURI {
                 dest = try resolver.destination(for: try SIPURI.parse(du), forced: forced?.0, mayDefer: mayDefer)
-            } else if let route = ((try? m.routes()) ?? []).first {
+            } else if !strictNextHop, let route = ((try? m.routes()) ?? []).first {
                 dest = try resolver.destination(for: route.uri, forced: forced?.0, mayDefer: mayDefer)
-            } else if let d = target.destination {
+            } else if !strictNextHop, let d = target.destination {
                 dest = d
             } else {
-                guard let s = m.requestURIString else { throw ForwardError.unroutable("no Request-URI") }
+                guard let s = m.requestURIString else { throw ForwardError.noRequestURI }
                 dest = try resolver.destination(for: try SIPURI.parse(s), forced: forced?.0, mayDefer: mayDefer)
             }
         } catch let e as ForwardError {
             throw e
-        } catch Resolver.ResolveError.needsNAPTR(let name) {
-            throw .needsLookup(name)
+        } catch let e as Resolver.ResolveError {
+            switch e {
+            case .needsNAPTR(let name): throw .needsLookup(name)
+            case .unsupportedScheme(let s): throw .unsupportedScheme(s)
+            case .sipsNeedsTLS: throw .sipsNeedsTLS
+            }
         } catch {
-            throw .unroutable(String(describing: error))
+            throw .unresolvable(String(describing: error))
         }
         // RFC 5630: a request whose Request-URI is (or arrived as) sips:
         // leaves only over TLS — never downgraded by a lookup() to a sip: contact.
         let sips = [m.requestURIString, ctx.received.message.requestURIString].contains { $0?.lowercased().hasPrefix("sips:") == true }
         if sips && dest.proto != .tls {
-            throw .unroutable("a sips: request may only be forwarded over TLS")
+            throw .sipsNeedsTLS
         }
         guard let out = transport.listener(for: dest.proto, ipv6: dest.host.utf8.contains(0x3A)), !(dest.proto == .tls && config.tls.disabled) else {
             throw .noListener(dest.proto)
         }
         let outHost = out.advertisedHost ?? out.host
         let outPort = out.advertisedPort ?? out.port
-        let branch = branchID(ctx.received.message, target: target.uri, index: branchIndex)
-        // Loop detection (RFC 3261 §16.3 step 4): our own Via with this branch.
-        for v in (try? m.vias()) ?? [] where v.branch == branch && isMyself(host: v.host, port: v.port) {
-            throw .loop
-        }
+        let branch = branchID(ctx, target: target.uri, index: branchIndex)
         let viaHost = outHost.utf8.contains(0x3A) ? "[\(outHost)]" : outHost
         var via = "SIP/2.0/\(dest.proto.rawValue.uppercased()) \(viaHost):\(outPort);branch=\(branch)"
         if dest.proto == .udp { via += ";rport" }
         m.pushVia(Array(via.utf8))
         if ctx.recordRoute && m.method != .register {
             let inL = ctx.received.listener
+            // RFC 5630: a sips: Request-URI or top Route asks for a sips:
+            // Record-Route (on a TLS leg).
+            let sips = m.requestURIString?.lowercased().hasPrefix("sips:") == true
+                || ctx.received.message.requestURIString?.lowercased().hasPrefix("sips:") == true
+                || (((try? m.routes()) ?? []).first?.uri.scheme == .sips)
             func rr(_ l: ListenSocket, r2: Bool) -> [UInt8] {
                 let h = l.advertisedHost ?? l.host
-                var s = "<sip:\(h.utf8.contains(0x3A) ? "[\(h)]" : h):\(l.advertisedPort ?? l.port)"
-                if l.proto != .udp { s += ";transport=\(l.proto.rawValue)" }
+                let secure = sips && l.proto == .tls
+                var s = "<\(secure ? "sips" : "sip"):\(h.utf8.contains(0x3A) ? "[\(h)]" : h):\(l.advertisedPort ?? l.port)"
+                if l.proto != .udp && !secure { s += ";transport=\(l.proto.rawValue)" }
                 s += ";lr"
                 if r2 { s += ";r2=on" }
                 if !ctx.recordRouteParams.isEmpty { s += ";" + ctx.recordRouteParams }
@@ -173,10 +228,13 @@ extension ProxyCore {
             }
             return true
         } catch {
-            logger.info("cannot forward \(ctx.message.method?.name ?? "") \(uri): \(error)")
+            logger.info("cannot forward \(ctx.message.method?.name ?? "") \(LogText(uri)): \(error)")
             ctx.lastError = error.status
-            if error.status.0 == 483 || error.status.0 == 482 || error.status.0 == 416 {
+            switch error {
+            case .tooManyHops, .loop, .unsupportedScheme:
                 reply(ctx, code: error.status.0, reason: error.status.1)
+            default:
+                break
             }
             return false
         }

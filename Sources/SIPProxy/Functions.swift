@@ -168,33 +168,19 @@ extension ProxyCore {
         guard ctx.received.message.isRequest, ctx.received.message.method != .ack else { return }
         ctx.replied = true
         if stateful || ctx.transaction != nil {
-            let t = ctx.transaction ?? transactions.newServerTransaction(ctx)
-            t?.reply(code: code, reason: reason)
-            if t != nil { return }
+            if let t = ctx.transaction ?? transactions.newServerTransaction(ctx) {
+                transactions.reply(t, code: code, reason: reason)
+                return
+            }
         }
         sendReply(ctx, code: code, reason: reason)
     }
 
-    /// RFC 3261 §16.4 and §16.12: removes the Route values that name this
-    /// proxy (two with r2=on), repairs a strict-routed Request-URI.
-    /// True when the request carried a route set.
+    /// loose_route(): true when the request came with a route set. The
+    /// core already took this proxy's own Route values off and repaired a
+    /// strict-routed Request-URI before the script ran (RFC 3261 §16.4),
+    /// whatever the script does; this reports it, as Kamailio's does.
     func looseRoute(_ ctx: MessageContext) -> Bool {
-        guard var routes = try? ctx.message.routes(), !routes.isEmpty || ctx.message.isRequest else { return false }
-        // Strict router before us: the R-URI is our own Record-Route value.
-        if let s = ctx.message.requestURIString, let ru = try? SIPURI.parse(s), isMyself(uri: ru), ru.isLooseRouter || ru.hasParameter("r2"), let last = routes.last {
-            ctx.message.setRequestURI(last.uri.description)
-            // Drop the last Route value: rebuild the Route list without it.
-            routes.removeLast()
-            ctx.message.removeHeaders(.route)
-            for r in routes { ctx.message.appendHeader(SIPHeaderField(.route, value: ArraySlice(Array("<\(r.uri.description)>".utf8)))) }
-        }
-        guard let first = routes.first else { return false }
-        if isMyself(uri: first.uri) {
-            ctx.message.popFirstValue(.route)
-            if first.uri.parameter("r2") == "on", routes.count > 1, isMyself(uri: routes[1].uri) {
-                ctx.message.popFirstValue(.route)
-            }
-        }
-        return true
+        ctx.hadRouteSet
     }
 }

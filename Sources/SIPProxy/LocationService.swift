@@ -121,6 +121,20 @@ public final class LocationService: @unchecked Sendable {
         return user.isEmpty ? uri.hostName : "\(user)@\(uri.hostName)"
     }
 
+    /// Locks that serialise the REGISTERs of one AOR (striped by hash): the
+    /// registrar reads, merges and writes an AOR's bindings under one, so
+    /// two REGISTERs on different threads cannot lose a binding.
+    private let aorLocks = (0..<64).map { _ in NIOLock() }
+
+    public func withAORLock<T>(_ aor: String, _ body: () throws -> T) rethrows -> T {
+        var h = Hasher()
+        h.combine(aor)
+        let lock = aorLocks[Int(UInt(bitPattern: h.finalize()) % UInt(aorLocks.count))]
+        lock.lock()
+        defer { lock.unlock() }
+        return try body()
+    }
+
     /// Unexpired bindings of an AOR.
     public func bindings(for aor: String, now: Int64 = Int64(Date().timeIntervalSince1970)) -> [Binding] {
         lock.withLock { (byAOR[aor] ?? []).filter { $0.expires > now } }
@@ -134,8 +148,11 @@ public final class LocationService: @unchecked Sendable {
     /// Replaces an AOR's bindings with `bindings` (already merged by the registrar).
     public func replace(aor: String, with bindings: [Binding]) throws {
         try lock.withLock {
-            byAOR[aor] = bindings.isEmpty ? nil : bindings
-            guard db != nil else { return }
+            // Memory changes only once the database has committed.
+            guard db != nil else {
+                byAOR[aor] = bindings.isEmpty ? nil : bindings
+                return
+            }
             try run("BEGIN", [])
             do {
                 try run("DELETE FROM location WHERE aor = ?", [.text(aor)])
@@ -147,6 +164,7 @@ public final class LocationService: @unchecked Sendable {
                     ])
                 }
                 try run("COMMIT", [])
+                byAOR[aor] = bindings.isEmpty ? nil : bindings
             } catch {
                 try? exec("ROLLBACK")
                 throw error

@@ -81,6 +81,21 @@ final class MessageContext {
     var depth = 0
     /// The last error reply a function would give (for sl_reply_error).
     var lastError: (Int, String)?
+    /// The reason phrase the script gave with the status it is replying
+    /// through the transaction (t_reply), for the octets the shell builds.
+    var pendingReason: (Int, String)?
+    /// The transaction shard, written into the branch parameters made for
+    /// this request so responses find it directly.
+    var transactionShard = 0
+    /// RFC 3261 §16.4: how many Route values naming this proxy the core
+    /// took off the top of the request (two for a double Record-Route),
+    /// and whether the request came with a route set at all (loose_route()).
+    var ownRoutesPopped = 0
+    var hadRouteSet = false
+    /// RFC 5393: the Max-Breadth each parallel branch carries.
+    var maxBreadthPerBranch: Int?
+    /// The loop hash of the request as received (§16.3 step 4), made once.
+    var loopHash: UInt64?
 
     /// The request as received plus `received`/`rport` on its top Via:
     /// what locally generated replies copy their Via from.

@@ -148,8 +148,34 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
         let ctx = MessageContext(received: r, checked: checked)
         // received/rport on the top Via (RFC 3261 §18.2.1, RFC 3581).
         stampTopVia(ctx)
+        // Our own Route values off the top, a strict router's repair (§16.4).
+        if m.headerValue(.route) != nil { processRoutes(ctx) }
         guard let main = script.mainRequest else { return }
         _ = run(block: main, ctx)
+    }
+
+    /// RFC 3261 §16.4, done by the core whatever the script does: when the
+    /// Request-URI is a value this proxy put in a Record-Route, the previous
+    /// hop was a strict router and the real Request-URI is the last Route
+    /// value; then every Route value naming this proxy at the top is taken
+    /// off (two with `r2=on`, RFC 5658).
+    func processRoutes(_ ctx: MessageContext) {
+        guard var routes = try? ctx.message.routes(), !routes.isEmpty else { return }
+        ctx.hadRouteSet = true
+        if let s = ctx.message.requestURIString, let ru = try? SIPURI.parse(s), isMyself(uri: ru),
+           ru.isLooseRouter || ru.hasParameter("r2"), let last = routes.last {
+            ctx.message.setRequestURI(last.uri.description)
+            routes.removeLast()
+            ctx.message.removeHeaders(.route)
+            for r in routes { ctx.message.appendHeader(SIPHeaderField(.route, value: ArraySlice(Array("<\(r.uri.description)>".utf8)))) }
+        }
+        guard let first = routes.first, isMyself(uri: first.uri) else { return }
+        ctx.message.popFirstValue(.route)
+        ctx.ownRoutesPopped = 1
+        if first.uri.parameter("r2") == "on", routes.count > 1, isMyself(uri: routes[1].uri) {
+            ctx.message.popFirstValue(.route)
+            ctx.ownRoutesPopped = 2
+        }
     }
 
     /// Adds `received` when the source differs from the sent-by, and fills
@@ -273,6 +299,9 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
 
     // MARK: Responses
 
+    /// Most Via values a response may carry.
+    static let maxResponseVias = 70
+
     func handleResponse(_ r: ReceivedMessage) {
         let m = r.message
         let checked: SIPMessage.Checked
@@ -287,7 +316,20 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
             logger.info("response from \(r.sourceIP):\(r.sourcePort) whose top Via is not ours dropped")
             return
         }
+        // A response passes back through at most as many hops as a request
+        // can take (Max-Forwards 70): a longer Via list is forged or broken.
+        if m.headerValues(.via).count > Self.maxResponseVias {
+            logger.info("response from \(r.sourceIP):\(r.sourcePort) with more than \(Self.maxResponseVias) Via values dropped")
+            return
+        }
         if transactions.handleResponse(r, checked: checked) { return }
+        // A response for a transaction we no longer (or never) had: with tm
+        // in use, it is dropped, not bounced on by its Via (§16.7; a forged
+        // one must not make us a reflector).
+        if script.usesTransactions {
+            logger.debug("response from \(r.sourceIP):\(r.sourcePort) matches no transaction: dropped")
+            return
+        }
         // Stateless: pop our Via and send on by the next one.
         let ctx = MessageContext(received: r, checked: checked)
         ctx.routeKind = .reply
@@ -310,6 +352,10 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
         let bare = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
         if bare == "255.255.255.255" || bare.hasPrefix("224.") || bare.lowercased().hasPrefix("ff") && bare.utf8.contains(0x3A) {
             logger.info("response to broadcast/multicast address \(bare) dropped")
+            return
+        }
+        if isMyself(host: bare, port: port) {
+            logger.info("response whose next Via is this proxy itself dropped")
             return
         }
         var dest = Destination(proto: proto, host: bare, port: port)

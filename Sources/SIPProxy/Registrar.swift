@@ -28,6 +28,16 @@ extension ProxyCore {
               let callID = m.callID else {
             return fail(400, "Bad Request")
         }
+        return location.withAORLock(aor) {
+            registrarSaveLocked(ctx, aor: aor, contacts: contacts, cseq: cseq, callID: callID, failWith: fail)
+        }
+    }
+
+    /// save() for one AOR, under its lock: read, merge, write, answer.
+    private func registrarSaveLocked(_ ctx: MessageContext, aor: String, contacts: [ContactValue], cseq: CSeq, callID: String,
+                                     failWith: (Int, String, [(String, String)]) -> Bool) -> Bool {
+        func fail(_ code: Int, _ reason: String, _ extra: [(String, String)] = []) -> Bool { failWith(code, reason, extra) }
+        let m = ctx.received.message
         let settings = config.registrar
         let now = Int64(Date().timeIntervalSince1970)
         var current = location.bindings(for: aor, now: now)
@@ -36,7 +46,13 @@ extension ProxyCore {
             guard contacts.count == 1, headerExpires == 0 else {
                 return fail(400, "Bad Request (Contact: * needs Expires: 0 and no other Contact)")
             }
-            current.removeAll { !($0.callID == callID && $0.cseq >= cseq.number) }
+            // §10.3 step 6: a binding of this Call-ID with a CSeq not lower
+            // than the request's means the request is old: it fails and
+            // changes nothing.
+            if current.contains(where: { $0.callID == callID && $0.cseq >= cseq.number }) {
+                return fail(500, "Server Internal Error (out-of-order REGISTER)", [("Retry-After", "5")])
+            }
+            current.removeAll()
             do { try location.replace(aor: aor, with: current) } catch { return fail(500, "Server Internal Error (location store)") }
             replyBindings(ctx, aor: aor, bindings: current, now: now)
             return true
@@ -158,16 +174,45 @@ extension ProxyCore {
     /// (highest q) and keeps the others as parallel branches. A contact
     /// registered over TCP/TLS is reached over that same connection while
     /// it is open; a UDP contact at the address the REGISTER came from.
-    /// Returns -1 when the AOR has no binding (Kamailio: -1 not found).
+    /// RFC 5626: of the flows (`reg-id`) of one `+sip.instance` only one is
+    /// rung, the most recently refreshed whose connection is still up; when
+    /// every flow of an instance is gone and nothing else is left, the
+    /// request fails with 430 (Flow Failed). At most `max_branches`
+    /// targets. Returns -1 when the AOR has no usable binding.
     func registrarLookup(_ ctx: MessageContext, table: String) -> Int {
         guard ctx.message.isRequest, let s = ctx.message.requestURIString, let uri = try? SIPURI.parse(s), uri.isSIP else { return -1 }
-        let list = location.bindings(for: LocationService.aor(uri)).sorted { ($0.q ?? 1) > ($1.q ?? 1) }
-        guard !list.isEmpty else { return -1 }
+        let all = location.bindings(for: LocationService.aor(uri))
+        guard !all.isEmpty else { return -1 }
+        var chosen: [LocationService.Binding] = []
+        var flowsByInstance: [String: [LocationService.Binding]] = [:]
+        for b in all {
+            if let i = b.instance, b.regID != nil { flowsByInstance[i, default: []].append(b) } else { chosen.append(b) }
+        }
+        var flowFailed = false
+        for (_, flows) in flowsByInstance {
+            // Most recently refreshed first: the highest expiry.
+            let ordered = flows.sorted { $0.expires > $1.expires }
+            if let live = ordered.first(where: { flowIsUp($0) }) { chosen.append(live) } else { flowFailed = true }
+        }
+        guard !chosen.isEmpty else {
+            if flowFailed { ctx.lastError = (430, "Flow Failed") }
+            return -1
+        }
+        let list = chosen.sorted { ($0.q ?? 1) > ($1.q ?? 1) }.prefix(config.transactions.maxBranches)
         ctx.targets = list.map { b in
             Target(uri: b.contact, destination: destination(for: b), path: b.path)
         }
-        ctx.message.setRequestURI(list[0].contact)
+        ctx.message.setRequestURI(list[list.startIndex].contact)
         return 1
+    }
+
+    /// Whether an RFC 5626 flow can still be used: a UDP flow always (its
+    /// keep-alives are the phone's business); a stream flow while its
+    /// connection is open.
+    private func flowIsUp(_ b: LocationService.Binding) -> Bool {
+        guard let proto = TransportProtocol(rawValue: b.proto), proto != .udp else { return true }
+        if let id = b.connectionID, let c = transport.connection(id: id) { return c.isOpen }
+        return transport.findConnection(proto: proto, ip: b.receivedIP, port: b.receivedPort) != nil
     }
 
     func destination(for b: LocationService.Binding) -> Destination? {

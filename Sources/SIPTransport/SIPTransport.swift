@@ -201,8 +201,17 @@ public final class SIPTransport: @unchecked Sendable {
     public func reply(_ bytes: [UInt8], to r: ReceivedMessage) -> EventLoopFuture<Void> {
         if let c = r.connection {
             if c.isOpen { return c.send(ByteBuffer(bytes: bytes)) }
-            // The connection is gone: open a new one to the same peer (RFC 3261 §18.2.2).
-            return send(bytes, to: Destination(proto: r.proto, host: r.sourceIP, port: UInt16(r.sourcePort), address: r.source))
+            // The connection is gone (RFC 3261 §18.2.2): a new one to the
+            // address it came from and the port of the Via's sent-by (the
+            // client's old ephemeral port listens no more); over TLS the
+            // certificate must name the sent-by host.
+            guard let via = try? r.message.topVia() else {
+                return group.next().makeFailedFuture(SIPTransportError.connectionClosed("no Via to answer by"))
+            }
+            let port = via.port ?? r.proto.defaultPort
+            let sentBy = via.hostName
+            return send(bytes, to: Destination(proto: r.proto, host: r.sourceIP, port: port,
+                                               tlsServerName: r.proto == .tls ? sentBy : nil))
         }
         return sendUDP(bytes, to: r.source, from: r.listener)
     }

@@ -95,7 +95,8 @@ def main():
             print("HANDSHAKE ok", s.version(), s.cipher()[0])
         send = s.sendall
 
-    messages = [open(f, "rb").read() for f in a.file]
+    # {LOCAL_PORT} in a message file becomes this client's own port.
+    messages = [open(f, "rb").read().replace(b"{LOCAL_PORT}", str(local_port).encode()) for f in a.file]
     if a.options:
         messages.append(options_message(a.proto, a.host, a.port, local_port))
     try:

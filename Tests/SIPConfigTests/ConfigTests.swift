@@ -198,6 +198,8 @@ struct ConfigErrorTests {
         ("request_route { if ($rm =~ \"(\") { drop; } }", 1, 28, "regular expression '(' does not compile"),
         ("listen=sctp:127.0.0.1\nrequest_route { drop; }", 1, 8, "'sctp' is not supported"),
         ("#!ifdef X\nrequest_route { drop; }", 1, 1, "never closed with #!endif"),
+        ("request_route { drop; }\nonreply_route { t_relay(); }", 2, 17, "t_relay cannot be used in onreply_route"),
+        ("max_branches=65\nrequest_route { drop; }", 1, 14, "max_branches must be between 1 and 64"),
     ])
     func errorKinds(text: String, line: Int, column: Int, message: String) {
         let e = errors(text)

@@ -1,0 +1,508 @@
+import Atomics
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import SIPConfig
+import SIPCore
+import SIPTransport
+
+/// One proxied request held by the shell: its pure machine
+/// (`ProxyTransaction`) plus what the machine does not hold — the request's
+/// context, the octets of each branch and the responses to forward.
+/// Guarded by its shard's lock.
+final class ServerTransaction: @unchecked Sendable { // state read and written only under its shard's lock
+    let key: TransactionKey
+    let ctx: MessageContext
+    let shard: Int
+    var machine: ProxyTransaction
+    /// The last response sent upstream, for retransmissions.
+    var lastResponse: [UInt8]?
+    var branches: [BranchData] = []
+    /// The wake-up scheduled for `machine.nextDeadline`.
+    var timer: TimerWheel.Timer?
+    var timerDue: Millis?
+
+    init(key: TransactionKey, ctx: MessageContext, shard: Int, machine: ProxyTransaction) {
+        self.key = key
+        self.ctx = ctx
+        self.shard = shard
+        self.machine = machine
+    }
+
+    var isInvite: Bool { machine.isInvite }
+    /// t_is_canceled().
+    var canceled: Bool { machine.canceled }
+    var request: ReceivedMessage { ctx.received }
+}
+
+/// What the shell keeps of one branch.
+struct BranchData {
+    /// The branch's request; nil while its next hop is being resolved.
+    var out: OutgoingRequest?
+    var target: Target
+    /// The last response received that may be forwarded (provisional or final).
+    var response: SIPMessage?
+    /// Its CANCEL, made once.
+    var cancelBytes: [UInt8]?
+}
+
+/// Every proxied transaction, in shards by key (one lock each, as
+/// Kamailio's tm hashes into buckets); each event is decided by the
+/// transaction's machine under its shard's lock and carried out after it.
+final class TransactionLayer: @unchecked Sendable { // shards hold their own locks; the rest is immutable
+    unowned let core: ProxyCore
+    let settings: TimerSettings
+    let shards: [Shard]
+    /// The clock the machines are given (milliseconds, monotonic).
+    let clock: @Sendable () -> Millis
+
+    final class Shard: @unchecked Sendable { // every field is read and written under `lock`
+        let lock = NIOLock()
+        var servers: [TransactionKey: ServerTransaction] = [:]
+        /// Branch parameter → its transaction and branch index.
+        var clients: [String: (ServerTransaction, Int)] = [:]
+        let wheel: TimerWheel
+        init(wheel: TimerWheel) { self.wheel = wheel }
+    }
+
+    init(core: ProxyCore) {
+        self.core = core
+        self.settings = TimerSettings(core.config.transactions)
+        let start = NIODeadline.now()
+        self.clock = { Millis((NIODeadline.now() - start).nanoseconds / 1_000_000) }
+        let n = max(1, min(16, System.coreCount * 2))
+        self.shards = (0..<n).map { _ in Shard(wheel: TimerWheel(loop: core.transport.group.next())) }
+    }
+
+    /// Transactions in all shards: while there are none (a proxy answering
+    /// statelessly), no key is built for an incoming request.
+    private let count = ManagedAtomic<Int>(0)
+    private var isEmpty: Bool { count.load(ordering: .relaxed) == 0 }
+
+    func shardIndex(_ k: TransactionKey) -> Int {
+        Int(UInt(bitPattern: k.hashValue) % UInt(shards.count))
+    }
+
+    // MARK: Effects
+
+    /// What one decision asks the shell to do once the lock is released.
+    private struct Effects {
+        var sends: [(bytes: [UInt8], to: Destination, branch: Int?)] = []
+        var upstream: [[UInt8]] = []
+        var runFailureRoute = false
+    }
+
+    /// Runs `decide` under the shard lock of `t`, turns the machine's
+    /// actions into effects while still holding it (octets to send are
+    /// chosen then), and carries them out after it.
+    private func modify(_ t: ServerTransaction, _ decide: (inout ProxyTransaction, Millis) -> ProxyTransaction.Actions) {
+        let shard = shards[t.shard]
+        let now = clock()
+        shard.lock.lock()
+        let actions = decide(&t.machine, now)
+        let effects = effectsLocked(t, actions, shard: shard)
+        shard.lock.unlock()
+        perform(effects, for: t)
+    }
+
+    /// Turns actions into effects (call with the shard lock held).
+    private func effectsLocked(_ t: ServerTransaction, _ a: ProxyTransaction.Actions, shard: Shard) -> Effects {
+        var e = Effects()
+        for i in a.sendRequests {
+            if let out = t.branches[i].out { e.sends.append((out.bytes, out.destination, i)) }
+        }
+        for i in a.sendAcks {
+            if let out = t.branches[i].out {
+                e.sends.append((HopByHop.ack(for: out.message, responseTo: t.branches[i].response?.headerValue(.to)), out.destination, nil))
+            }
+        }
+        for i in a.sendCancels {
+            guard let out = t.branches[i].out else { continue }
+            let bytes = t.branches[i].cancelBytes ?? HopByHop.cancel(for: out.message)
+            t.branches[i].cancelBytes = bytes
+            e.sends.append((bytes, out.destination, nil))
+        }
+        if let u = a.upstream, let bytes = upstreamBytes(t, u, merging: a.mergeChallenges) {
+            t.lastResponse = bytes
+            e.upstream.append(bytes)
+        } else if a.resendUpstream, let bytes = t.lastResponse {
+            e.upstream.append(bytes)
+        }
+        e.runFailureRoute = a.runFailureRoute
+        if a.remove {
+            if shard.servers.removeValue(forKey: t.key) != nil { count.wrappingDecrement(ordering: .relaxed) }
+            for b in t.branches {
+                if let out = b.out { shard.clients[out.branch] = nil }
+            }
+            t.timer?.cancel()
+            t.timer = nil
+            t.timerDue = nil
+        } else {
+            rescheduleLocked(t, shard: shard)
+        }
+        return e
+    }
+
+    /// The octets of a response going upstream.
+    private func upstreamBytes(_ t: ServerTransaction, _ u: ProxyTransaction.Upstream, merging: BranchMask) -> [UInt8]? {
+        switch u {
+        case .local(let status):
+            let reason = t.ctx.pendingReason.flatMap { $0.0 == status ? $0.1 : nil } ?? Self.reasonPhrase(status)
+            return core.replyBytes(to: t.request, request: t.ctx.requestForReplies, code: status, reason: reason, toTag: t.ctx.localTag, toHasTag: t.ctx.toHasTag)
+        case .forward(let i, _):
+            guard var m = t.branches[i].response else { return nil }
+            m.popFirstValue(.via)
+            for j in merging {
+                guard let other = t.branches[j].response else { continue }
+                for f in other.headers(.wwwAuthenticate) { m.appendHeader(f) }
+                for f in other.headers(.proxyAuthenticate) { m.appendHeader(f) }
+            }
+            return m.serialized()
+        }
+    }
+
+    static func reasonPhrase(_ status: Int) -> String {
+        switch status {
+        case 100: return "Trying"
+        case 408: return "Request Timeout"
+        case 482: return "Loop Detected"
+        case 487: return "Request Terminated"
+        case 500: return "Server Internal Error"
+        case 503: return "Service Unavailable"
+        default: return status < 300 ? "OK" : "Error"
+        }
+    }
+
+    /// One wake-up per transaction, at the machine's next deadline. A
+    /// later deadline leaves the earlier wake-up in place (it finds
+    /// nothing due and schedules again).
+    private func rescheduleLocked(_ t: ServerTransaction, shard: Shard) {
+        guard let due = t.machine.nextDeadline else {
+            t.timer?.cancel()
+            t.timer = nil
+            t.timerDue = nil
+            return
+        }
+        if let current = t.timerDue, current <= due, t.timer != nil { return }
+        t.timer?.cancel()
+        t.timerDue = due
+        let delay = Int(max(0, due - clock()))
+        t.timer = shard.wheel.schedule(milliseconds: delay) { [weak self, weak t] in
+            guard let self, let t else { return }
+            self.wake(t)
+        }
+    }
+
+    private func wake(_ t: ServerTransaction) {
+        let shard = shards[t.shard]
+        let now = clock()
+        shard.lock.lock()
+        t.timer = nil
+        t.timerDue = nil
+        guard shard.servers[t.key] === t else {
+            shard.lock.unlock()
+            return
+        }
+        let a = t.machine.advance(now: now)
+        let e = effectsLocked(t, a, shard: shard)
+        shard.lock.unlock()
+        perform(e, for: t)
+    }
+
+    private func perform(_ e: Effects, for t: ServerTransaction) {
+        for bytes in e.upstream {
+            core.transport.reply(bytes, to: t.request).whenFailure { [logger = core.logger, request = t.request] error in
+                logger.info("response not delivered to \(request.sourceIP):\(request.sourcePort): \(error)")
+            }
+        }
+        for s in e.sends {
+            let f = core.transport.send(s.bytes, to: s.to)
+            if let i = s.branch {
+                f.whenFailure { [weak self, weak t] error in
+                    guard let self, let t else { return }
+                    self.core.logger.info("request to \(s.to) failed: \(error)")
+                    self.modify(t) { m, now in m.branchFailed(i, now: now) }
+                }
+            }
+        }
+        if e.runFailureRoute { runFailureRoute(t) }
+    }
+
+    /// failure_route, run outside every lock; what it adds (t_relay) or
+    /// answers (t_reply) goes through the machine like any event.
+    private func runFailureRoute(_ t: ServerTransaction) {
+        if let idx = t.ctx.failureRoute {
+            t.ctx.failureRoute = nil
+            t.ctx.status = modifyRead(t) { $0.best?.status }
+            let prevKind = t.ctx.routeKind
+            t.ctx.routeKind = .failure
+            _ = core.run(block: idx, t.ctx)
+            t.ctx.routeKind = prevKind
+        }
+        modify(t) { m, now in m.failureRouteFinished(now: now) }
+    }
+
+    private func modifyRead<T>(_ t: ServerTransaction, _ body: (ProxyTransaction) -> T) -> T {
+        shards[t.shard].lock.withLock { body(t.machine) }
+    }
+
+    // MARK: Requests
+
+    func exists(for m: SIPMessage) -> Bool {
+        let method: SIPMethod? = (m.method == .cancel || m.method == .ack) ? .invite : nil
+        guard let k = Matching.key(m, method: method) else { return false }
+        let s = shards[shardIndex(k)]
+        return s.lock.withLock { s.servers[k] != nil }
+    }
+
+    private func find(_ k: TransactionKey) -> ServerTransaction? {
+        let s = shards[shardIndex(k)]
+        return s.lock.withLock { s.servers[k] }
+    }
+
+    /// Retransmissions, ACKs of non-2xx finals and CANCELs of known
+    /// transactions. True when the request needs nothing more.
+    func absorb(_ r: ReceivedMessage, checked: SIPMessage.Checked? = nil) -> Bool {
+        if isEmpty { return false }
+        let m = r.message
+        switch m.method {
+        case .ack?:
+            guard let k = Matching.key(m, method: .invite, checked: checked), let t = find(k) else { return false }
+            var absorbed = false
+            modify(t) { machine, now in
+                let (a, actions) = machine.ackReceived(now: now)
+                absorbed = a
+                return actions
+            }
+            return absorbed
+        case .cancel?:
+            guard let k = Matching.key(m, method: .invite, checked: checked), let t = find(k) else { return false }
+            // 200 for the CANCEL itself (its own transaction, answered at once).
+            core.sendReply(to: r, request: m, code: 200, reason: "OK")
+            modify(t) { machine, now in machine.cancel(now: now) }
+            return true
+        default:
+            guard let k = Matching.key(m, checked: checked), let t = find(k) else { return false }
+            modify(t) { machine, now in machine.requestRetransmitted(now: now) }
+            return true
+        }
+    }
+
+    /// t_newtran(): the server transaction for the request being processed.
+    @discardableResult
+    func newServerTransaction(_ ctx: MessageContext) -> ServerTransaction? {
+        if let t = ctx.transaction { return t }
+        guard ctx.received.message.method != .ack, let k = Matching.key(ctx.received.message, checked: ctx.checked) else { return nil }
+        let index = shardIndex(k)
+        let s = shards[index]
+        let now = clock()
+        let isInvite = ctx.received.message.method == .invite
+        let t: ServerTransaction = s.lock.withLock {
+            if let t = s.servers[k] { return t }
+            let machine = ProxyTransaction(isInvite: isInvite, upstreamReliable: ctx.received.proto != .udp, settings: settings, now: now)
+            let t = ServerTransaction(key: k, ctx: ctx, shard: index, machine: machine)
+            s.servers[k] = t
+            count.wrappingIncrement(ordering: .relaxed)
+            rescheduleLocked(t, shard: s)
+            return t
+        }
+        ctx.transaction = t
+        return t
+    }
+
+    /// A reply made here (t_reply, or sl_send_reply on a transaction).
+    func reply(_ t: ServerTransaction, code: Int, reason: String) {
+        t.ctx.pendingReason = (code, reason)
+        modify(t) { m, now in m.reply(code, now: now).actions }
+    }
+
+    // MARK: t_relay
+
+    /// t_relay(): forwards the request statefully to every target. False
+    /// when no branch could be sent (the script may then reply).
+    func relay(_ ctx: MessageContext) -> Bool {
+        let m = ctx.received.message
+        // ACK (to a 2xx) and CANCEL without a transaction go on statelessly.
+        if m.method == .ack || m.method == .cancel {
+            return core.forwardStateless(ctx, forced: nil)
+        }
+        guard let t = newServerTransaction(ctx) else { return false }
+        if t.isInvite {
+            // 100 Trying at once (§16.2), once.
+            modify(t) { machine, now in machine.server.lastStatus == 0 ? machine.reply(100, now: now).actions : .init() }
+        }
+        // t_on_failure() arms failure_route for when every branch has failed.
+        if ctx.failureRoute != nil { shards[t.shard].lock.withLock { t.machine.failureRouteArmed = true } }
+        let targets = ctx.targets.isEmpty ? [Target(uri: ctx.message.requestURIString ?? "", destination: nil)] : ctx.targets
+        ctx.targets = []
+        // RFC 5393: parallel branches share the request's Max-Breadth (60
+        // when it has none); more branches than that is 440.
+        if targets.count > 1 {
+            let breadth = ctx.received.message.headerValue("Max-Breadth").flatMap { Int($0.trimmingCharacters(in: .whitespaces)) } ?? 60
+            if targets.count > breadth {
+                ctx.lastError = (440, "Max-Breadth Exceeded")
+                reply(t, code: 440, reason: "Max-Breadth Exceeded")
+                ctx.replied = true
+                return false
+            }
+            ctx.maxBreadthPerBranch = breadth / targets.count
+        }
+        return createBranches(ctx, t, targets)
+    }
+
+    /// One branch per target. A target whose next hop needs a NAPTR look-up
+    /// first (RFC 3263 §4.1) is added unresolved and sent when the answer
+    /// is in — unless the request was cancelled or answered meanwhile.
+    private func createBranches(_ ctx: MessageContext, _ t: ServerTransaction, _ targets: [Target]) -> Bool {
+        var created = 0
+        var firstError: ProxyCore.ForwardError?
+        let shard = shards[t.shard]
+        for target in targets {
+            let index = shard.lock.withLock { t.machine.branches.count }
+            ctx.transactionShard = t.shard
+            var resolvedOut: OutgoingRequest?
+            var lookup: String?
+            do {
+                resolvedOut = try core.prepare(ctx, target: target, forced: nil, branchIndex: index, mayDefer: true)
+            } catch .needsLookup(let name) {
+                lookup = name
+            } catch {
+                firstError = firstError ?? error
+                core.logger.info("branch to \(LogText(target.uri)) not created: \(error)")
+                continue
+            }
+            let reliable = resolvedOut.map { $0.destination.proto != .udp } ?? false
+            var refused: ProxyTransaction.BranchRefusal?
+            var added: Int?
+            let now = clock()
+            shard.lock.lock()
+            switch t.machine.addBranch(now: now, reliable: reliable, resolved: resolvedOut != nil) {
+            case .failure(let why):
+                refused = why
+                shard.lock.unlock()
+            case .success(let r):
+                added = r.index
+                while t.branches.count <= r.index { t.branches.append(BranchData(out: nil, target: target)) }
+                t.branches[r.index] = BranchData(out: resolvedOut, target: target)
+                if let out = resolvedOut { shard.clients[out.branch] = (t, r.index) }
+                let e = effectsLocked(t, r.actions, shard: shard)
+                shard.lock.unlock()
+                perform(e, for: t)
+            }
+            if let refused {
+                core.logger.info("no more branches for this request: \(refused)")
+                if refused == .tooMany { continue }
+                break
+            }
+            guard let i = added else { continue }
+            created += 1
+            if let name = lookup {
+                core.transport.dns.lookup(name, .naptr).whenComplete { [weak self, weak t] _ in
+                    guard let self, let t else { return }
+                    self.resolveBranch(t, i, ctx: ctx)
+                }
+            }
+        }
+        if created == 0 {
+            let (code, reason) = firstError?.status ?? (503, "Service Unavailable")
+            ctx.lastError = (code, reason)
+            if !modifyRead(t, { $0.failureRouteRunning }) {
+                reply(t, code: code, reason: reason)
+                ctx.replied = true
+            }
+            return false
+        }
+        return true
+    }
+
+    /// The look-up for an unresolved branch is done: prepare it now, and
+    /// let the machine decide whether it still goes out.
+    private func resolveBranch(_ t: ServerTransaction, _ i: Int, ctx: MessageContext) {
+        let target = modifyRead(t) { _ in t.branches[i].target }
+        ctx.transactionShard = t.shard
+        do {
+            let out = try core.prepare(ctx, target: target, forced: nil, branchIndex: i, mayDefer: false)
+            modify(t) { m, now in
+                t.branches[i].out = out
+                shards[t.shard].clients[out.branch] = (t, i)
+                return m.branchResolved(i, reliable: out.destination.proto != .udp, now: now)
+            }
+        } catch {
+            core.logger.info("branch to \(LogText(target.uri)) not created: \(error)")
+            modify(t) { m, now in m.branchFailed(i, now: now) }
+        }
+    }
+
+    /// Branches still waiting for a final response over a connection that
+    /// just failed end as if a 503 came.
+    func connectionFailed(_ c: SIPConnection, reason: String) {
+        let ip = c.remote.ipAddress ?? ""
+        let port = c.remote.port ?? 0
+        for shard in shards {
+            let waiting: [(ServerTransaction, Int)] = shard.lock.withLock {
+                shard.clients.values.filter { entry in
+                    let (t, i) = entry
+                    guard let d = t.branches[i].out?.destination, !t.machine.branches[i].isDone else { return false }
+                    return d.proto == c.proto && Int(d.port) == port && (d.host == ip || d.address?.ipAddress == ip || d.connectionID == c.id)
+                }
+            }
+            for (t, i) in waiting {
+                core.logger.info("\(c) failed (\(reason)); branch \(i) ends as if a 503 came")
+                modify(t) { m, now in m.branchFailed(i, now: now) }
+            }
+        }
+    }
+
+    // MARK: Responses
+
+    /// A response to one of our branches. True when it was ours.
+    func handleResponse(_ r: ReceivedMessage, checked: SIPMessage.Checked? = nil) -> Bool {
+        let m = r.message
+        guard let via = checked?.topVia ?? (try? m.topVia()) ?? nil, let branch = via.branch,
+              let cseq = checked?.cseq ?? (try? m.cseq()) ?? nil, let status = m.statusCode,
+              let si = Matching.shard(ofBranch: branch, shards: shards.count) else { return false }
+        let shard = shards[si]
+        guard let entry = shard.lock.withLock({ shard.clients[branch] }) else { return false }
+        let (t, i) = entry
+        if cseq.method == .cancel {
+            modify(t) { machine, now in machine.cancelResponse(status, branch: i, now: now) }
+            return true
+        }
+        guard cseq.method == t.ctx.received.message.method else { return false }
+        // onreply_route, outside the lock.
+        var response = m
+        if let idx = t.ctx.replyRoute ?? core.script.mainReply {
+            let rctx = MessageContext(received: r, checked: checked)
+            rctx.routeKind = .reply
+            rctx.status = status
+            rctx.vars = t.ctx.vars
+            rctx.flags = t.ctx.flags
+            if core.run(block: idx, rctx) == .drop && status < 200 { return true }
+            response = rctx.message
+        }
+        modify(t) { machine, now in
+            // Keep the response that may be forwarded: the latest
+            // provisional until a final, then the final.
+            if status >= 200 || (t.branches[i].response?.statusCode ?? 0) < 200 { t.branches[i].response = response }
+            return machine.response(status, branch: i, now: now)
+        }
+        return true
+    }
+}
+
+/// A value from the network as it may appear in a log line: CR, LF, ESC
+/// and other control characters escaped.
+struct LogText: CustomStringConvertible {
+    let raw: String
+    init(_ raw: String) { self.raw = raw }
+    var description: String {
+        var out = ""
+        for u in raw.unicodeScalars {
+            switch u.value {
+            case 0x20..<0x7F, 0x80...: out.unicodeScalars.append(u)
+            default: out += String(format: "\\x%02X", u.value)
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,92 @@
+import Foundation
+import SIPConfig
+import SIPProxy
+import Testing
+
+/// A few flows of the transaction core through real sockets: what the
+/// machines decide reaches the wire.
+@Suite("Transaction core through real sockets", .serialized)
+struct TransactionFlowTests {
+    static let relayScript = """
+    loadmodule "tm.so"
+    loadmodule "sl.so"
+    request_route { t_relay(); }
+    """
+
+    /// Writes a message with CRLF line ends to a temporary file.
+    static func messageFile(_ text: String) throws -> String {
+        let path = makeTempDir("msg") + "/m.sip"
+        try text.replacingOccurrences(of: "\n", with: "\r\n").write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test("a request the proxy sends to itself comes back unchanged: 482, not a storm until Max-Forwards runs out (§16.3 step 4)")
+    func loopDetected() throws {
+        let proxy = try TestProxy("listen=udp:127.0.0.1:0\n" + Self.relayScript)
+        defer { proxy.stop() }
+        let port = proxy.port(.udp)
+        let file = try Self.messageFile("""
+        OPTIONS sip:someone@127.0.0.1:\(port) SIP/2.0
+        Via: SIP/2.0/UDP 127.0.0.1:{LOCAL_PORT};branch=z9hG4bK-loop1;rport
+        Max-Forwards: 70
+        From: <sip:a@localhost>;tag=1
+        To: <sip:someone@localhost>
+        Call-ID: loop-1
+        CSeq: 1 OPTIONS
+        Content-Length: 0
+
+
+        """)
+        let r = Subprocess.sipclient(["--proto", "udp", "--port", String(port), "--file", file, "--wait", "5", "--expect", "1"])
+        #expect(r.out.contains("RESPONSE SIP/2.0 482"), "\(r.out) \(proxy.log.lines.suffix(10))")
+    }
+
+    @Test("a forged response carrying our Via that matches no transaction is dropped, and UDP service goes on")
+    func unmatchedResponseDropped() throws {
+        let proxy = try TestProxy("listen=udp:127.0.0.1:0\n" + Self.relayScript)
+        defer { proxy.stop() }
+        let port = proxy.port(.udp)
+        // The second Via points back at the sender: were the response
+        // forwarded, the client would receive it.
+        let file = try Self.messageFile("""
+        SIP/2.0 200 OK
+        Via: SIP/2.0/UDP 127.0.0.1:\(port);branch=z9hG4bKs0aaaaaaaaaaaaabbbb
+        Via: SIP/2.0/UDP 127.0.0.1:{LOCAL_PORT};branch=z9hG4bK-victim
+        From: <sip:a@localhost>;tag=1
+        To: <sip:b@localhost>;tag=2
+        Call-ID: forged-1
+        CSeq: 1 INVITE
+        Content-Length: 0
+
+
+        """)
+        let r = Subprocess.sipclient(["--proto", "udp", "--port", String(port), "--file", file, "--wait", "1", "--expect", "1"])
+        #expect(!r.out.contains("RESPONSE"), "\(r.out)")
+        let ok = Subprocess.sipclient(["--proto", "udp", "--port", String(port), "--options", "--wait", "5"])
+        #expect(ok.out.contains("RESPONSE SIP/2.0"), "\(ok.out)")
+    }
+
+    @Test("a request whose Route names only this proxy is routed by its Request-URI (the core removes our Route, §16.4)")
+    func ownRouteRemoved() throws {
+        let proxy = try TestProxy("listen=udp:127.0.0.1:0\n" + Self.relayScript)
+        defer { proxy.stop() }
+        let port = proxy.port(.udp)
+        // The Request-URI is the client itself: with our Route taken off,
+        // the request comes back to it (with our Via on top).
+        let file = try Self.messageFile("""
+        MESSAGE sip:me@127.0.0.1:{LOCAL_PORT} SIP/2.0
+        Via: SIP/2.0/UDP 127.0.0.1:{LOCAL_PORT};branch=z9hG4bK-route1;rport
+        Route: <sip:127.0.0.1:\(port);lr>
+        Max-Forwards: 70
+        From: <sip:a@localhost>;tag=1
+        To: <sip:me@localhost>
+        Call-ID: route-1
+        CSeq: 1 MESSAGE
+        Content-Length: 0
+
+
+        """)
+        let r = Subprocess.sipclient(["--proto", "udp", "--port", String(port), "--file", file, "--wait", "3", "--expect", "1"])
+        #expect(r.out.contains("REQUEST MESSAGE sip:me@127.0.0.1"), "\(r.out) \(proxy.log.lines.suffix(10))")
+    }
+}
