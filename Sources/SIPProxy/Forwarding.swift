@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import SIPConfig
 import SIPCore
+import SIPTLS
 import SIPTransport
 
 /// One target a request is sent to: the Request-URI for it, and where to
@@ -162,6 +163,14 @@ extension ProxyCore {
             }
         } catch {
             throw .unresolvable(String(describing: error))
+        }
+        // A TLS next hop must have a name TLS can carry (SNI, RFC 5922).
+        if dest.proto == .tls, dest.connectionID == nil {
+            let name = dest.tlsServerName ?? dest.host
+            let bare = name.hasPrefix("[") ? String(name.dropFirst().dropLast()) : name
+            if !PeerIdentity.isIPLiteral(bare) && !SIPTransport.isValidServerName(bare) {
+                throw .unresolvable("'\(LogText(String(bare.prefix(64))))' cannot be a TLS server name")
+            }
         }
         // RFC 5630: a request whose Request-URI is (or arrived as) sips:
         // leaves only over TLS — never downgraded by a lookup() to a sip: contact.

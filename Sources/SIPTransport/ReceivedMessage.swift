@@ -88,6 +88,9 @@ public enum SIPTransportError: Error, CustomStringConvertible {
     case tooManyConnections(TransportProtocol)
     case tlsVerificationFailed(String)
     case sendTimeout
+    /// The name a TLS connection would send as SNI and check the
+    /// certificate against is not a host name.
+    case invalidServerName(String)
 
     public var description: String {
         switch self {
@@ -98,6 +101,7 @@ public enum SIPTransportError: Error, CustomStringConvertible {
         case .tooManyConnections(let p): return "\(p.rawValue) connection limit reached"
         case .tlsVerificationFailed(let why): return "TLS verification failed: \(why)"
         case .sendTimeout: return "send timeout"
+        case .invalidServerName(let n): return "'\(n.prefix(64))' cannot be a TLS server name"
         }
     }
 }

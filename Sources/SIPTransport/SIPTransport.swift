@@ -356,9 +356,16 @@ public final class SIPTransport: @unchecked Sendable {
         var identity = ""
         if d.proto == .tls {
             guard let table = tlsTable else { return loop.makeFailedFuture(SIPTransportError.tlsDisabled) }
-            domain = table.client(remote: HostPort(host: ip, port: UInt16(port)))
-            targetName = d.tlsServerName ?? domain?.domain.serverName ?? d.host
-            identity = "\(domain!.domain.name)|\(targetName ?? "")"
+            let client = table.client(remote: HostPort(host: ip, port: UInt16(clamping: port)))
+            domain = client
+            let name = d.tlsServerName ?? client.domain.serverName ?? d.host
+            // A name that cannot be a TLS server name (RFC 6066 §3: a DNS
+            // host name, at most 253 octets) never reaches the TLS library.
+            guard PeerIdentity.isIPLiteral(name) || Self.isValidServerName(name) else {
+                return loop.makeFailedFuture(SIPTransportError.invalidServerName(name))
+            }
+            targetName = name
+            identity = "\(client.domain.name)|\(name)"
         }
         if let c = connections.find(proto: d.proto, ip: ip, port: port, identityKey: d.proto == .tls ? identity : nil) {
             return loop.makeSucceededFuture(c)
@@ -370,13 +377,39 @@ public final class SIPTransport: @unchecked Sendable {
             return loop.makeFailedFuture(SIPTransportError.noListener(d.proto, "\(address)"))
         }
         from.proto = d.proto
-        return lock.withLock { () -> EventLoopFuture<SIPConnection> in
-            if let pending = pendingConnects[key] { return pending }
-            let f = openConnection(d.proto, address: address, from: from, domain: domain, targetName: targetName, identity: identity, loop: loop)
-            pendingConnects[key] = f
-            f.whenComplete { _ in self.lock.withLock { self.pendingConnects[key] = nil } }
-            return f
+        // Decide under the lock, connect after it: a connect can fail at
+        // once on this thread, and its callbacks take the lock again.
+        let (future, promise) = lock.withLock { () -> (EventLoopFuture<SIPConnection>, EventLoopPromise<SIPConnection>?) in
+            if let pending = pendingConnects[key] { return (pending, nil) }
+            let p = loop.makePromise(of: SIPConnection.self)
+            pendingConnects[key] = p.futureResult
+            return (p.futureResult, p)
         }
+        if let promise {
+            promise.futureResult.whenComplete { _ in self.lock.withLock { self.pendingConnects[key] = nil } }
+            openConnection(d.proto, address: address, from: from, domain: domain, targetName: targetName, identity: identity, loop: loop)
+                .cascade(to: promise)
+        }
+        return future
+    }
+
+    /// RFC 1035/1123 host name: 1-253 octets, labels of 1-63 letters,
+    /// digits and hyphens, not starting or ending with a hyphen.
+    public static func isValidServerName(_ name: String) -> Bool {
+        var n = Substring(name)
+        if n.hasSuffix(".") { n = n.dropLast() }
+        guard !n.isEmpty, n.utf8.count <= 253 else { return false }
+        for label in n.split(separator: ".", omittingEmptySubsequences: false) {
+            let u = label.utf8
+            guard (1...63).contains(u.count), u.first != UInt8(ascii: "-"), u.last != UInt8(ascii: "-") else { return false }
+            for c in u {
+                switch c {
+                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"): continue
+                default: return false
+                }
+            }
+        }
+        return true
     }
 
     private func openConnection(_ proto: TransportProtocol, address: SocketAddress, from: ListenSocket, domain: TLSDomainContext?, targetName: String?, identity: String, loop: EventLoop) -> EventLoopFuture<SIPConnection> {

@@ -1,6 +1,7 @@
 import Foundation
 import SIPConfig
 import SIPProxy
+import SIPTransport
 import Testing
 
 /// A few flows of the transaction core through real sockets: what the
@@ -88,5 +89,43 @@ struct TransactionFlowTests {
         """)
         let r = Subprocess.sipclient(["--proto", "udp", "--port", String(port), "--file", file, "--wait", "3", "--expect", "1"])
         #expect(r.out.contains("REQUEST MESSAGE sip:me@127.0.0.1"), "\(r.out) \(proxy.log.lines.suffix(10))")
+    }
+
+    @Test("a TLS next hop whose name cannot be a server name (a 300-octet host, maddr, transport=tls) gets 478 and the proxy stays up")
+    func invalidServerName() throws {
+        let pki = try TestPKI()
+        let proxy = try defaultProxy(pki, script: "request_route { t_relay(); }")
+        defer { proxy.stop() }
+        let port = proxy.port(.udp)
+        let host = String(repeating: "a", count: 300) + ".example.com"
+        let file = try Self.messageFile("""
+        OPTIONS sip:x@\(host);maddr=127.0.0.1;transport=tls SIP/2.0
+        Via: SIP/2.0/UDP 127.0.0.1:{LOCAL_PORT};branch=z9hG4bK-sni1;rport
+        Max-Forwards: 70
+        From: <sip:a@localhost>;tag=1
+        To: <sip:x@localhost>
+        Call-ID: sni-1
+        CSeq: 1 OPTIONS
+        Content-Length: 0
+
+
+        """)
+        let r = Subprocess.sipclient(["--proto", "udp", "--port", String(port), "--file", file, "--wait", "5", "--expect", "1"])
+        #expect(r.out.contains("RESPONSE SIP/2.0 478"), "\(r.out) \(proxy.log.lines.suffix(5))")
+        let again = Subprocess.sipclient(["--proto", "udp", "--port", String(port), "--options", "--wait", "5"])
+        #expect(again.out.contains("RESPONSE SIP/2.0"), "\(again.out)")
+    }
+
+    @Test("server names: host names of at most 253 octets with labels of 1-63 letters, digits and hyphens")
+    func serverNames() {
+        #expect(SIPTransport.isValidServerName("pbx.example.com"))
+        #expect(SIPTransport.isValidServerName("pbx.example.com."))
+        #expect(SIPTransport.isValidServerName("a-b.c"))
+        #expect(!SIPTransport.isValidServerName(String(repeating: "a", count: 64) + ".com"))
+        #expect(!SIPTransport.isValidServerName(String(repeating: "a.", count: 130) + "com"))
+        #expect(!SIPTransport.isValidServerName("-a.com"))
+        #expect(!SIPTransport.isValidServerName("a..com"))
+        #expect(!SIPTransport.isValidServerName("a_b.com"))
+        #expect(!SIPTransport.isValidServerName(""))
     }
 }
