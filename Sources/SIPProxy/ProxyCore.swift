@@ -18,6 +18,8 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
     let logger: Logger
     let script: CompiledScript
     let location: LocationService
+    /// Made lazily because it needs `self`, but touched at the end of
+    /// `init`, before any other thread can see the core.
     lazy var transactions = TransactionLayer(core: self)
     /// Hosts (lower case) and host:port strings that `myself` matches.
     private let myselfHosts: Set<String>
@@ -68,6 +70,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
         self.myselfHosts = hosts
         self.myselfHostPorts = hostPorts
         self.portlessAliases = portless
+        _ = transactions
     }
 
     static func splitHostPort(_ s: String) -> (String, UInt16?)? {

@@ -297,6 +297,9 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
         let s = shards[index]
         let now = clock()
         let isInvite = ctx.received.message.method == .invite
+        // Made now, on the thread that owns the request: once the
+        // transaction exists, other threads read it (replies made here).
+        _ = ctx.localTag
         let t: ServerTransaction = s.lock.withLock {
             if let t = s.servers[k] { return t }
             let machine = ProxyTransaction(isInvite: isInvite, upstreamReliable: ctx.received.proto != .udp, settings: settings, now: now)
