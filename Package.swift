@@ -94,7 +94,7 @@ let package = Package(
             ],
             swiftSettings: [.swiftLanguageMode(.v5)]
         ),
-        .testTarget(name: "SIPCoreTests", dependencies: ["SIPCore"]),
+        .testTarget(name: "SIPCoreTests", dependencies: ["SIPCore", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "SIPTLSTests", dependencies: ["SIPTLS", .product(name: "X509", package: "swift-certificates")]),
         .testTarget(
             name: "SIPProxyTests",
