@@ -38,7 +38,7 @@ struct ControlMethods {
 
     static let names: [String] = [
         "cfg.get", "cfg.set", "core.info", "core.psx", "core.uptime", "core.version", "stats.get_statistics",
-        "system.listMethods", "tls.list", "tls.options", "tls.reload", "ul.dump", "ul.lookup", "ul.rm",
+        "system.listMethods", "tls.info", "tls.list", "tls.options", "tls.reload", "ul.dump", "ul.lookup", "ul.rm",
     ]
 
     func run(_ method: String, _ p: [Any]) -> Outcome {
@@ -75,6 +75,10 @@ struct ControlMethods {
             return plain(p) { tlsList() }
         case "tls.options":
             return plain(p) { tlsOptions() }
+        case "tls.info":
+            return plain(p) {
+                ["max_connections": core.config.core.tlsMaxConnections, "opened_connections": core.transport.connectionCount(.tls)] as [String: Any]
+            }
         case "tls.reload":
             return noParams(p).flatMap { _ -> Outcome in
                 switch server.reloadTLSOutcome() {

@@ -170,6 +170,8 @@ struct ControlTests {
         let stats = ControlSocket.call(path, "stats.get_statistics", ["all"])["result"] as? [String]
         #expect(stats?.contains("usrloc:registered_users = 1") == true, "\(String(describing: stats))")
         #expect(stats?.contains("tls:current_opened_connections = 1") == true, "\(String(describing: stats))")
+        let tlsInfo = ControlSocket.call(path, "tls.info")["result"] as? [String: Any]
+        #expect(tlsInfo?["opened_connections"] as? Int == 1 && tlsInfo?["max_connections"] as? Int == 2048, "\(String(describing: tlsInfo))")
         let group = ControlSocket.call(path, "stats.get_statistics", ["usrloc:"])["result"] as? [String]
         #expect(group?.isEmpty == false && group?.allSatisfy { $0.hasPrefix("usrloc:") } == true)
 
