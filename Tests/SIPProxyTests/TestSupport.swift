@@ -190,7 +190,13 @@ final class TestProxy: @unchecked Sendable {
         core = ProxyCore(config: config, transport: transport, location: location, logger: logger)
         transport.delegate = core
         control = ControlServer(core: core, config: config, logger: logger)
-        try control.start(group: group)
+        do {
+            try control.start(group: group)
+        } catch {
+            transport.shutdown()
+            try? group.syncShutdownGracefully()
+            throw error
+        }
     }
 
     func port(_ proto: TransportProtocol, ipv6: Bool = false) -> UInt16 {
