@@ -12,7 +12,7 @@ import SIPTransport
 /// (`ControlMethods`). One request (or batch) per connection: the client
 /// writes a JSON document ended by a newline (or closes its writing side),
 /// the server answers with one JSON document and a newline, then closes.
-public final class ControlServer: @unchecked Sendable { // channel is set once in start() before any request, and read in stop()
+public final class ControlServer: @unchecked Sendable { // `channel` is touched only by start() and stop(), which the owner calls in turn from one thread
     let core: ProxyCore
     let config: Config
     let logger: Logger
@@ -79,8 +79,12 @@ public final class ControlServer: @unchecked Sendable { // channel is set once i
         chmod(path, 0o600)
     }
 
+    /// Closes the socket and removes its file; does nothing when `start`
+    /// did not bind it (the path may be a file that is not ours).
     public func stop() {
-        try? channel?.close().wait()
+        guard let ch = channel else { return }
+        channel = nil
+        try? ch.close().wait()
         unlink(config.core.controlSocket)
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import SIPConfig
 import SIPProxy
 import Testing
@@ -66,6 +67,15 @@ struct ControlTests {
         let dir = makeTempDir("ctlfile")
         try "keep me".write(toFile: dir + "/ctl.sock", atomically: true, encoding: .utf8)
         #expect(throws: (any Error).self) { try TestProxy("listen=udp:127.0.0.1:0\nrequest_route { drop; }\n", dir: dir) }
+        #expect((try? String(contentsOfFile: dir + "/ctl.sock", encoding: .utf8)) == "keep me")
+        // A server that did not start leaves the file alone when stopped.
+        let proxy = try TestProxy("listen=udp:127.0.0.1:0\nrequest_route { drop; }\n")
+        defer { proxy.stop() }
+        var config = proxy.config
+        config.core.controlSocket = dir + "/ctl.sock"
+        let second = ControlServer(core: proxy.core, config: config, logger: Logger(label: "second"))
+        #expect(throws: ControlServer.StartError.self) { try second.start(group: proxy.group) }
+        second.stop()
         #expect((try? String(contentsOfFile: dir + "/ctl.sock", encoding: .utf8)) == "keep me")
     }
 
