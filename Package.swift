@@ -21,6 +21,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        // Already in the graph through swift-nio; named for the run-time log level.
+        .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
     ],
     targets: [
         // Pure SIP: messages, URIs, headers, parsing, serialisation, stream framing.
@@ -96,7 +98,7 @@ let package = Package(
             ],
             swiftSettings: [.swiftLanguageMode(.v5)]
         ),
-        .testTarget(name: "SIPCoreTests", dependencies: ["SIPCore"]),
+        .testTarget(name: "SIPCoreTests", dependencies: ["SIPCore", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "SIPTLSTests", dependencies: ["SIPTLS", .product(name: "X509", package: "swift-certificates")]),
         .testTarget(
             name: "SIPProxyTests",

@@ -9,9 +9,19 @@ public enum ConfigLoader {
                             readFile: @escaping Lexer.FileReader = { try String(contentsOfFile: $0, encoding: .utf8) }) throws(ConfigErrors) -> Config {
         var lexer = Lexer(defines: defines, readFile: readFile)
         let tokens = lexer.tokenize(file: file)
-        var dir = (file as NSString).deletingLastPathComponent
-        if dir.isEmpty { dir = "." }
+        let dir = absoluteDirectory((file as NSString).deletingLastPathComponent)
         return try build(tokens: tokens, lexer: lexer, file: file, directory: dir, readFile: readFile)
+    }
+
+    /// The folder as an absolute path: a relative one is taken against the
+    /// current directory once, while loading, so that every relative path
+    /// in the config means the same file whatever directory the proxy runs in later.
+    static func absoluteDirectory(_ dir: String) -> String {
+        if dir.hasPrefix("/") { return dir }
+        let cwd = FileManager.default.currentDirectoryPath
+        if dir.isEmpty || dir == "." { return cwd }
+        let rest = dir.hasPrefix("./") ? String(dir.dropFirst(2)) : dir
+        return cwd.hasSuffix("/") ? cwd + rest : cwd + "/" + rest
     }
 
     /// Loads config text (tests, `swiftser check -e`).
@@ -19,7 +29,7 @@ public enum ConfigLoader {
                             readFile: @escaping Lexer.FileReader = { try String(contentsOfFile: $0, encoding: .utf8) }) throws(ConfigErrors) -> Config {
         var lexer = Lexer(readFile: readFile)
         let tokens = lexer.tokenize(text: text, file: file)
-        return try build(tokens: tokens, lexer: lexer, file: file, directory: directory, readFile: readFile)
+        return try build(tokens: tokens, lexer: lexer, file: file, directory: absoluteDirectory(directory), readFile: readFile)
     }
 
     static func build(tokens: [Token], lexer: Lexer, file: String, directory: String, readFile: @escaping Lexer.FileReader) throws(ConfigErrors) -> Config {
@@ -42,6 +52,8 @@ struct Builder {
     let sourceLine: (SourceLocation) -> String?
     let readFile: Lexer.FileReader
     var diagnostics: [ConfigDiagnostic] = []
+    /// Where `db_url` was set, for errors found once every modparam is read.
+    var dbURLLocation: SourceLocation?
 
     mutating func error(_ loc: SourceLocation, _ message: String) {
         diagnostics.append(ConfigDiagnostic(.error, loc, message, sourceLine: sourceLine(loc)))
@@ -71,9 +83,12 @@ struct Builder {
         }
     }
 
+    /// A path from the config: relative ones are taken against the config
+    /// file's folder (never the current directory).
     func path(_ s: String) -> String {
         if s.hasPrefix("/") || s.isEmpty { return s }
-        return config.configDirectory == "." ? s : config.configDirectory + "/" + s
+        let rest = s.hasPrefix("./") ? String(s.dropFirst(2)) : s
+        return config.configDirectory.hasSuffix("/") ? config.configDirectory + rest : config.configDirectory + "/" + rest
     }
 
     // MARK: Apply
@@ -83,11 +98,18 @@ struct Builder {
         config.modules = p.modules.map(\.0)
         var tlsGlobal = TLSParams()
         var profileBlocks: [DomainBlock] = []
+        // The defaults are relative paths too: they live in the config's folder.
+        config.core.controlSocket = path(config.core.controlSocket)
+        config.registrar.database = path(config.registrar.database)
         for a in p.globals {
             applyGlobal(a, tls: &tlsGlobal)
         }
         for (module, name, value) in p.modparams {
             applyModparam(module: module, name: name, value: value, tls: &tlsGlobal, profile: &profileBlocks)
+        }
+        if config.registrar.dbMode != 0 && config.registrar.database.isEmpty {
+            error(dbURLLocation ?? SourceLocation(file: config.file, line: 1, column: 1),
+                  "usrloc db_url is empty but db_mode is \(config.registrar.dbMode); name a file (\"sqlite:///var/lib/swiftser/location.sqlite\") or set db_mode to 0 to keep registrations in memory")
         }
         if config.listens.isEmpty {
             for proto in TransportProtocol.allCases where !(proto == .tls && config.tls.disabled) {
@@ -224,10 +246,21 @@ struct Builder {
         case ("registrar", "max_expires"): if let v = int(value) { config.registrar.maxExpires = v }
         case ("registrar", "max_contacts"): if let v = int(value) { config.registrar.maxContacts = v }
         case ("usrloc", "db_url"):
-            var url = value.text
-            if url.hasPrefix("sqlite://") { url.removeFirst("sqlite://".count) }
-            config.registrar.database = path(url)
-        case ("usrloc", "db_mode"): if let v = int(value) { config.registrar.dbMode = v }
+            dbURLLocation = loc
+            switch DatabaseURL.parse(value.text) {
+            case .success(let file): config.registrar.database = path(file)
+            case .failure(.emptyPath): config.registrar.database = "" // fine with db_mode 0; checked below
+            case .failure(let e): error(loc, e.message)
+            }
+        case ("usrloc", "db_mode"):
+            guard let v = int(value) else { return }
+            switch v {
+            case 0, 1: config.registrar.dbMode = v
+            case 2: error(loc, "usrloc db_mode 2 (write-back) is not implemented; use 1 (every change written through to SQLite) or 0 (memory only)")
+            case 3: error(loc, "usrloc db_mode 3 (database only) is not implemented; use 1 (every change written through to SQLite) or 0 (memory only)")
+            case 4: error(loc, "usrloc db_mode 4 (read-only database) is not implemented; use 1 (every change written through to SQLite) or 0 (memory only)")
+            default: error(loc, "unknown usrloc db_mode \(v); SwiftSER implements 0 (memory only) and 1 (write-through to SQLite)")
+            }
         case ("tm", "fr_timer"): if let v = int(value) { config.transactions.finalResponseTimeout = v }
         case ("tm", "fr_inv_timer"): if let v = int(value) { config.transactions.inviteFinalResponseTimeout = v }
         case ("tm", "retr_timer1"), ("tm", "t1"): if let v = int(value) { config.transactions.t1 = v }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// The typed result of loading a config: every setting with its default
 /// applied, the TLS domain table, and the route script.
 public struct Config: Sendable {
@@ -261,9 +263,11 @@ public struct RegistrarSettings: Sendable, Equatable {
     public var maxExpires = 86_400
     /// 0: no limit.
     public var maxContacts = 0
-    /// `usrloc` `db_url`: `sqlite:///path` or a path; empty with db_mode 0 keeps bindings in memory.
+    /// The SQLite file of `usrloc` `db_url` (`sqlite:///abs/path`,
+    /// `sqlite://relative/path` or a bare path), made absolute against the
+    /// config's folder; the default is `var/location.sqlite` there.
     public var database = "var/location.sqlite"
-    /// usrloc `db_mode`: 0 memory only, anything else: SQLite.
+    /// usrloc `db_mode`: 0 memory only, 1 write-through to SQLite (the only two implemented).
     public var dbMode = 1
 }
 
@@ -320,5 +324,47 @@ public struct DNSServerAddress: Sendable, Equatable {
         }
         self.host = host
         self.port = port
+    }
+}
+
+/// `usrloc` `db_url`: which database a URL names. Only SQLite is
+/// implemented: `sqlite://PATH` or a bare path; any other scheme
+/// (`mysql://`, `postgres://`, `redis://`, …) is refused.
+public enum DatabaseURL {
+    public enum ParseError: Error, Sendable, Equatable {
+        /// A scheme other than `sqlite` (only the scheme is kept: the rest may hold a password).
+        case unsupportedScheme(String)
+        /// `sqlite:` not followed by `//`.
+        case malformedSQLite
+        case emptyPath
+
+        public var message: String {
+            switch self {
+            case .unsupportedScheme(let s):
+                return "usrloc db_url: the '\(s)' database is not supported; SwiftSER keeps registrations in SQLite: write \"sqlite:///var/lib/swiftser/location.sqlite\" (absolute) or \"sqlite://location.sqlite\" (relative to the config's folder)"
+            case .malformedSQLite:
+                return "usrloc db_url: expected sqlite://PATH (sqlite:///absolute/path or sqlite://relative/path)"
+            case .emptyPath:
+                return "usrloc db_url names no file; write sqlite://PATH, or set db_mode to 0 to keep registrations in memory"
+            }
+        }
+    }
+
+    /// The file path of a `db_url` value, as written (still relative when it was).
+    public static func parse(_ text: String) -> Result<String, ParseError> {
+        let url = text.trimmingCharacters(in: .whitespaces)
+        if let colon = url.firstIndex(of: ":") {
+            let scheme = url[..<colon]
+            let isScheme = scheme.first.map { $0.isASCII && $0.isLetter } ?? false
+                && scheme.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "+" || $0 == "-" || $0 == ".") }
+            if isScheme {
+                guard scheme.lowercased() == "sqlite" else { return .failure(.unsupportedScheme(scheme.lowercased())) }
+                let rest = url[url.index(after: colon)...]
+                guard rest.hasPrefix("//") else { return .failure(.malformedSQLite) }
+                let file = String(rest.dropFirst(2))
+                return file.isEmpty ? .failure(.emptyPath) : .success(file)
+            }
+        }
+        return url.isEmpty ? .failure(.emptyPath) : .success(url)
     }
 }

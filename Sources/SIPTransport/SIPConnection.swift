@@ -15,6 +15,8 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
     /// The listener a message from this connection is said to arrive on.
     public let listener: ListenSocket
     public let outbound: Bool
+    /// When the connection was accepted or opened (`tls.list`'s age).
+    public let openedAt = ContinuousClock.now
     let channel: Channel
     /// For outbound reuse: the TLS domain and SNI name it was opened with.
     let identityKey: String

@@ -186,6 +186,11 @@ public final class SIPTransport: @unchecked Sendable {
 
     public func connectionCount(_ proto: TransportProtocol) -> Int { connections.count(proto) }
 
+    /// The open TCP and TLS connections, oldest first (read-only; for `tls.list`).
+    public var openConnections: [SIPConnection] {
+        connections.all.filter(\.isOpen).sorted { $0.id < $1.id }
+    }
+
     /// The listener of a protocol and address family that messages are sent from.
     public func listener(for proto: TransportProtocol, ipv6: Bool) -> ListenSocket? {
         lock.withLock {

@@ -10,6 +10,12 @@ struct Check: ParsableCommand {
     @OptionGroup var options: ConfigOptions
 
     func run() throws {
+        try Check.report(options)
+    }
+
+    /// Loads and checks the config, printing what `check` prints; throws
+    /// `ExitCode(1)` (after printing why) when it cannot be used.
+    static func report(_ options: ConfigOptions) throws {
         let config = Startup.loadConfig(options)
         for w in config.warnings { print(w.description) }
         print("config \(options.file): OK")

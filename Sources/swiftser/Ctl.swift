@@ -1,41 +1,162 @@
 import ArgumentParser
 import Foundation
+import SIPConfig
 
 struct Ctl: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Talk to a running proxy: tls.reload, tls.list, ul.dump, conn.count, version.")
+        abstract: "Call a JSON-RPC method of a running proxy (Kamailio's names) and print the result as JSON.",
+        discussion: """
+        Methods: core.version, core.uptime, core.psx, core.info, ul.dump, ul.lookup location AOR, \
+        ul.rm location AOR, tls.list, tls.options, tls.reload, cfg.get core debug, cfg.set core debug N, \
+        stats.get_statistics all, system.listMethods.
+        Parameters that look like integers are sent as numbers; write s:VALUE to send a string, i:VALUE a number.
+        Exit status: 0 on a result, 1 on an error answer, 2 when the proxy cannot be reached.
+        """)
 
-    @Option(name: .shortAndLong, help: "The control socket (control_socket in the config).")
-    var socket = "var/swiftser.ctl"
+    @Option(name: .shortAndLong, help: "The control socket (default: control_socket of the config given with -f, else var/swiftser.ctl).")
+    var socket: String?
 
-    @Argument(help: "The command.") var command: [String]
+    @Option(name: .shortAndLong, help: "A config whose control_socket to use.")
+    var file: String?
+
+    @Flag(help: "Print the result as a readable table instead of JSON.")
+    var table = false
+
+    @Argument(parsing: .captureForPassthrough, help: "The method, then its parameters (options of ctl go before the method).")
+    var command: [String] = []
 
     func run() throws {
-        let fd = Foundation.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw ValidationError("cannot create a socket") }
+        guard let method = command.first else { throw ValidationError("name a method, e.g. core.version") }
+        let path = try socketPath()
+        let params = command.dropFirst().map(Ctl.param)
+        let request: [String: Any] = ["jsonrpc": "2.0", "method": method, "params": params, "id": 1]
+        var body = try JSONSerialization.data(withJSONObject: request, options: [])
+        body.append(0x0A)
+        let answer: Data
+        do {
+            answer = try ControlClient.call(path: path, body)
+        } catch {
+            FileHandle.standardError.write(Data("swiftser ctl: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        guard let object = try? JSONSerialization.jsonObject(with: answer, options: [.fragmentsAllowed]) as? [String: Any] else {
+            FileHandle.standardError.write(Data("swiftser ctl: the proxy's answer is not a JSON-RPC response: \(String(decoding: answer.prefix(200), as: UTF8.self))\n".utf8))
+            throw ExitCode(1)
+        }
+        if let error = object["error"] as? [String: Any] {
+            FileHandle.standardError.write(Data("error \(error["code"] ?? "?"): \(error["message"] ?? "")\n".utf8))
+            throw ExitCode(1)
+        }
+        let result = object["result"] ?? NSNull()
+        print(table ? Ctl.tableText(result) : Ctl.json(result))
+    }
+
+    func socketPath() throws -> String {
+        if let socket { return socket }
+        if let file {
+            do {
+                return try ConfigLoader.load(file: file).core.controlSocket
+            } catch {
+                throw ValidationError("cannot read \(file):\n\(error.description)")
+            }
+        }
+        return "var/swiftser.ctl"
+    }
+
+    /// A command-line word as a JSON value: integers as numbers, `s:` and `i:` to force.
+    static func param(_ word: String) -> Any {
+        if word.hasPrefix("s:") { return String(word.dropFirst(2)) }
+        if word.hasPrefix("i:"), let n = Int(word.dropFirst(2)) { return n }
+        if let n = Int(word) { return n }
+        return word
+    }
+
+    static func json(_ value: Any) -> String {
+        if let s = value as? String { return "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
+        guard let data = try? JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes, .fragmentsAllowed]) else {
+            return "\(value)"
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// A readable form: lists of objects as aligned columns, objects as
+    /// `key: value` lines (nested ones indented), lists of scalars one per line.
+    static func tableText(_ value: Any, indent: String = "") -> String {
+        switch value {
+        case let list as [Any]:
+            if let rows = list as? [[String: Any]], !rows.isEmpty, rows.allSatisfy({ $0.values.allSatisfy(isScalar) }) {
+                let keys = Array(Set(rows.flatMap(\.keys))).sorted()
+                let cells = rows.map { r in keys.map { r[$0].map(scalar) ?? "" } }
+                let widths = keys.indices.map { i in max(keys[i].count, cells.map { $0[i].count }.max() ?? 0) }
+                func line(_ c: [String]) -> String {
+                    indent + c.indices.map { c[$0].padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  ")
+                        .trimmingCharacters(in: .whitespaces)
+                }
+                return ([line(keys)] + cells.map(line)).joined(separator: "\n")
+            }
+            return list.map { isScalar($0) ? indent + scalar($0) : tableText($0, indent: indent) }.joined(separator: "\n")
+        case let object as [String: Any]:
+            return object.keys.sorted().map { k in
+                let v = object[k]!
+                return isScalar(v) ? "\(indent)\(k): \(scalar(v))" : "\(indent)\(k):\n" + tableText(v, indent: indent + "  ")
+            }.joined(separator: "\n")
+        default:
+            return indent + scalar(value)
+        }
+    }
+
+    static func isScalar(_ v: Any) -> Bool { !(v is [Any]) && !(v is [String: Any]) }
+
+    static func scalar(_ v: Any) -> String {
+        switch v {
+        case is NSNull: return "null"
+        case let s as String: return s
+        default: return "\(v)"
+        }
+    }
+}
+
+/// A JSON-RPC call over the UNIX control socket.
+enum ControlClient {
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// Sends `body` and reads the answer until the proxy closes (at most 16 MiB, 30 s).
+    static func call(path: String, _ body: Data) throws -> Data {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw Failure(description: "cannot create a socket") }
         defer { close(fd) }
+        var tv = timeval(tv_sec: 30, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
-        let path = Array(socket.utf8CString)
-        guard path.count <= MemoryLayout.size(ofValue: addr.sun_path) else { throw ValidationError("socket path too long") }
+        let bytes = Array(path.utf8CString)
+        guard bytes.count <= MemoryLayout.size(ofValue: addr.sun_path) else { throw Failure(description: "socket path too long: \(path)") }
         withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-            path.withUnsafeBytes { raw.copyMemory(from: $0) }
+            bytes.withUnsafeBytes { raw.copyMemory(from: $0) }
         }
         let ok = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         guard ok == 0 else {
-            throw ValidationError("cannot reach the proxy at \(socket): \(String(cString: strerror(errno))) (is it running? is control_socket set?)")
+            throw Failure(description: "cannot reach the proxy at \(path): \(String(cString: strerror(errno))) (is it running? is control_socket set?)")
         }
-        let line = command.joined(separator: " ") + "\n"
-        _ = line.withCString { write(fd, $0, strlen($0)) }
-        var answer = [UInt8]()
-        var buf = [UInt8](repeating: 0, count: 4096)
-        while true {
+        var sent = 0
+        let all = [UInt8](body)
+        while sent < all.count {
+            let n = all[sent...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            guard n > 0 else { throw Failure(description: "write to \(path) failed: \(String(cString: strerror(errno)))") }
+            sent += n
+        }
+        var answer = Data()
+        var buf = [UInt8](repeating: 0, count: 65_536)
+        while answer.count < 16 << 20 {
             let n = read(fd, &buf, buf.count)
-            if n <= 0 { break }
+            if n < 0 { throw Failure(description: "no answer from \(path): \(String(cString: strerror(errno)))") }
+            if n == 0 { break }
             answer.append(contentsOf: buf[0..<n])
         }
-        print(String(decoding: answer, as: UTF8.self), terminator: "")
+        return answer
     }
 }

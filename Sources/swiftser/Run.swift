@@ -14,13 +14,24 @@ struct Run: ParsableCommand {
 
     @OptionGroup var options: ConfigOptions
 
+    @Flag(name: .customShort("c"), help: "Check the config (as `swiftser check`) and exit: 0 when it is usable, 1 when not (Kamailio's -c).")
+    var checkOnly = false
+
+    @Flag(name: .customShort("E"), help: "Log to standard error (Kamailio's -E). SwiftSER logs there always.")
+    var logToStandardError = false
+
+    @Option(name: .customShort("P"), help: "Write the process id to this file at start and remove it at exit (Kamailio's -P; overrides pid_file).")
+    var pidFile: String?
+
     func run() throws {
+        if checkOnly {
+            try Check.report(options)
+            return
+        }
         let config = Startup.loadConfig(options)
-        let level = Startup.logLevel(config.core.logLevel)
+        let runtimeLevel = RuntimeLogLevel(config.core.logLevel)
         LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = level
-            return h
+            RuntimeLevelLogHandler(StreamLogHandler.standardError(label: label), runtime: runtimeLevel)
         }
         let logger = Logger(label: "swiftser")
         for w in config.warnings { logger.warning("\(w.description)") }
@@ -56,14 +67,23 @@ struct Run: ParsableCommand {
         }
         let core = ProxyCore(config: config, transport: transport, location: location, logger: logger)
         transport.delegate = core
-        let control = ControlServer(core: core, config: config, logger: logger)
+        let control = ControlServer(core: core, config: config, logger: logger, logLevel: runtimeLevel)
         do {
             try control.start(group: group)
         } catch {
             logger.warning("control socket \(config.core.controlSocket) not available: \(error)")
         }
-        if let pid = config.core.pidFile {
-            try? "\(getpid())\n".write(toFile: pid, atomically: true, encoding: .utf8)
+        let pidPath = pidFile ?? config.core.pidFile
+        if let pidPath {
+            do {
+                try "\(getpid())\n".write(toFile: pidPath, atomically: true, encoding: .utf8)
+            } catch {
+                logger.error("cannot write the pid file \(pidPath): \(error)")
+                control.stop()
+                transport.shutdown()
+                try? group.syncShutdownGracefully()
+                throw ExitCode(1)
+            }
         }
         logger.notice("SwiftSER running: \(transport.listeners.map(\.description).joined(separator: ", ")); \(location.all().count) registrations loaded")
 
@@ -94,6 +114,6 @@ struct Run: ParsableCommand {
         control.stop()
         transport.shutdown()
         try? group.syncShutdownGracefully()
-        if let pid = config.core.pidFile { try? FileManager.default.removeItem(atPath: pid) }
+        if let pidPath { try? FileManager.default.removeItem(atPath: pidPath) }
     }
 }

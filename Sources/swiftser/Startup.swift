@@ -69,15 +69,4 @@ enum Startup {
             Foundation.exit(1)
         }
     }
-
-    static func logLevel(_ debug: Int) -> Logger.Level {
-        switch debug {
-        case ...(-2): return .critical
-        case -1: return .error
-        case 0: return .warning
-        case 1: return .notice
-        case 2: return .info
-        default: return .debug
-        }
-    }
 }

@@ -387,3 +387,78 @@ struct ShippedConfigTests {
         #expect(c.tls.defaultClient?.verify == true)
     }
 }
+
+@Suite("usrloc db_url and db_mode")
+struct DatabaseURLTests {
+    @Test("sqlite:// URLs and bare paths name a file; relative ones are in the config's folder")
+    func sqlite() throws {
+        #expect(try load("modparam(\"usrloc\", \"db_url\", \"sqlite:///var/lib/swiftser/l.db\")\n" + minimalRoute).registrar.database == "/var/lib/swiftser/l.db")
+        #expect(try load("modparam(\"usrloc\", \"db_url\", \"sqlite://db/l.db\")\n" + minimalRoute).registrar.database == "/etc/swiftser/db/l.db")
+        #expect(try load("modparam(\"usrloc\", \"db_url\", \"SQLite://../l.db\")\n" + minimalRoute).registrar.database == "/etc/swiftser/../l.db")
+        #expect(try load("modparam(\"usrloc\", \"db_url\", \"l.db\")\n" + minimalRoute).registrar.database == "/etc/swiftser/l.db")
+        // The default is in the config's folder too.
+        #expect(try load(minimalRoute).registrar.database == "/etc/swiftser/var/location.sqlite")
+    }
+
+    @Test("other schemes are refused at the db_url line, without echoing credentials", arguments: [
+        "mysql://user:secret@db.example.com/kamailio", "postgres://user:secret@localhost/kamailio", "redis://:secret@127.0.0.1:6379", "text:///tmp/db",
+    ])
+    func refused(url: String) {
+        let e = errors("listen=udp:127.0.0.1:5060\nmodparam(\"usrloc\", \"db_url\", \"\(url)\")\n" + minimalRoute)
+        #expect(e.count == 1)
+        #expect(e.first?.location.line == 2)
+        #expect(e.first?.message.contains("sqlite://") == true)
+        #expect(e.first?.message.contains("secret") == false)
+        #expect(DatabaseURL.parse(url) == .failure(.unsupportedScheme(String(url.prefix { $0 != ":" }))))
+    }
+
+    @Test("sqlite: without // and an empty URL with db_mode 1 are refused; empty with db_mode 0 is memory only")
+    func malformed() throws {
+        #expect(DatabaseURL.parse("sqlite:l.db") == .failure(.malformedSQLite))
+        #expect(DatabaseURL.parse("sqlite://") == .failure(.emptyPath))
+        #expect(errors("modparam(\"usrloc\", \"db_url\", \"sqlite:l.db\")\n" + minimalRoute).first?.location.line == 1)
+        let empty = errors("modparam(\"usrloc\", \"db_url\", \"\")\n" + minimalRoute)
+        #expect(empty.count == 1 && empty.first?.location.line == 1)
+        let memory = try load("modparam(\"usrloc\", \"db_url\", \"\")\nmodparam(\"usrloc\", \"db_mode\", 0)\n" + minimalRoute)
+        #expect(memory.registrar.dbMode == 0)
+    }
+
+    @Test("db_mode 0 and 1 are taken; 2, 3, 4 (not implemented) and unknown values are refused", arguments: [0, 1, 2, 3, 4, 5, -1])
+    func mode(value: Int) {
+        let text = "\n\nmodparam(\"usrloc\", \"db_mode\", \(value))\n" + minimalRoute
+        let e = errors(text)
+        if value == 0 || value == 1 {
+            #expect(e.isEmpty, "\(e)")
+            #expect((try? load(text))?.registrar.dbMode == value)
+        } else {
+            #expect(e.count == 1 && e.first?.location.line == 3, "\(e)")
+        }
+    }
+}
+
+@Suite("Relative paths in a config")
+struct RelativePathTests {
+    @Test("every relative path is taken against the config file's folder")
+    func configFolder() throws {
+        let c = try load("""
+        control_socket="run/ctl.sock"
+        pid_file="./swiftser.pid"
+        tls_certificate="certs/server.pem"
+        tls_private_key="certs/server.key"
+        tls_ca_list="certs/ca.pem"
+        tls_crl="certs/crl.pem"
+        modparam("usrloc", "db_url", "sqlite://var/l.sqlite")
+        \(minimalRoute)
+        """)
+        #expect(c.core.controlSocket == "/etc/swiftser/run/ctl.sock")
+        #expect(c.core.pidFile == "/etc/swiftser/swiftser.pid")
+        #expect(c.registrar.database == "/etc/swiftser/var/l.sqlite")
+        let d = try #require(c.tls.defaultServer)
+        #expect(d.certificate == "/etc/swiftser/certs/server.pem" && d.privateKey == "/etc/swiftser/certs/server.key")
+        #expect(d.caList == "/etc/swiftser/certs/ca.pem" && d.crl == "/etc/swiftser/certs/crl.pem")
+        // Defaults too.
+        let bare = try load(minimalRoute)
+        #expect(bare.core.controlSocket == "/etc/swiftser/var/swiftser.ctl")
+        #expect(bare.tls.defaultServer?.certificate == "/etc/swiftser/cert.pem")
+    }
+}

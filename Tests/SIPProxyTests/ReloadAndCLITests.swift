@@ -146,7 +146,146 @@ struct CommandTests {
         #expect(proxy.wait(for: "TLS reloaded"), "\(proxy.lines)")
         let s = OpenSSLClientTests.sClient(port, [])
         #expect((s.out + s.err).contains("two.test"))
-        let ctl = Subprocess.run(swiftserBinary, ["ctl", "-s", dir + "/ctl.sock", "tls.list"])
-        #expect(ctl.out.contains("server:default") && ctl.out.contains("two.test"), "\(ctl.out) \(ctl.err)")
+        let ctl = Subprocess.run(swiftserBinary, ["ctl", "-s", dir + "/ctl.sock", "tls.options"])
+        #expect(ctl.status == 0 && ctl.out.contains("server:default") && ctl.out.contains("two.test"), "\(ctl.out) \(ctl.err)")
+    }
+
+    @Test("relative paths in the config (socket, database, certificates, the development CA) land in its folder, whatever the current directory")
+    func relativePaths() throws {
+        let base = makeTempDir("paths")
+        let conf = base + "/conf"
+        let elsewhere = base + "/elsewhere"
+        try FileManager.default.createDirectory(atPath: conf, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: elsewhere, withIntermediateDirectories: true)
+        let port = freePort()
+        try """
+        debug=1
+        listen=tls:127.0.0.1:\(port)
+        control_socket="run/ctl.sock"
+        pid_file="run/swiftser.pid"
+        tls_auto_dev_certificates=yes
+        tls_certificate="certs/server.pem"
+        tls_private_key="certs/server.key"
+        tls_ca_list="certs/dev-ca.pem"
+        modparam("usrloc", "db_url", "sqlite://db/location.sqlite")
+        request_route { sl_send_reply("200", "OK"); }
+        """.write(toFile: conf + "/proxy.cfg", atomically: true, encoding: .utf8)
+        // Started from a sibling folder with a relative config name.
+        let proxy = try Background(swiftserBinary, ["-f", "../conf/proxy.cfg"], cwd: elsewhere)
+        defer { proxy.stop() }
+        #expect(proxy.wait(for: "SwiftSER running"), "\(proxy.lines)")
+        for file in ["run/ctl.sock", "run/swiftser.pid", "db/location.sqlite", "certs/server.pem", "certs/server.key", "certs/dev-ca.pem"] {
+            #expect(FileManager.default.fileExists(atPath: conf + "/" + file), "\(file) not in the config's folder")
+        }
+        #expect((try? FileManager.default.contentsOfDirectory(atPath: elsewhere)) == [], "files created in the current directory")
+        // The certificate made there is the one served, signed by the CA next to it.
+        let s = OpenSSLClientTests.sClient(port, ["-CAfile", conf + "/certs/dev-ca.pem", "-verify_return_error"])
+        #expect(OpenSSLClientTests.negotiated(s), "\(s.out) \(s.err)")
+        // ctl finds the socket through the config, from yet another directory.
+        let ctl = Subprocess.run(swiftserBinary, ["ctl", "-f", "conf/proxy.cfg", "core.version"], cwd: base)
+        #expect(ctl.status == 0 && ctl.out.contains("swiftser"), "\(ctl.out) \(ctl.err)")
+    }
+
+    /// A config that runs the proxy on a free TLS port with a control socket, from `dir`.
+    func runnableConfig(_ pki: TestPKI, _ dir: String, port: UInt16, debug: Int = 2) throws -> String {
+        try pki.issue("server", cn: "localhost", dns: ["localhost"])
+        let file = dir + "/r.cfg"
+        try """
+        debug=\(debug)
+        listen=tls:127.0.0.1:\(port)
+        control_socket="ctl.sock"
+        modparam("usrloc", "db_mode", 0)
+        tls_certificate="\(pki.dir)/server.pem"
+        tls_private_key="\(pki.dir)/server.key"
+        request_route { sl_send_reply("200", "OK"); }
+        """.write(toFile: file, atomically: true, encoding: .utf8)
+        return file
+    }
+
+    @Test("ctl speaks JSON-RPC: results as JSON, --table, error answers exit 1, an unreachable proxy exits 2")
+    func ctl() throws {
+        let pki = try TestPKI()
+        let dir = makeTempDir("ctl")
+        let file = try runnableConfig(pki, dir, port: freePort())
+        let proxy = try Background(swiftserBinary, ["-f", file])
+        defer { proxy.stop() }
+        #expect(proxy.wait(for: "SwiftSER running"), "\(proxy.lines)")
+        let sock = dir + "/ctl.sock"
+        let version = Subprocess.run(swiftserBinary, ["ctl", "-s", sock, "core.version"])
+        #expect(version.status == 0 && version.out.hasPrefix("\"swiftser "), "\(version.out) \(version.err)")
+        let uptime = Subprocess.run(swiftserBinary, ["ctl", "-s", sock, "core.uptime"])
+        let object = try? JSONSerialization.jsonObject(with: Data(uptime.out.utf8)) as? [String: Any]
+        #expect(object?["uptime"] is Int, "\(uptime.out)")
+        let set = Subprocess.run(swiftserBinary, ["ctl", "-s", sock, "cfg.set", "core", "debug", "-1"])
+        #expect(set.status == 0, "\(set.out) \(set.err)")
+        #expect(Subprocess.run(swiftserBinary, ["ctl", "-s", sock, "cfg.get", "core", "debug"]).out.trimmingCharacters(in: .whitespacesAndNewlines) == "-1")
+        let table = Subprocess.run(swiftserBinary, ["ctl", "-s", sock, "--table", "tls.options"])
+        #expect(table.status == 0 && table.out.contains("server:default") && !table.out.contains("{"), "\(table.out)")
+        let unknown = Subprocess.run(swiftserBinary, ["ctl", "-s", sock, "no.such"])
+        #expect(unknown.status == 1 && unknown.err.contains("-32601"), "\(unknown.err)")
+        let missing = Subprocess.run(swiftserBinary, ["ctl", "-s", dir + "/nope.sock", "core.version"])
+        #expect(missing.status == 2, "\(missing.err)")
+    }
+
+    @Test("cfg.set core debug changes what the running proxy logs")
+    func runtimeLogLevel() throws {
+        let pki = try TestPKI()
+        let dir = makeTempDir("level")
+        let file = try runnableConfig(pki, dir, port: freePort())
+        let proxy = try Background(swiftserBinary, ["-f", file])
+        defer { proxy.stop() }
+        #expect(proxy.wait(for: "SwiftSER running"), "\(proxy.lines)")
+        let sock = dir + "/ctl.sock"
+        // At -1 (errors only) a reload logs nothing; back at 2 it does.
+        #expect(Subprocess.run(swiftserBinary, ["ctl", "-s", sock, "cfg.set", "core", "debug", "-1"]).status == 0)
+        #expect(Subprocess.run(swiftserBinary, ["ctl", "-s", sock, "tls.reload"]).status == 0)
+        #expect(Subprocess.run(swiftserBinary, ["ctl", "-s", sock, "cfg.set", "core", "debug", "2"]).status == 0)
+        #expect(Subprocess.run(swiftserBinary, ["ctl", "-s", sock, "tls.reload"]).status == 0)
+        #expect(proxy.wait(for: "TLS reloaded"), "\(proxy.lines)")
+        #expect(proxy.lines.filter { $0.contains("TLS reloaded") }.count == 1, "\(proxy.lines)")
+    }
+
+    @Test("Kamailio's command line: --version and -V, -c, -A, -E, -DD, -P; -DDD refused")
+    func kamailioFlags() throws {
+        for flag in ["--version", "-V"] {
+            let v = Subprocess.run(swiftserBinary, [flag])
+            #expect(v.status == 0 && v.out.hasPrefix("swiftser \(SwiftSERVersion.number)"), "\(flag): \(v.out) \(v.err)")
+        }
+        let dir = makeTempDir("flags")
+        try """
+        debug=1
+        listen=udp:127.0.0.1:\(freePort())
+        control_socket="ctl.sock"
+        modparam("usrloc", "db_mode", 0)
+        #!ifdef WITH_OK
+        request_route { sl_send_reply("200", "OK"); }
+        #!else
+        request_route { nosuchfunction(); }
+        #!endif
+        """.write(toFile: dir + "/a.cfg", atomically: true, encoding: .utf8)
+        let bad = Subprocess.run(swiftserBinary, ["-c", "-f", dir + "/a.cfg"], timeout: 10)
+        #expect(bad.status == 1 && bad.err.contains("nosuchfunction"), "\(bad.out) \(bad.err)")
+        let good = Subprocess.run(swiftserBinary, ["-c", "-A", "WITH_OK", "-f", dir + "/a.cfg"], timeout: 10)
+        #expect(good.status == 0 && good.out.contains("OK"), "\(good.out) \(good.err)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/ctl.sock"), "-c started the proxy")
+        let named = Subprocess.run(swiftserBinary, ["-c", "-A", "WITH_OK=1", "-f", dir + "/a.cfg"], timeout: 10)
+        #expect(named.status == 0, "\(named.err)")
+
+        let pid = dir + "/run.pid"
+        let proxy = try Background(swiftserBinary, ["-E", "-DD", "-A", "WITH_OK", "-P", pid, "-f", dir + "/a.cfg"])
+        #expect(proxy.wait(for: "SwiftSER running"), "\(proxy.lines)")
+        var written = ""
+        for _ in 0..<100 where written.isEmpty {
+            written = (try? String(contentsOfFile: pid, encoding: .utf8)) ?? ""
+            if written.isEmpty { usleep(50_000) }
+        }
+        #expect(written == "\(proxy.process.processIdentifier)\n", "\(written)")
+        #expect(Subprocess.run(swiftserBinary, ["ctl", "-s", dir + "/ctl.sock", "core.version"]).status == 0)
+        kill(proxy.process.processIdentifier, SIGTERM)
+        #expect(proxy.finish(timeout: 10) == 0)
+        #expect(!FileManager.default.fileExists(atPath: pid), "the pid file stays after exit")
+
+        let daemon = Subprocess.run(swiftserBinary, ["-DDD", "-f", dir + "/a.cfg"], timeout: 10)
+        #expect(daemon.status != 0 && daemon.err.contains("-DDD"), "\(daemon.err)")
     }
 }

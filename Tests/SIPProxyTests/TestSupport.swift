@@ -12,9 +12,9 @@ import Testing
 enum Paths {
     static let repo: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
     static let peers = repo + "/Tests/Peers"
-    static var shared: String {
-        ProcessInfo.processInfo.environment["SWIFTSER_SHARED"] ?? (URL(fileURLWithPath: repo).deletingLastPathComponent().path + "/shared")
-    }
+    /// Test fixtures kept in the repository (Tests/Fixtures).
+    static let fixtures = repo + "/Tests/Fixtures"
+    static let rfc4475 = fixtures + "/rfc4475"
 }
 
 /// Runs a program with a time limit; returns its exit status and output.
@@ -26,8 +26,9 @@ enum Subprocess {
         var lines: [String] { out.split(separator: "\n").map(String.init) }
     }
 
-    static func run(_ executable: String, _ args: [String], timeout: TimeInterval = 20, stdin: Data? = nil) -> Result {
+    static func run(_ executable: String, _ args: [String], timeout: TimeInterval = 20, stdin: Data? = nil, cwd: String? = nil) -> Result {
         let p = Process()
+        if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
         p.executableURL = URL(fileURLWithPath: executable.hasPrefix("/") ? executable : "/usr/bin/env")
         p.arguments = executable.hasPrefix("/") ? args : [executable] + args
         let out = Pipe(), err = Pipe(), inp = Pipe()
@@ -189,7 +190,13 @@ final class TestProxy: @unchecked Sendable {
         core = ProxyCore(config: config, transport: transport, location: location, logger: logger)
         transport.delegate = core
         control = ControlServer(core: core, config: config, logger: logger)
-        try control.start(group: group)
+        do {
+            try control.start(group: group)
+        } catch {
+            transport.shutdown()
+            try? group.syncShutdownGracefully()
+            throw error
+        }
     }
 
     func port(_ proto: TransportProtocol, ipv6: Bool = false) -> UInt16 {
@@ -212,7 +219,8 @@ final class Background: @unchecked Sendable {
     private var pending = ""
     private let lock = NIOLock()
 
-    init(_ executable: String, _ args: [String]) throws {
+    init(_ executable: String, _ args: [String], cwd: String? = nil) throws {
+        if let cwd { process.currentDirectoryURL = URL(fileURLWithPath: cwd) }
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = [executable] + args
         let out = Pipe()
