@@ -149,13 +149,27 @@ struct Builder {
         case "tcp_connection_lifetime":
             if let v = positive(a) { config.core.tcpConnectionLifetime = v }
         case "tcp_max_connections":
-            if let v = positive(a) { config.core.tcpMaxConnections = v }
+            if let v = inRange(a, 1...1_000_000) { config.core.tcpMaxConnections = v }
         case "tls_max_connections":
-            if let v = positive(a) { config.core.tlsMaxConnections = v }
+            if let v = inRange(a, 1...1_000_000) { config.core.tlsMaxConnections = v }
         case "tcp_connect_timeout":
             if let v = positive(a) { config.core.tcpConnectTimeout = v }
         case "tcp_send_timeout":
             if let v = positive(a) { config.core.tcpSendTimeout = v }
+        case "tcp_conn_wq_max":
+            if let v = positive(a) {
+                if v < 4096 || v > 64 * 1024 * 1024 { error(a.valueLocation, "tcp_conn_wq_max must be between 4096 and 67108864 octets") } else { config.core.tcpConnWriteQueueMax = v }
+            }
+        case "tcp_wq_max":
+            if let v = positive(a) {
+                if v < 65_536 || v > 1 << 40 { error(a.valueLocation, "tcp_wq_max must be between 65536 and 1099511627776 octets") } else { config.core.tcpWriteQueueMax = v }
+            }
+        case "tcp_max_connections_per_ip":
+            if let v = inRange(a, 1...1_000_000) { config.core.tcpMaxConnectionsPerIP = v }
+        case "tcp_msg_read_timeout":
+            if let v = inRange(a, 1...86_400) { config.core.tcpMessageReadTimeout = v }
+        case "tls_max_handshakes":
+            if let v = inRange(a, 1...1_000_000) { config.tls.maxHandshakes = v }
         case "max_message_size", "tcp_max_msg_size", "max_msg_size":
             if let v = positive(a) {
                 if v < 1024 { error(a.valueLocation, "\(a.name) below 1024 octets would refuse ordinary messages") } else { config.core.maxMessageSize = v }
@@ -199,6 +213,12 @@ struct Builder {
         default:
             error(a.nameLocation, "unknown parameter '\(a.name)'")
         }
+    }
+
+    mutating func inRange(_ a: Assignment, _ range: ClosedRange<Int>) -> Int? {
+        guard let v = int(a) else { return nil }
+        guard range.contains(v) else { error(a.valueLocation, "\(a.name) must be between \(range.lowerBound) and \(range.upperBound)"); return nil }
+        return v
     }
 
     mutating func positive(_ a: Assignment) -> Int? {

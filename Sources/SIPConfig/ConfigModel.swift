@@ -84,6 +84,19 @@ public struct CoreSettings: Sendable, Equatable {
     public var tcpConnectTimeout = 10
     /// `tcp_send_timeout` (s): queued writes on a TCP connection.
     public var tcpSendTimeout = 10
+    /// `tcp_conn_wq_max` (octets): one TCP/TLS connection's write queue;
+    /// past it the connection closes (never below `maxMessageSize`).
+    public var tcpConnWriteQueueMax = 32 * 1024
+    /// `tcp_wq_max` (octets): the write queues of all connections together.
+    public var tcpWriteQueueMax = 10 * 1024 * 1024
+    /// `tcp_max_connections_per_ip`: inbound TCP and TLS connections from one source address.
+    public var tcpMaxConnectionsPerIP = 32
+    /// `tcp_msg_read_timeout` (s): a started message must be complete within this.
+    public var tcpMessageReadTimeout = 20
+    /// The connection pools' size: `tcp_max_connections` and
+    /// `tls_max_connections` for inbound and the same again for outbound,
+    /// plus the TLS handshake pool.
+    public var streamConnectionBudget: Int { 2 * (tcpMaxConnections + tlsMaxConnections) }
     /// `max_message_size` / `tcp_max_msg_size` (octets, header plus body).
     public var maxMessageSize = 65_535
     /// `server_header` / `user_agent_header`: values SwiftSER writes into replies and requests it makes.
@@ -239,7 +252,10 @@ public struct TLSSettings: Sendable, Equatable {
     /// `disable_tls=1`: no TLS listener, no outbound TLS.
     public var disabled = false
     /// `tls_handshake_timeout` (s).
-    public var handshakeTimeout = 120
+    public var handshakeTimeout = 10
+    /// `tls_max_handshakes`: inbound TLS connections still in the handshake
+    /// (a pool of their own; when full, the oldest is closed for a new one).
+    public var maxHandshakes = 64
     /// `tls_send_timeout` (s).
     public var sendTimeout = 120
     /// The default server and client domains first, then the others in

@@ -30,6 +30,13 @@ public struct SIPStreamFramer: Sendable {
     /// Where the search for the end of the header section resumes.
     private var scanFrom = 0
 
+    /// The buffer capacity kept between messages; a larger buffer is
+    /// released once the message that needed it is taken out.
+    public static let retainedCapacity = 16 * 1024
+
+    /// The octets the buffer has room for now (for tests of the shrink).
+    public var bufferCapacity: Int { buffer.capacity }
+
     public init(limits: SIPLimits = .default) {
         self.limits = limits
     }
@@ -86,7 +93,10 @@ public struct SIPStreamFramer: Sendable {
         start = end
         scanFrom = end
         if start == buffer.count {
-            buffer.removeAll(keepingCapacity: true)
+            // Emptied: keep a small buffer for the next message, but give
+            // back what a large one made it grow to (idle connections then
+            // hold little memory each).
+            buffer.removeAll(keepingCapacity: buffer.capacity <= SIPStreamFramer.retainedCapacity)
             start = 0
             scanFrom = 0
         }

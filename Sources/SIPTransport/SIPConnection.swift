@@ -23,18 +23,23 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
     fileprivate let state = NIOLockedValueBox(State())
     /// Usable from the start (all but outbound TLS): `send` needs no lock.
     private let readyAtStart: Bool
+    /// The most octets that may wait for the handshake (`tcp_conn_wq_max`).
+    private let pendingLimit: Int
 
     struct State {
         var tls: TLSSessionInfo?
         /// Outbound TLS: messages waiting for the handshake and name check.
         var pending: [(ByteBuffer, EventLoopPromise<Void>?)] = []
+        var pendingBytes = 0
         var ready = false
         var closeReason: String?
         /// RFC 5923: the peer's authenticated sent-by may reuse this connection.
         var aliases: [String] = []
     }
 
-    init(id: UInt64, proto: TransportProtocol, channel: Channel, listener: ListenSocket, outbound: Bool, identityKey: String, ready: Bool) {
+    init(id: UInt64, proto: TransportProtocol, channel: Channel, listener: ListenSocket, outbound: Bool, identityKey: String, ready: Bool,
+         pendingLimit: Int = 32 * 1024) {
+        self.pendingLimit = pendingLimit
         self.id = id
         self.proto = proto
         self.channel = channel
@@ -75,6 +80,7 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
     /// into one buffer: one pass through the pipeline, one TLS record and
     /// one write for all of them (event loop only).
     private var batch: ByteBuffer?
+    static let batchLimit = 16 * 1024
 
     /// Hands the gathered replies to the pipeline (before a flush, or
     /// before a write that must come after them).
@@ -89,12 +95,18 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
     public func send(_ buffer: ByteBuffer) -> EventLoopFuture<Void> {
         let promise = channel.eventLoop.makePromise(of: Void.self)
         // Only an outbound TLS connection ever waits; the others skip the lock.
-        let queued = readyAtStart ? false : state.withLockedValue { s -> Bool in
+        let queued = readyAtStart ? false : state.withLockedValue { s -> Bool? in
             if s.ready { return false }
+            // Bounded like the write queue: a handshake that never ends
+            // cannot make the messages for it pile up.
+            if s.pendingBytes + buffer.readableBytes > pendingLimit { return nil }
+            s.pendingBytes += buffer.readableBytes
             s.pending.append((buffer, promise))
             return true
         }
-        if !queued {
+        if queued == nil {
+            promise.fail(SIPTransportError.sendTimeout)
+        } else if queued == false {
             if channel.eventLoop.inEventLoop && inReadBatch {
                 writeBatch()
                 channel.write(buffer, promise: promise)
@@ -120,6 +132,9 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
             if batch == nil { batch = channel.allocator.buffer(capacity: size) }
             batch!.writeWithUnsafeMutableBytes(minimumWritableBytes: size, write)
             flushPending = true
+            // Many pipelined requests: hand the replies on before the
+            // batch grows large, so the write-queue bounds see them.
+            if batch!.readableBytes >= SIPConnection.batchLimit { writeBatch() }
         } else {
             var buffer = channel.allocator.buffer(capacity: size)
             buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size, write)
@@ -132,6 +147,7 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
     func markReady() {
         let pending = state.withLockedValue { s -> [(ByteBuffer, EventLoopPromise<Void>?)] in
             s.ready = true
+            s.pendingBytes = 0
             defer { s.pending = [] }
             return s.pending
         }
@@ -141,6 +157,7 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
 
     func failPending(_ error: Error) {
         let pending = state.withLockedValue { s -> [(ByteBuffer, EventLoopPromise<Void>?)] in
+            s.pendingBytes = 0
             defer { s.pending = [] }
             return s.pending
         }
@@ -159,14 +176,44 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
     }
 }
 
-/// All open connections, by id and by peer, with per-protocol counts
-/// (`tcp_max_connections`, `tls_max_connections`).
-final class ConnectionTable: @unchecked Sendable {
+/// All open connections, by id and by peer, in three pools per protocol:
+/// inbound (`tcp_max_connections`, `tls_max_connections`), outbound (the
+/// same sizes, counted apart so a flood of inbound connections cannot stop
+/// the proxy from reaching its next hops), and inbound TLS connections still
+/// in the handshake (`tls_max_handshakes`). Inbound connections are also
+/// counted per source address (`tcp_max_connections_per_ip`).
+final class ConnectionTable: @unchecked Sendable {  // every field is guarded by `lock`
+    enum Pool { case inbound, outbound, handshake }
+
+    struct Limits {
+        var connections: Int
+        var perAddress: Int
+        var handshakes: Int
+    }
+
+    enum Admission {
+        case added
+        /// Added; the oldest connection still in the handshake must be closed.
+        case evicted(SIPConnection)
+        case poolFull
+        case addressFull
+    }
+
+    private struct PoolKey: Hashable {
+        var proto: TransportProtocol
+        var pool: Pool
+    }
+
     private let lock = NIOLock()
     private var byID: [UInt64: SIPConnection] = [:]
     /// proto|ip|port → ids (inbound and outbound).
     private var byPeer: [String: [UInt64]] = [:]
-    private var counts: [TransportProtocol: Int] = [:]
+    private var pools: [UInt64: Pool] = [:]
+    private var counts: [PoolKey: Int] = [:]
+    /// Inbound connections (handshake included) per source address.
+    private var perAddress: [String: Int] = [:]
+    /// Ids in the handshake, oldest first (at most `tls_max_handshakes`).
+    private var handshakes: [UInt64] = []
     private var nextID: UInt64 = 1
 
     static func peerKey(_ proto: TransportProtocol, _ ip: String, _ port: Int) -> String {
@@ -180,21 +227,66 @@ final class ConnectionTable: @unchecked Sendable {
         }
     }
 
-    /// Adds a connection unless the protocol's limit is reached.
-    func add(_ c: SIPConnection, limit: Int) -> Bool {
+    /// Adds a connection to a pool unless that pool or its source
+    /// address is full. A full handshake pool makes room by giving up its
+    /// oldest connection (which the caller closes).
+    func add(_ c: SIPConnection, pool: Pool, limits: Limits) -> Admission {
         lock.withLock {
-            if counts[c.proto, default: 0] >= limit { return false }
-            counts[c.proto, default: 0] += 1
+            let key = PoolKey(proto: c.proto, pool: pool)
+            if pool != .outbound && perAddress[c.remoteIP, default: 0] >= limits.perAddress { return .addressFull }
+            var evicted: SIPConnection? = nil
+            switch pool {
+            case .handshake:
+                if counts[key, default: 0] >= limits.handshakes {
+                    guard let oldest = handshakes.first, let old = byID[oldest] else { return .poolFull }
+                    // The old one leaves the pool now; its close removes the rest.
+                    handshakes.removeFirst()
+                    leavePool(old)
+                    evicted = old
+                }
+                handshakes.append(c.id)
+            case .inbound, .outbound:
+                if counts[key, default: 0] >= limits.connections { return .poolFull }
+            }
+            counts[key, default: 0] += 1
+            pools[c.id] = pool
+            if pool != .outbound { perAddress[c.remoteIP, default: 0] += 1 }
             byID[c.id] = c
             byPeer[ConnectionTable.peerKey(c.proto, c.remoteIP, c.remote.port ?? 0), default: []].append(c.id)
+            return evicted.map { .evicted($0) } ?? .added
+        }
+    }
+
+    /// Moves a connection whose handshake completed into the inbound pool;
+    /// false when that pool is full (the caller closes it).
+    func promote(_ c: SIPConnection, limit: Int) -> Bool {
+        lock.withLock {
+            guard pools[c.id] == .handshake else { return pools[c.id] != nil }
+            let key = PoolKey(proto: c.proto, pool: .inbound)
+            if counts[key, default: 0] >= limit { return false }
+            counts[PoolKey(proto: c.proto, pool: .handshake), default: 1] -= 1
+            handshakes.removeAll { $0 == c.id }
+            counts[key, default: 0] += 1
+            pools[c.id] = .inbound
             return true
         }
     }
 
+    /// Takes a connection out of its pool's counts (under the lock).
+    private func leavePool(_ c: SIPConnection) {
+        guard let pool = pools.removeValue(forKey: c.id) else { return }
+        counts[PoolKey(proto: c.proto, pool: pool), default: 1] -= 1
+        if pool != .outbound {
+            let n = perAddress[c.remoteIP, default: 1] - 1
+            perAddress[c.remoteIP] = n > 0 ? n : nil
+        }
+        if pool == .handshake { handshakes.removeAll { $0 == c.id } }
+    }
+
     func remove(_ c: SIPConnection) {
         lock.withLock {
+            leavePool(c)
             guard byID.removeValue(forKey: c.id) != nil else { return }
-            counts[c.proto, default: 1] -= 1
             let key = ConnectionTable.peerKey(c.proto, c.remoteIP, c.remote.port ?? 0)
             byPeer[key]?.removeAll { $0 == c.id }
             if byPeer[key]?.isEmpty == true { byPeer[key] = nil }
@@ -225,7 +317,19 @@ final class ConnectionTable: @unchecked Sendable {
         }
     }
 
-    func count(_ proto: TransportProtocol) -> Int { lock.withLock { counts[proto, default: 0] } }
+    /// Open connections of a protocol (every pool).
+    func count(_ proto: TransportProtocol) -> Int {
+        lock.withLock { counts.filter { $0.key.proto == proto }.values.reduce(0, +) }
+    }
+
+    /// Connections of one pool.
+    func count(_ proto: TransportProtocol, pool: Pool) -> Int {
+        lock.withLock { counts[PoolKey(proto: proto, pool: pool), default: 0] }
+    }
+
+    /// Inbound connections from one source address.
+    func count(address: String) -> Int { lock.withLock { perAddress[address, default: 0] } }
+
     var all: [SIPConnection] { lock.withLock { Array(byID.values) } }
 }
 

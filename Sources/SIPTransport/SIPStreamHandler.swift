@@ -21,11 +21,21 @@ final class SIPStreamHandler: ChannelDuplexHandler {
     struct Settings {
         var handshakeTimeout: TimeAmount?
         var sendTimeout: TimeAmount
+        /// `tcp_conn_wq_max` (never below one largest message): this
+        /// connection's queued octets; past it the connection closes.
         var maxQueuedBytes: Int
+        /// `tcp_wq_max`: octets queued on all connections whose peers do not keep up.
+        var maxTotalQueuedBytes: Int
         var limits: SIPLimits
         var maxConnections: Int
+        /// `tcp_max_connections_per_ip`: inbound connections from one address.
+        var maxConnectionsPerIP: Int
+        /// `tls_max_handshakes`: inbound TLS connections still in the handshake.
+        var maxHandshakes: Int
         /// `tcp_connection_lifetime`: a connection with no read or write for this long closes.
         var idleLifetime: TimeAmount
+        /// `tcp_msg_read_timeout`: a message whose first octets arrived must be complete within this.
+        var messageReadTimeout: TimeAmount
     }
 
     /// Last read or write, for the idle lifetime (kept here rather than in
@@ -52,7 +62,21 @@ final class SIPStreamHandler: ChannelDuplexHandler {
     private var framer: SIPStreamFramer
     private var handshakeTimer: Scheduled<Void>?
     private var sendTimer: Scheduled<Void>?
-    private var queuedWhileBlocked = 0
+    /// Octets handed to the pipeline since the last flush.
+    private var unflushed = 0
+    /// This connection's share of the global queue (`tcp_wq_max`): its
+    /// queued octets while the peer does not keep up, else 0.
+    private var accounted = 0
+    /// A read was asked for while the connection was not writable (back-pressure).
+    private var readDeferred = false
+    /// A keep-alive pong is written and not yet sent.
+    private var pongPending = false
+    /// Closing for a limit: later writes of the same batch are dropped.
+    private var closing = false
+    /// The deadline of the message whose first octets are buffered.
+    private var messageTimer: Scheduled<Void>?
+    /// Messages completed, to tell whether the timed message is still the same one.
+    private var messagesRead = 0
     private var logger: Logger { transport.logger }
 
     /// - Parameters:
@@ -87,11 +111,28 @@ final class SIPStreamHandler: ChannelDuplexHandler {
     private func activate(_ context: ChannelHandlerContext) {
         guard connection == nil else { return }
         let c = SIPConnection(id: transport.connections.makeID(), proto: listener.proto, channel: context.channel, listener: listener,
-                              outbound: outbound, identityKey: identityKey, ready: !(outbound && isTLS))
+                              outbound: outbound, identityKey: identityKey, ready: !(outbound && isTLS), pendingLimit: settings.maxQueuedBytes)
         connection = c
-        guard transport.connections.add(c, limit: settings.maxConnections) else {
-            logger.warning("refusing \(c): \(listener.proto == .tls ? "tls_max_connections" : "tcp_max_connections") (\(settings.maxConnections)) reached")
-            c.closeReason = "connection limit reached"
+        let pool: ConnectionTable.Pool = outbound ? .outbound : (isTLS ? .handshake : .inbound)
+        let admitted = transport.connections.add(c, pool: pool, limits: ConnectionTable.Limits(
+            connections: settings.maxConnections, perAddress: settings.maxConnectionsPerIP, handshakes: settings.maxHandshakes))
+        let refusal: String?
+        switch admitted {
+        case .added: refusal = nil
+        case .evicted(let old):
+            refusal = nil
+            transport.counters.add(\.handshakeEvictions)
+            old.close(reason: "closed to make room for a new TLS handshake: tls_max_handshakes (\(settings.maxHandshakes)) in progress")
+        case .poolFull:
+            transport.counters.add(\.poolRefusals)
+            refusal = "\(outbound ? "outbound " : "")\(listener.proto == .tls ? "tls_max_connections" : "tcp_max_connections") (\(settings.maxConnections)) reached"
+        case .addressFull:
+            transport.counters.add(\.perAddressRefusals)
+            refusal = "tcp_max_connections_per_ip (\(settings.maxConnectionsPerIP)) reached for \(c.remoteIP)"
+        }
+        if let refusal {
+            logger.warning("refusing \(c): \(refusal)")
+            c.closeReason = "connection limit reached: \(refusal)"
             connection = nil
             registered?.fail(SIPTransportError.tooManyConnections(listener.proto))
             context.close(promise: nil)
@@ -116,6 +157,8 @@ final class SIPStreamHandler: ChannelDuplexHandler {
         handshakeTimer?.cancel()
         sendTimer?.cancel()
         idleTimer?.cancel()
+        messageTimer?.cancel()
+        unaccount()
         if let c = connection {
             transport.connections.remove(c)
             let reason = c.closeReason ?? "closed by the peer"
@@ -169,6 +212,14 @@ final class SIPStreamHandler: ChannelDuplexHandler {
 
     private func handshakeCompleted(_ context: ChannelHandlerContext) {
         guard let c = connection else { return }
+        // Out of the handshake pool, into the connection pool.
+        if !outbound && !transport.connections.promote(c, limit: settings.maxConnections) {
+            transport.counters.add(\.poolRefusals)
+            logger.warning("refusing \(c) after its handshake: tls_max_connections (\(settings.maxConnections)) reached")
+            c.closeReason = "connection limit reached: tls_max_connections (\(settings.maxConnections)) reached"
+            context.close(promise: nil)
+            return
+        }
         var info = TLSSessionInfo()
         let ssl = try? context.pipeline.syncOperations.handler(type: NIOSSLHandler.self)
         info.version = TLSSessionInfo.versionName(ssl?.tlsVersion)
@@ -237,7 +288,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
                 if c.flushPending {
                     c.flushPending = false
                     c.writeBatch()
-                    context.flush()
+                    flush(context: context)
                 }
                 context.close(promise: nil)
                 return
@@ -245,15 +296,52 @@ final class SIPStreamHandler: ChannelDuplexHandler {
             guard let event else { break }
             switch event {
             case .keepAlivePing:
-                // RFC 5626 §4.4.1: answer CRLFCRLF with CRLF.
+                // RFC 5626 §4.4.1: answer CRLFCRLF with CRLF, through the
+                // accounted write path, at most one pong pending: a peer
+                // that streams pings and never reads gets no more.
+                guard !pongPending && context.channel.isWritable else {
+                    transport.counters.add(\.pongsSkipped)
+                    break
+                }
+                pongPending = true
+                transport.counters.add(\.pongsSent)
                 var pong = context.channel.allocator.buffer(capacity: 2)
                 pong.writeBytes([0x0D, 0x0A])
                 c.writeBatch()
-                context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
+                let sent = context.eventLoop.makePromise(of: Void.self)
+                sent.futureResult.assumeIsolated().whenComplete { [weak self] _ in self?.pongPending = false }
+                write(context: context, data: wrapOutboundOut(pong), promise: sent)
+                c.flushPending = true
             case .message(let bytes):
+                messagesRead &+= 1
                 deliver(bytes, context: context, connection: c)
             }
             if connection == nil { return }
+        }
+        // tcp_msg_read_timeout: a message begun must end in time.
+        if framer.bufferedCount > 0 {
+            if messageTimer == nil { armMessageTimer(context) }
+        } else if let t = messageTimer {
+            t.cancel()
+            messageTimer = nil
+        }
+    }
+
+    private func armMessageTimer(_ context: ChannelHandlerContext) {
+        let started = messagesRead
+        let timeout = settings.messageReadTimeout
+        messageTimer = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
+            guard let self, let c = self.connection else { return }
+            self.messageTimer = nil
+            guard self.framer.bufferedCount > 0 else { return }
+            if self.messagesRead != started {
+                // That message completed; another one has begun since.
+                self.armMessageTimer(context)
+                return
+            }
+            self.transport.counters.add(\.messageReadTimeouts)
+            c.closeReason = "message not completed within tcp_msg_read_timeout (\(timeout.nanoseconds / 1_000_000_000) s)"
+            context.close(promise: nil)
         }
     }
 
@@ -279,7 +367,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
             if c.flushPending {
                 c.flushPending = false
                 c.writeBatch()
-                context.flush()
+                flush(context: context)
             }
         }
         context.fireChannelReadComplete()
@@ -298,16 +386,22 @@ final class SIPStreamHandler: ChannelDuplexHandler {
         }
     }
 
-    // MARK: Writing (send timeout, queue bound)
+    // MARK: Writing (send timeout, queue bounds, back-pressure)
 
     /// The channel stops being writable when more than its high-water mark
-    /// waits to be sent: the peer is not reading. If that lasts the send
-    /// timeout, or the queue grows past the bound, the connection closes.
+    /// (half of `tcp_conn_wq_max`) waits to be sent: the peer is not
+    /// reading. Reads then stop until it is writable again; if that lasts
+    /// the send timeout, or the queue grows past the bound, the connection
+    /// closes.
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
             sendTimer?.cancel()
             sendTimer = nil
-            queuedWhileBlocked = 0
+            unaccount()
+            if readDeferred {
+                readDeferred = false
+                context.read()
+            }
         } else if sendTimer == nil {
             let timeout = settings.sendTimeout
             sendTimer = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
@@ -319,18 +413,82 @@ final class SIPStreamHandler: ChannelDuplexHandler {
         context.fireChannelWritabilityChanged()
     }
 
+    /// Back-pressure: nothing more is read from a peer while what it was
+    /// sent waits (its requests would only add replies to the queue).
+    func read(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            context.read()
+        } else {
+            readDeferred = true
+        }
+    }
+
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if closing {
+            promise?.fail(SIPTransportError.connectionClosed(connection?.closeReason ?? "closing"))
+            return
+        }
         lastActivity = .now()
-        if !context.channel.isWritable {
-            queuedWhileBlocked += unwrapOutboundIn(data).readableBytes
-            if queuedWhileBlocked > settings.maxQueuedBytes {
-                connection?.closeReason = "write queue over \(settings.maxQueuedBytes) octets: the peer does not read"
-                promise?.fail(SIPTransportError.sendTimeout)
-                context.close(promise: nil)
+        let size = unwrapOutboundIn(data).readableBytes
+        // A long batch of replies goes out in parts: what waits unflushed
+        // stays within half the bound.
+        if unflushed > 0 && unflushed + size > settings.maxQueuedBytes / 2 {
+            flush(context: context)
+            if closing {
+                promise?.fail(SIPTransportError.connectionClosed(connection?.closeReason ?? "closing"))
                 return
             }
         }
+        if !context.channel.isWritable && !admitQueued(context, adding: size) {
+            promise?.fail(SIPTransportError.sendTimeout)
+            return
+        }
+        unflushed += size
         context.write(data, promise: promise)
+    }
+
+    func flush(context: ChannelHandlerContext) {
+        context.flush()
+        unflushed = 0
+        // What the socket did not take stays queued: check the bounds.
+        if !closing && !context.channel.isWritable { _ = admitQueued(context, adding: 0) }
+    }
+
+    /// Whether `adding` more octets keeps this connection within
+    /// `tcp_conn_wq_max` and all connections within `tcp_wq_max`; when not,
+    /// the connection closes. Updates this connection's share of the total.
+    private func admitQueued(_ context: ChannelHandlerContext, adding: Int) -> Bool {
+        let buffered = (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
+        let queued = buffered + unflushed + adding
+        let counters = transport.counters
+        if queued > settings.maxQueuedBytes {
+            counters.notePeak(connection: buffered + unflushed)
+            counters.add(\.queueLimitCloses)
+            closeForLimit(context, "write queue over \(settings.maxQueuedBytes) octets (tcp_conn_wq_max): the peer does not read")
+            return false
+        }
+        guard counters.requeue(from: accounted, to: queued, limit: settings.maxTotalQueuedBytes) else {
+            counters.add(\.globalQueueLimitCloses)
+            closeForLimit(context, "the write queues of all connections would pass tcp_wq_max (\(settings.maxTotalQueuedBytes) octets); this peer does not read")
+            return false
+        }
+        accounted = queued
+        return true
+    }
+
+    private func closeForLimit(_ context: ChannelHandlerContext, _ reason: String) {
+        closing = true
+        connection?.closeReason = reason
+        unaccount()
+        context.close(promise: nil)
+    }
+
+    /// Gives this connection's share of the global queue back.
+    private func unaccount() {
+        if accounted != 0 {
+            _ = transport.counters.requeue(from: accounted, to: 0, limit: .max)
+            accounted = 0
+        }
     }
 }
 

@@ -19,6 +19,8 @@ public final class SIPTransport: @unchecked Sendable {
     public let group: EventLoopGroup
     public let logger: Logger
     let connections = ConnectionTable()
+    /// Refusals, drops and queued bytes (see `TransportCounterValues`).
+    public let counters = TransportCounters()
     private let tlsBox: NIOLockedValueBox<TLSDomainTable?>
     private let delegateBox = NIOLockedValueBox<SIPTransportDelegate?>(nil)
     private let lock = NIOLock()
@@ -56,6 +58,7 @@ public final class SIPTransport: @unchecked Sendable {
 
     /// Binds every listen socket. Throws naming the socket that failed.
     public func start() throws {
+        try DescriptorLimit.raise(toFit: descriptorsNeeded, logger: logger)
         for l in config.listens {
             do {
                 let (channel, bound) = try bind(l)
@@ -83,19 +86,24 @@ public final class SIPTransport: @unchecked Sendable {
         let box = ListenerBox(l)
         switch l.proto {
         case .udp:
+            // The socket is made here so its descriptor is known: the
+            // first handler sends on it itself (see UDPSendHandler).
+            let fd = try UDPSendHandler.makeSocket(host: l.host, port: Int(l.port))
+            let counters = self.counters, logger = self.logger
             channel = try DatagramBootstrap(group: group)
-                .channelOption(.socketOption(.so_reuseaddr), value: 1)
                 .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65_536))
                 .channelInitializer { [unowned self] ch in
-                    ch.addSync([SIPDatagramHandler(transport: self, listener: box, limits: self.limits)])
+                    ch.addSync([UDPSendHandler(fd: fd, counters: counters, logger: logger),
+                                SIPDatagramHandler(transport: self, listener: box, limits: self.limits)])
                 }
-                .bind(host: l.host, port: Int(l.port)).wait()
+                .withBoundSocket(fd).wait()
         case .tcp, .tls:
             if l.proto == .tls && tlsTable == nil { throw SIPTransportError.tlsDisabled }
             channel = try ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 256)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelOption(.writeBufferWaterMark, value: writeWaterMark)
                 .childChannelInitializer { [unowned self] ch in
                     self.initializeInbound(ch, listener: box.value)
                 }
@@ -113,10 +121,26 @@ public final class SIPTransport: @unchecked Sendable {
         return SIPStreamHandler.Settings(
             handshakeTimeout: tls ? .seconds(Int64(table?.handshakeTimeout ?? TimeInterval(config.tls.handshakeTimeout))) : nil,
             sendTimeout: .seconds(Int64(tls ? config.tls.sendTimeout : config.core.tcpSendTimeout)),
-            maxQueuedBytes: 4 * 1024 * 1024,
+            maxQueuedBytes: connectionQueueLimit,
+            maxTotalQueuedBytes: config.core.tcpWriteQueueMax,
             limits: limits,
             maxConnections: tls ? config.core.tlsMaxConnections : config.core.tcpMaxConnections,
-            idleLifetime: .seconds(Int64(config.core.tcpConnectionLifetime)))
+            maxConnectionsPerIP: config.core.tcpMaxConnectionsPerIP,
+            maxHandshakes: config.tls.maxHandshakes,
+            idleLifetime: .seconds(Int64(config.core.tcpConnectionLifetime)),
+            messageReadTimeout: .seconds(Int64(config.core.tcpMessageReadTimeout)))
+    }
+
+    /// One connection's write-queue bound: `tcp_conn_wq_max`, but never
+    /// below one message of `max_message_size` (one reply always fits).
+    public var connectionQueueLimit: Int { max(config.core.tcpConnWriteQueueMax, config.core.maxMessageSize) }
+
+    /// The channel stops being writable (reading stops, the send timeout
+    /// runs) past half the queue bound or 64 KiB, whichever is less, and is
+    /// writable again below half of that.
+    var writeWaterMark: ChannelOptions.Types.WriteBufferWaterMark {
+        let high = min(connectionQueueLimit / 2, 64 * 1024)
+        return ChannelOptions.Types.WriteBufferWaterMark(low: high / 2, high: high)
     }
 
     private func initializeInbound(_ ch: Channel, listener l: ListenSocket) -> EventLoopFuture<Void> {
@@ -189,6 +213,19 @@ public final class SIPTransport: @unchecked Sendable {
     /// The open TCP and TLS connections, oldest first (read-only; for `tls.list`).
     public var openConnections: [SIPConnection] {
         connections.all.filter(\.isOpen).sorted { $0.id < $1.id }
+    }
+
+    /// Inbound connections from one source address (TCP and TLS, handshakes included).
+    public func connectionCount(address: String) -> Int { connections.count(address: address) }
+
+    /// Inbound TLS connections still in the handshake.
+    public var handshakesInProgress: Int { connections.count(.tls, pool: .handshake) }
+
+    /// Descriptors the configured limits can hold open: both connection
+    /// pools of each stream protocol, the handshake pool, the listeners,
+    /// and a margin for DNS, the control socket, files and the database.
+    public var descriptorsNeeded: Int {
+        config.core.streamConnectionBudget + config.tls.maxHandshakes + config.listens.count + 256
     }
 
     /// The listener of a protocol and address family that messages are sent from.
@@ -423,6 +460,7 @@ public final class SIPTransport: @unchecked Sendable {
         let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(.seconds(Int64(config.core.tcpConnectTimeout)))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.writeBufferWaterMark, value: writeWaterMark)
             .channelInitializer { [unowned self] ch in
                 let stream = SIPStreamHandler(transport: self, listener: from, settings: settings, outbound: true, identityKey: identity,
                                               clientDomain: domain, targetName: targetName, registered: registered)

@@ -30,7 +30,7 @@ func errors(_ text: String, extra: [String: String] = [:]) -> [ConfigDiagnostic]
 
 @Suite("Seed TLS parameters (ser-0.9 free-TLS README §1.5)")
 struct SeedParameterTests {
-    @Test("defaults: CFG_DIR/cert.pem, no CA list, sslv23, verify and require 0, 120 s timeouts")
+    @Test("defaults: CFG_DIR/cert.pem, no CA list, sslv23, verify and require 0, 10 s handshake and 120 s send timeouts")
     func defaults() throws {
         let c = try load("listen=tls:127.0.0.1:5061\n" + minimalRoute)
         #expect(!c.tls.disabled)
@@ -41,7 +41,9 @@ struct SeedParameterTests {
         #expect(d.ciphers == nil)
         #expect(d.method == .sslv23 && d.method.minimum == .tls12 && d.method.maximum == .tls13)
         #expect(!d.verify && !d.requireCertificate)
-        #expect(c.tls.handshakeTimeout == 120 && c.tls.sendTimeout == 120)
+        // The seed's 120 s handshake timeout is 10 s here (issue 15: a
+        // handshake in progress holds a place in a small pool).
+        #expect(c.tls.handshakeTimeout == 10 && c.tls.sendTimeout == 120)
         #expect(c.listens == [ListenSocket(proto: .tls, host: "127.0.0.1", port: 5061)])
     }
 
@@ -460,5 +462,43 @@ struct RelativePathTests {
         let bare = try load(minimalRoute)
         #expect(bare.core.controlSocket == "/etc/swiftser/var/swiftser.ctl")
         #expect(bare.tls.defaultServer?.certificate == "/etc/swiftser/cert.pem")
+    }
+}
+
+@Suite("Transport limits (issue 15)")
+struct TransportLimitParameterTests {
+    @Test("defaults")
+    func defaults() throws {
+        let c = try load(minimalRoute)
+        #expect(c.core.tcpConnWriteQueueMax == 32_768)
+        #expect(c.core.tcpWriteQueueMax == 10_485_760)
+        #expect(c.core.tcpMaxConnectionsPerIP == 32)
+        #expect(c.core.tcpMessageReadTimeout == 20)
+        #expect(c.tls.maxHandshakes == 64)
+    }
+
+    @Test("set")
+    func set() throws {
+        let c = try load("""
+        tcp_conn_wq_max=65536
+        tcp_wq_max=1048576
+        tcp_max_connections_per_ip=5
+        tcp_msg_read_timeout=7
+        tls_max_handshakes=16
+        \(minimalRoute)
+        """)
+        #expect(c.core.tcpConnWriteQueueMax == 65_536)
+        #expect(c.core.tcpWriteQueueMax == 1_048_576)
+        #expect(c.core.tcpMaxConnectionsPerIP == 5)
+        #expect(c.core.tcpMessageReadTimeout == 7)
+        #expect(c.tls.maxHandshakes == 16)
+    }
+
+    @Test("out-of-range values are config errors", arguments: [
+        "tcp_conn_wq_max=100", "tcp_wq_max=1000", "tcp_max_connections_per_ip=0", "tcp_msg_read_timeout=0",
+        "tls_max_handshakes=-1", "tcp_max_connections=9999999999999", "tcp_msg_read_timeout=99999999999",
+    ])
+    func refused(line: String) {
+        #expect(throws: ConfigErrors.self) { _ = try load(line + "\n" + minimalRoute) }
     }
 }

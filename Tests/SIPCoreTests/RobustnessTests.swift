@@ -107,6 +107,21 @@ struct RobustnessTests {
         #expect(throws: SIPParseError.self) { _ = try f2.next() }
     }
 
+    @Test("the read buffer shrinks once a large message is taken out")
+    func bufferShrinks() throws {
+        var f = SIPStreamFramer()
+        let body = String(repeating: "v", count: 60_000)
+        f.append(Array("MESSAGE sip:a@b SIP/2.0\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8))
+        #expect(f.bufferCapacity > SIPStreamFramer.retainedCapacity)
+        guard case .message(let m)? = try f.next() else { Issue.record("no message"); return }
+        #expect(m.count > 60_000)
+        #expect(f.bufferCapacity <= SIPStreamFramer.retainedCapacity)
+        // A small message afterwards keeps its small buffer.
+        f.append(Array("OPTIONS sip:a@b SIP/2.0\r\nl: 0\r\n\r\n".utf8))
+        guard case .message? = try f.next() else { Issue.record("no message"); return }
+        #expect(f.bufferCapacity <= SIPStreamFramer.retainedCapacity)
+    }
+
     @Test("a CRLF pong is skipped before the next message; a ping is reported")
     func keepAlive() throws {
         var f = SIPStreamFramer()
