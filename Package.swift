@@ -87,6 +87,7 @@ let package = Package(
             dependencies: [
                 "SIPCore", "SIPConfig", "SIPTLS", "SIPTransport", "CSQLite",
                 .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -99,7 +100,7 @@ let package = Package(
         .testTarget(
             name: "SIPProxyTests",
             dependencies: [
-                "SIPProxy", "SIPTransport", "SIPTLS", "SIPConfig", "SIPCore",
+                "SIPProxy", "SIPTransport", "SIPTLS", "SIPConfig", "SIPCore", "CSQLite",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -14,6 +14,10 @@ public struct Config: Sendable {
     public var registrar = RegistrarSettings()
     public var transactions = TransactionSettings()
     public var recordRoute = RecordRouteSettings()
+    public var auth = AuthSettings()
+    /// Where the script relays without authenticating or checking the
+    /// source of requests (an open relay); nil when it does not.
+    public var openRelay: SourceLocation?
     public var modules: [String] = []
     public var script = RouteScript()
     /// Warnings found while loading (errors stop the load instead).
@@ -265,6 +269,34 @@ public struct RegistrarSettings: Sendable, Equatable {
     public var database = "var/location.sqlite"
     /// usrloc `db_mode`: 0 memory only, anything else: SQLite.
     public var dbMode = 1
+}
+
+/// auth and auth_db module parameters (digest authentication).
+public struct AuthSettings: Sendable, Equatable {
+    /// `secret`: the HMAC key of nonces; nil: random at each start.
+    public var secret: String?
+    /// `nonce_expire`: seconds a nonce is valid (Kamailio's default 300).
+    public var nonceExpire = 300
+    /// `nonce_auth_max_drift`: seconds a nonce's issue time may lie in the future.
+    public var nonceAuthMaxDrift = 3
+    /// `auth_checks_register`, `auth_checks_no_dlg`, `auth_checks_in_dlg`:
+    /// what nonces are bound to (1 Request-URI, 2 Call-ID, 4 From tag, 8 source IP).
+    public var checksRegister = 0
+    public var checksNoDialog = 0
+    public var checksInDialog = 0
+    /// `nc_array_size`: slots of the nonce-count table (replay protection).
+    public var ncArraySize = 65_536
+    /// `algorithm`: the digest algorithms offered when the challenge names
+    /// none, in order (SHA-256 first, then MD5).
+    public var algorithms = ["SHA-256", "MD5"]
+    /// auth_db `db_url`; nil: the usrloc database (memory when db_mode=0).
+    public var database: String?
+    /// auth_db `calculate_ha1`: compute HA1 from the plain `password` column.
+    public var calculateHA1 = false
+    /// auth_db `use_domain`: match the subscriber's domain against the realm.
+    /// SwiftSER's default is on (Kamailio's is off).
+    public var useDomain = true
+    public init() {}
 }
 
 /// tm module parameters (milliseconds as in Kamailio).

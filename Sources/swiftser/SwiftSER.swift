@@ -5,7 +5,7 @@ struct SwiftSER: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swiftser",
         abstract: "A SIP proxy with a SER-style TLS transport.",
-        subcommands: [Run.self, Check.self, Certs.self, Ctl.self],
+        subcommands: [Run.self, Check.self, Certs.self, Ctl.self, User.self],
         defaultSubcommand: Run.self)
 }
 
