@@ -263,8 +263,9 @@ public struct RegistrarSettings: Sendable, Equatable {
     public var defaultExpires = 3600
     public var minExpires = 60
     public var maxExpires = 86_400
-    /// 0: no limit.
-    public var maxContacts = 0
+    /// `max_contacts`: contacts an AOR may have, and a REGISTER may carry
+    /// (0: no limit).
+    public var maxContacts = 10
     /// `usrloc` `db_url`: `sqlite:///path` or a path; empty with db_mode 0 keeps bindings in memory.
     public var database = "var/location.sqlite"
     /// usrloc `db_mode`: 0 memory only, anything else: SQLite.

@@ -8,7 +8,7 @@
   ua.py call   --port P --proto udp --to alice [--cancel] [--expect 200]
       Calls sip:TO@HOST through the proxy; on 200 sends ACK and BYE along the
       Record-Route set; with --cancel sends CANCEL after the 180.
-  ua.py register --port P --proto udp --user bob [--contacts N] [--expires S]
+  ua.py register --port P --proto udp --user bob [--contacts N [--one-line]] [--expires S]
       Sends one REGISTER and prints the response and its Contacts.
 With --password (default "test-password"), a 401/407 to REGISTER or INVITE
 is answered once with digest credentials (RFC 7616: the first challenge
@@ -336,7 +336,10 @@ def call(a):
 
 def register(a):
     c = Conn(a)
-    contacts = "".join("Contact: <sip:%s@127.0.0.%d:%d>\r\n" % (a.user, i + 1, 5000 + i) for i in range(a.contacts))
+    if a.one_line:
+        contacts = "Contact: " + ", ".join("<sip:%s@127.0.%d.%d:%d>" % (a.user, i // 250, i % 250 + 1, 5000 + i) for i in range(a.contacts)) + "\r\n"
+    else:
+        contacts = "".join("Contact: <sip:%s@127.0.0.%d:%d>\r\n" % (a.user, i + 1, 5000 + i) for i in range(a.contacts))
     ftag, call_id = tag(), uuid.uuid4().hex
     def reg(cseq, auth):
         return ("REGISTER sip:%s SIP/2.0\r\n%s\r\nMax-Forwards: 70\r\nFrom: <sip:%s@%s>;tag=%s\r\nTo: <sip:%s@%s>\r\n"
@@ -378,6 +381,7 @@ def main():
     p.add_argument("--timeout", type=float, default=10)
     p.add_argument("--expires", type=int, default=300)
     p.add_argument("--contacts", type=int, default=1)
+    p.add_argument("--one-line", action="store_true", help="all contacts in one Contact header")
     p.add_argument("--cancel", action="store_true")
     p.add_argument("--scheme", default="sip", help="sip or sips for the called URI")
     p.add_argument("--expect", type=int, default=200)
