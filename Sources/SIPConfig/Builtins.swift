@@ -56,6 +56,7 @@ public enum Builtins {
         "proxy_authorize": Function(minArgs: 2, maxArgs: 2, module: "auth_db"),
         "proxy_authenticate": Function(minArgs: 2, maxArgs: 2, module: "auth_db"),
         "auth_check": Function(minArgs: 3, maxArgs: 3, module: "auth_db"),
+        "pike_check_req": Function(minArgs: 0, maxArgs: 0, module: "pike"),
     ]
 
     /// Bare keywords usable as operands.
@@ -81,6 +82,6 @@ public enum Builtins {
     /// Modules a config may load: each is provided natively by SwiftSER.
     public static let modules: Set<String> = [
         "tls", "sl", "tm", "tmx", "rr", "maxfwd", "registrar", "usrloc", "textops", "siputils",
-        "xlog", "pv", "kex", "corex", "sanity", "ctl", "jsonrpcs", "auth", "auth_db",
+        "xlog", "pv", "kex", "corex", "sanity", "ctl", "jsonrpcs", "auth", "auth_db", "pike",
     ]
 }

@@ -234,6 +234,15 @@ struct Builder {
         case ("tm", "retr_timer2"), ("tm", "t2"): if let v = int(value) { config.transactions.t2 = v }
         case ("rr", "enable_double_rr"): if let v = bool(value) { config.recordRoute.doubleRecordRoute = v }
         case ("rr", "append_fromtag"): if let v = bool(value) { config.recordRoute.appendFromTag = v }
+        case ("pike", "sampling_time_unit"): if let v = positive(value) { config.pike.samplingTimeUnit = min(v, 3600) }
+        case ("pike", "reqs_density_per_unit"): if let v = positive(value) { config.pike.reqsDensityPerUnit = v }
+        case ("pike", "remove_latency"): if let v = positive(value) { config.pike.removeLatency = min(v, 86_400) }
+        case ("pike", "max_entries"):
+            if let v = positive(value) {
+                if v > 10_000_000 { error(loc, "pike max_entries above 10000000 is refused") } else { config.pike.maxEntries = v }
+            }
+        case ("pike", "pike_log_level"):
+            warning(value.nameLocation, "modparam pike/\(name) has no effect in SwiftSER")
         case ("auth", "secret"):
             if value.text.utf8.count < 16 { error(loc, "auth secret must be at least 16 characters (or leave it out: a random one is made at start)") } else { config.auth.secret = value.text }
         case ("auth", "nonce_expire"):

@@ -15,6 +15,7 @@ public struct Config: Sendable {
     public var transactions = TransactionSettings()
     public var recordRoute = RecordRouteSettings()
     public var auth = AuthSettings()
+    public var pike = PikeSettings()
     /// Where the script relays without authenticating or checking the
     /// source of requests (an open relay); nil when it does not.
     public var openRelay: SourceLocation?
@@ -270,6 +271,19 @@ public struct RegistrarSettings: Sendable, Equatable {
     public var database = "var/location.sqlite"
     /// usrloc `db_mode`: 0 memory only, anything else: SQLite.
     public var dbMode = 1
+}
+
+/// pike module parameters (per-source request rate).
+public struct PikeSettings: Sendable, Equatable {
+    /// `sampling_time_unit`: seconds of one sampling window (Kamailio's default 2).
+    public var samplingTimeUnit = 2
+    /// `reqs_density_per_unit`: requests per window above which a source is blocked (30).
+    public var reqsDensityPerUnit = 30
+    /// `remove_latency`: seconds an idle source stays in the table (120).
+    public var removeLatency = 120
+    /// `max_entries` (SwiftSER): sources tracked at most.
+    public var maxEntries = 100_000
+    public init() {}
 }
 
 /// auth and auth_db module parameters (digest authentication).

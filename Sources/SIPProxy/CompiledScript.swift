@@ -20,6 +20,7 @@ final class CompiledScript: @unchecked Sendable {
         case recordRoute, looseRoute, save, lookup, registered, maxfwd, appendHF, removeHF, isPresentHF, isMethod, hasTotag, uriParam
         case xlog, sanityCheck
         case wwwChallenge, proxyChallenge, authChallenge, consumeCredentials, hasCredentials, wwwAuthorize, proxyAuthorize, authCheck
+        case pikeCheckReq
     }
 
     enum TransportChoice { case any, udp, tcp, tls, send }
@@ -39,7 +40,11 @@ final class CompiledScript: @unchecked Sendable {
         case format([FormatPart])
     }
 
-    enum CompareOp { case eq, ne, lt, gt, le, ge, match(NSRegularExpression?), notMatch(NSRegularExpression?) }
+    enum CompareOp {
+        case eq, ne, lt, gt, le, ge, match(NSRegularExpression?), notMatch(NSRegularExpression?)
+        /// `src_ip == 10.0.0.0/8`, `dst_ip != "::1"`: the address is (not) in the range.
+        case inNetwork(IPNetwork, negated: Bool)
+    }
 
     struct Call {
         var function: Function
@@ -175,7 +180,19 @@ final class CompiledScript: @unchecked Sendable {
             case "=~": cop = .match(regex)
             default: cop = .notMatch(regex)
             }
+            // An address or range compared with src_ip / dst_ip / $si / $Ri.
+            if op == "==" || op == "!=", case .string(let text) = rhs, CompiledScript.isAddressOperand(a), let net = IPNetwork(text) {
+                return .compare(.inNetwork(net, negated: op == "!="), compile(a), rhs)
+            }
             return .compare(cop, compile(a), rhs)
+        }
+    }
+
+    static func isAddressOperand(_ e: SIPConfig.Expression) -> Bool {
+        switch e {
+        case .keyword(let k, _): return k == "src_ip" || k == "dst_ip"
+        case .variable(let v): return v.name == "si" || v.name == "Ri"
+        default: return false
         }
     }
 
@@ -191,6 +208,7 @@ final class CompiledScript: @unchecked Sendable {
         "www_challenge": .wwwChallenge, "proxy_challenge": .proxyChallenge, "auth_challenge": .authChallenge,
         "consume_credentials": .consumeCredentials, "has_credentials": .hasCredentials, "www_authorize": .wwwAuthorize,
         "www_authenticate": .wwwAuthorize, "proxy_authorize": .proxyAuthorize, "proxy_authenticate": .proxyAuthorize, "auth_check": .authCheck,
+        "pike_check_req": .pikeCheckReq,
     ]
 
     func compile(_ c: SIPConfig.Call) -> Call {

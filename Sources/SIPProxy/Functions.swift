@@ -159,6 +159,9 @@ extension ProxyCore {
             return consumeCredentials(ctx)
         case .hasCredentials:
             return hasCredentials(ctx, realm: arg(0))
+        case .pikeCheckReq:
+            // Kamailio: -1 when the source is flooding, 1 otherwise.
+            return pike.hit(ctx.received.sourceIP, now: DispatchTime.now().uptimeNanoseconds / 1_000_000) ? -1 : 1
         case .sanityCheck:
             return (try? ctx.message.validate()) != nil ? 1 : -1
         }

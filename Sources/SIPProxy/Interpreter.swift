@@ -144,6 +144,8 @@ extension ProxyCore {
             case .le: return x <= y
             default: return x >= y
             }
+        case .inNetwork(let net, let negated):
+            return net.contains(l.string) != negated
         case .match(let re), .notMatch(let re):
             let regex = re ?? (try? NSRegularExpression(pattern: r.string))
             let s = l.string

@@ -37,6 +37,8 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
     let auth: DigestAuthenticator
     /// The subscriber table (auth_db module).
     public let subscribers: SubscriberStore
+    /// Per-source request rates (pike module).
+    let pike: PikeTable
 
     /// `subscribers`: the credentials store; nil opens the one the config
     /// names (auth_db db_url, else the location store's file), or an empty
@@ -47,6 +49,9 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
         self.logger = logger
         self.location = location
         self.auth = DigestAuthenticator(settings: config.auth)
+        let p = config.pike
+        self.pike = PikeTable(windowMs: UInt64(p.samplingTimeUnit) * 1000, density: p.reqsDensityPerUnit,
+                              removeLatencyMs: UInt64(p.removeLatency) * 1000, capacity: p.maxEntries)
         if let subscribers {
             self.subscribers = subscribers
         } else {
