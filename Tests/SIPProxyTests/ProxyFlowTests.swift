@@ -25,6 +25,7 @@ func defaultProxy(_ pki: TestPKI, extra: String = "", script: String? = nil, loc
     loadmodule "tls.so"
     loadmodule "auth.so"
     loadmodule "auth_db.so"
+    loadmodule "pike.so"
     modparam("usrloc", "db_mode", \(locationFile == nil ? 0 : 1))
     """
     let proxy = try TestProxy("""
