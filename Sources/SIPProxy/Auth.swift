@@ -111,7 +111,7 @@ extension ProxyCore {
     /// verifies the credentials for `realm`. Kamailio's return codes
     /// (AuthResult). Malformed credentials for the realm get a 400 and stop
     /// the script (0).
-    func authAuthorize(_ ctx: MessageContext, _ kind: AuthKind, realm given: String, table: String) -> AuthResult {
+    func authAuthorize(_ ctx: MessageContext, _ kind: AuthKind, realm given: String, table: String, method: String? = nil) -> AuthResult {
         let m = ctx.received.message
         guard m.isRequest else { return .error }
         ctx.authStale = false
@@ -156,7 +156,7 @@ extension ProxyCore {
             logger.info("no \(c.algorithm.rawValue) HA1 stored for \(ProxyCore.printable(c.username)); set the password again with swiftser user passwd")
             return .invalidPassword
         }
-        let expected = DigestHash.response(c, ha1: ha1, method: methodName(m), body: m.body)
+        let expected = DigestHash.response(c, ha1: ha1, method: method.flatMap { $0.isEmpty ? nil : $0 } ?? methodName(m), body: m.body)
         guard DigestHash.constantTimeEqual(expected, c.response) else {
             logger.info("wrong password for \(ProxyCore.printable(c.username))@\(ProxyCore.printable(realm)) from \(ctx.received.sourceIP)")
             return .invalidPassword

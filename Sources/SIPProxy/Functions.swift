@@ -147,10 +147,12 @@ extension ProxyCore {
             if case .authChallenge = c.function, ctx.received.message.method != .register { kind = .proxy }
             let flags = Int(arg(1)) ?? 0
             let r = authChallenge(ctx, kind, realm: arg(0), flags: flags, algorithms: c.args.count > 2 ? arg(2) : nil)
-            if r < 0 && flags & 4 == 0 && ctx.received.message.method != .ack { reply(ctx, code: 500, reason: "Server Internal Error") }
+            if r < 0 && flags & 4 == 0, let method = ctx.received.message.method, method != .ack && method != .cancel {
+                reply(ctx, code: 500, reason: "Server Internal Error")
+            }
             return r
         case .wwwAuthorize:
-            return authAuthorize(ctx, .www, realm: arg(0), table: arg(1)).rawValue
+            return authAuthorize(ctx, .www, realm: arg(0), table: arg(1), method: c.args.count > 2 ? arg(2) : nil).rawValue
         case .proxyAuthorize:
             return authAuthorize(ctx, .proxy, realm: arg(0), table: arg(1)).rawValue
         case .authCheck:

@@ -161,4 +161,26 @@ struct AuthFlowTests {
         #expect(r.status == 0, "\(r.out) \(r.err) \(proxy.log.lines)")
         #expect(proxy.location.bindings(for: "alice@localhost").first?.contact == "sip:alice@127.0.0.1:5998")
     }
+
+    @Test("www_authenticate(realm, table, method): the digest is checked with the given method")
+    func methodOverride() throws {
+        for (method, expected) in [("MESSAGE", "RESPONSE 200"), ("REGISTER", "RESPONSE 401")] {
+            let proxy = try TestProxy("""
+            listen=udp:127.0.0.1:0
+            alias="localhost"
+            loadmodule "sl.so"
+            loadmodule "auth.so"
+            loadmodule "auth_db.so"
+            modparam("usrloc", "db_mode", 0)
+            request_route {
+                if (!www_authenticate("$fd", "subscriber", "\(method)")) { www_challenge("$fd", "1"); exit; }
+                sl_send_reply("200", "OK");
+            }
+            """)
+            defer { proxy.stop() }
+            try proxy.core.subscribers.put(.make(username: "alice", domain: "localhost", password: "secret", keepPassword: false))
+            let r = digest(proxy, ["--method", "MESSAGE"])
+            #expect(r.lines.contains(expected), "\(method): \(r.out)")
+        }
+    }
 }
