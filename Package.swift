@@ -90,6 +90,7 @@ let package = Package(
                 "SIPCore", "SIPConfig", "SIPTLS", "SIPTransport", "CSQLite",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -102,7 +103,7 @@ let package = Package(
         .testTarget(
             name: "SIPProxyTests",
             dependencies: [
-                "SIPProxy", "SIPTransport", "SIPTLS", "SIPConfig", "SIPCore",
+                "SIPProxy", "SIPTransport", "SIPTLS", "SIPConfig", "SIPCore", "CSQLite",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

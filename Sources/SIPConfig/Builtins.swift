@@ -50,6 +50,17 @@ public enum Builtins {
         "uri_param": Function(minArgs: 1, maxArgs: 2, module: "siputils"),
         "xlog": Function(minArgs: 1, maxArgs: 2, module: "xlog"),
         "sanity_check": Function(minArgs: 0, maxArgs: 2, module: "sanity"),
+        "www_challenge": Function(minArgs: 2, maxArgs: 3, module: "auth"),
+        "proxy_challenge": Function(minArgs: 2, maxArgs: 3, module: "auth"),
+        "auth_challenge": Function(minArgs: 2, maxArgs: 3, module: "auth"),
+        "consume_credentials": Function(minArgs: 0, maxArgs: 0, module: "auth"),
+        "has_credentials": Function(minArgs: 1, maxArgs: 1, module: "auth"),
+        "www_authorize": Function(minArgs: 2, maxArgs: 2, module: "auth_db"),
+        "www_authenticate": Function(minArgs: 2, maxArgs: 3, module: "auth_db"),
+        "proxy_authorize": Function(minArgs: 2, maxArgs: 2, module: "auth_db"),
+        "proxy_authenticate": Function(minArgs: 2, maxArgs: 2, module: "auth_db"),
+        "auth_check": Function(minArgs: 3, maxArgs: 3, module: "auth_db"),
+        "pike_check_req": Function(minArgs: 0, maxArgs: 0, module: "pike"),
     ]
 
     /// Bare keywords usable as operands.
@@ -69,11 +80,12 @@ public enum Builtins {
         "tls_peer_issuer": (false, false), "tls_peer_verified": (false, false),
         "tls_peer_server_name": (false, false),
         "null": (false, false), "af": (false, false),
+        "au": (false, false), "ad": (false, false), "ar": (false, false), "adu": (false, false), "aa": (false, false),
     ]
 
     /// Modules a config may load: each is provided natively by SwiftSER.
     public static let modules: Set<String> = [
         "tls", "sl", "tm", "tmx", "rr", "maxfwd", "registrar", "usrloc", "textops", "siputils",
-        "xlog", "pv", "kex", "corex", "sanity", "ctl", "jsonrpcs",
+        "xlog", "pv", "kex", "corex", "sanity", "ctl", "jsonrpcs", "auth", "auth_db", "pike",
     ]
 }

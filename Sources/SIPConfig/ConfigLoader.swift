@@ -124,6 +124,10 @@ struct Builder {
         }
         buildDomains(global: tlsGlobal, blocks: p.domains + profileBlocks)
         ScriptChecker(config: config, sourceLine: sourceLine).check(into: &diagnostics)
+        if let loc = RelayCheck.openRelay(config.script) {
+            config.openRelay = loc
+            warning(loc, "this script relays requests without authenticating them (auth_check, proxy_authorize, is_peer_verified) or checking their source (src_ip, $si): anyone can use it as an open relay")
+        }
     }
 
     mutating func applyGlobal(_ a: Assignment, tls: inout TLSParams) {
@@ -287,6 +291,51 @@ struct Builder {
         case ("tm", "retr_timer2"), ("tm", "t2"): if let v = int(value) { config.transactions.t2 = v }
         case ("rr", "enable_double_rr"): if let v = bool(value) { config.recordRoute.doubleRecordRoute = v }
         case ("rr", "append_fromtag"): if let v = bool(value) { config.recordRoute.appendFromTag = v }
+        case ("pike", "sampling_time_unit"): if let v = positive(value) { config.pike.samplingTimeUnit = min(v, 3600) }
+        case ("pike", "reqs_density_per_unit"): if let v = positive(value) { config.pike.reqsDensityPerUnit = v }
+        case ("pike", "remove_latency"): if let v = positive(value) { config.pike.removeLatency = min(v, 86_400) }
+        case ("pike", "max_entries"):
+            if let v = positive(value) {
+                if v > 10_000_000 { error(loc, "pike max_entries above 10000000 is refused") } else { config.pike.maxEntries = v }
+            }
+        case ("pike", "pike_log_level"):
+            warning(value.nameLocation, "modparam pike/\(name) has no effect in SwiftSER")
+        case ("auth", "secret"):
+            if value.text.utf8.count < 16 { error(loc, "auth secret must be at least 16 characters (or leave it out: a random one is made at start)") } else { config.auth.secret = value.text }
+        case ("auth", "nonce_expire"):
+            if let v = positive(value) { config.auth.nonceExpire = min(v, 86_400) }
+        case ("auth", "nonce_auth_max_drift"):
+            if let v = int(value) { config.auth.nonceAuthMaxDrift = max(0, min(v, 3600)) }
+        case ("auth", "auth_checks_register"), ("auth", "auth_checks_no_dlg"), ("auth", "auth_checks_in_dlg"):
+            guard let v = int(value) else { return }
+            guard (0...15).contains(v) else { error(loc, "\(name) is a sum of 1 (Request-URI), 2 (Call-ID), 4 (From tag), 8 (source IP): 0 to 15"); return }
+            switch name {
+            case "auth_checks_register": config.auth.checksRegister = v
+            case "auth_checks_no_dlg": config.auth.checksNoDialog = v
+            default: config.auth.checksInDialog = v
+            }
+        case ("auth", "nc_array_size"):
+            if let v = positive(value) {
+                if v > 16_777_216 { error(loc, "nc_array_size above 16777216 slots (256 MiB) is refused") } else { config.auth.ncArraySize = v }
+            }
+        case ("auth", "algorithm"):
+            let words = value.text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).uppercased() }
+            guard !words.isEmpty, words.allSatisfy({ $0 == "MD5" || $0 == "SHA-256" }) else {
+                error(loc, "auth algorithm: MD5, SHA-256 or both separated by a comma (SHA-512 is not supported)")
+                return
+            }
+            config.auth.algorithms = words
+        case ("auth", "nonce_count"), ("auth", "qop"), ("auth", "one_time_nonce"), ("auth", "force_stateless_reply"):
+            warning(value.nameLocation, "modparam auth/\(name) has no effect in SwiftSER (nonce counts are always checked; qop comes from the challenge flags; challenges are sent statelessly)")
+        case ("auth_db", "db_url"):
+            var url = value.text
+            if url.hasPrefix("sqlite://") { url.removeFirst("sqlite://".count) }
+            guard !url.contains("://") else { error(loc, "auth_db db_url: SwiftSER stores subscribers in SQLite: sqlite:///path or a path"); return }
+            config.auth.database = path(url)
+        case ("auth_db", "calculate_ha1"): if let v = bool(value) { config.auth.calculateHA1 = v }
+        case ("auth_db", "use_domain"): if let v = bool(value) { config.auth.useDomain = v }
+        case ("auth_db", "user_column"), ("auth_db", "domain_column"), ("auth_db", "password_column"), ("auth_db", "password_column_2"), ("auth_db", "load_credentials"), ("auth_db", "version_table"):
+            warning(value.nameLocation, "modparam auth_db/\(name) has no effect in SwiftSER (the subscriber columns are fixed)")
         case ("tls", "config"):
             let file = path(value.text)
             config.tls.profileFile = file

@@ -16,6 +16,11 @@ public struct Config: Sendable {
     public var registrar = RegistrarSettings()
     public var transactions = TransactionSettings()
     public var recordRoute = RecordRouteSettings()
+    public var auth = AuthSettings()
+    public var pike = PikeSettings()
+    /// Where the script relays without authenticating or checking the
+    /// source of requests (an open relay); nil when it does not.
+    public var openRelay: SourceLocation?
     public var modules: [String] = []
     public var script = RouteScript()
     /// Warnings found while loading (errors stop the load instead).
@@ -277,14 +282,56 @@ public struct RegistrarSettings: Sendable, Equatable {
     public var defaultExpires = 3600
     public var minExpires = 60
     public var maxExpires = 86_400
-    /// 0: no limit.
-    public var maxContacts = 0
+    /// `max_contacts`: contacts an AOR may have, and a REGISTER may carry
+    /// (0: no limit).
+    public var maxContacts = 10
     /// The SQLite file of `usrloc` `db_url` (`sqlite:///abs/path`,
     /// `sqlite://relative/path` or a bare path), made absolute against the
     /// config's folder; the default is `var/location.sqlite` there.
     public var database = "var/location.sqlite"
     /// usrloc `db_mode`: 0 memory only, 1 write-through to SQLite (the only two implemented).
     public var dbMode = 1
+}
+
+/// pike module parameters (per-source request rate).
+public struct PikeSettings: Sendable, Equatable {
+    /// `sampling_time_unit`: seconds of one sampling window (Kamailio's default 2).
+    public var samplingTimeUnit = 2
+    /// `reqs_density_per_unit`: requests per window above which a source is blocked (30).
+    public var reqsDensityPerUnit = 30
+    /// `remove_latency`: seconds an idle source stays in the table (120).
+    public var removeLatency = 120
+    /// `max_entries` (SwiftSER): sources tracked at most.
+    public var maxEntries = 100_000
+    public init() {}
+}
+
+/// auth and auth_db module parameters (digest authentication).
+public struct AuthSettings: Sendable, Equatable {
+    /// `secret`: the HMAC key of nonces; nil: random at each start.
+    public var secret: String?
+    /// `nonce_expire`: seconds a nonce is valid (Kamailio's default 300).
+    public var nonceExpire = 300
+    /// `nonce_auth_max_drift`: seconds a nonce's issue time may lie in the future.
+    public var nonceAuthMaxDrift = 3
+    /// `auth_checks_register`, `auth_checks_no_dlg`, `auth_checks_in_dlg`:
+    /// what nonces are bound to (1 Request-URI, 2 Call-ID, 4 From tag, 8 source IP).
+    public var checksRegister = 0
+    public var checksNoDialog = 0
+    public var checksInDialog = 0
+    /// `nc_array_size`: slots of the nonce-count table (replay protection).
+    public var ncArraySize = 65_536
+    /// `algorithm`: the digest algorithms offered when the challenge names
+    /// none, in order (SHA-256 first, then MD5).
+    public var algorithms = ["SHA-256", "MD5"]
+    /// auth_db `db_url`; nil: the usrloc database (memory when db_mode=0).
+    public var database: String?
+    /// auth_db `calculate_ha1`: compute HA1 from the plain `password` column.
+    public var calculateHA1 = false
+    /// auth_db `use_domain`: match the subscriber's domain against the realm.
+    /// SwiftSER's default is on (Kamailio's is off).
+    public var useDomain = true
+    public init() {}
 }
 
 /// tm module parameters (milliseconds as in Kamailio).

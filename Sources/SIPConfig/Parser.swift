@@ -63,6 +63,15 @@ struct Parser {
     var previous: Token { tokens[max(0, pos - 1)] }
 
     mutating func advance() { if pos < tokens.count - 1 { pos += 1 } }
+    /// The kind of the token `k` places ahead, if any.
+    func peekKind(_ k: Int) -> Token.Kind? { pos + k < tokens.count ? tokens[pos + k].kind : nil }
+
+    /// Four dot-separated decimal numbers 0–255: an IPv4 address the lexer
+    /// made into one identifier.
+    static func isIPv4Literal(_ w: String) -> Bool {
+        let parts = w.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts.allSatisfy { p in !p.isEmpty && p.count <= 3 && p.allSatisfy(\.isASCII) && p.allSatisfy(\.isNumber) && (Int(p) ?? 256) <= 255 }
+    }
 
     mutating func error(_ loc: SourceLocation, _ message: String) -> Bail {
         diagnostics.append(ConfigDiagnostic(.error, loc, message, sourceLine: sourceLine(loc)))
@@ -486,6 +495,16 @@ struct Parser {
             let e = try parseExpression()
             try expectPunct(")", "to close '('")
             return e
+        case .identifier(let word) where Parser.isIPv4Literal(word):
+            // `src_ip == 10.0.0.1` or `10.0.0.0/8`: an address operand.
+            advance()
+            var text = word
+            if current.isPunct("/"), case .number(let bits)? = peekKind(1) {
+                advance()
+                advance()
+                text += "/\(bits)"
+            }
+            return .string(text, tok.location)
         case .identifier(let word):
             advance()
             if current.isPunct("(") {

@@ -11,6 +11,7 @@ final class CompiledScript: @unchecked Sendable {
         case ru, rU, rd, rp, fu, fU, fd, tu, tU, td, ci, cs, rm, rs, rr, si, sp, Ri, Rp, pr, du, ua, mb, ml, af
         case hdr(String), variable(String), avp(String)
         case tlsVersion, tlsCipher, tlsPeerSubject, tlsPeerSubjectCN, tlsPeerIssuer, tlsPeerVerified, tlsPeerServerName, null
+        case au, ad, ar, adu, aa
     }
 
     enum Function {
@@ -18,6 +19,8 @@ final class CompiledScript: @unchecked Sendable {
         case slSendReply, slReplyError, tRelay, tReply, tOnFailure, tOnReply, tOnBranch, tCheckTrans, tNewTran, tIsCanceled, tCheckStatus
         case recordRoute, looseRoute, save, lookup, registered, maxfwd, appendHF, removeHF, isPresentHF, isMethod, hasTotag, uriParam
         case xlog, sanityCheck
+        case wwwChallenge, proxyChallenge, authChallenge, consumeCredentials, hasCredentials, wwwAuthorize, proxyAuthorize, authCheck
+        case pikeCheckReq
     }
 
     enum TransportChoice { case any, udp, tcp, tls, send }
@@ -37,7 +40,11 @@ final class CompiledScript: @unchecked Sendable {
         case format([FormatPart])
     }
 
-    enum CompareOp { case eq, ne, lt, gt, le, ge, match(NSRegularExpression?), notMatch(NSRegularExpression?) }
+    enum CompareOp {
+        case eq, ne, lt, gt, le, ge, match(NSRegularExpression?), notMatch(NSRegularExpression?)
+        /// `src_ip == 10.0.0.0/8`, `dst_ip != "::1"`: the address is (not) in the range.
+        case inNetwork(IPNetwork, negated: Bool)
+    }
 
     struct Call {
         var function: Function
@@ -126,6 +133,11 @@ final class CompiledScript: @unchecked Sendable {
         case "tls_peer_server_name": return .tlsPeerServerName
         case "null": return .null
         case "af": return .af
+        case "au": return .au
+        case "ad": return .ad
+        case "ar": return .ar
+        case "adu": return .adu
+        case "aa": return .aa
         default: return .variable(v.name) // unreachable: the checker refused unknown names
         }
     }
@@ -171,7 +183,19 @@ final class CompiledScript: @unchecked Sendable {
             case "=~": cop = .match(regex)
             default: cop = .notMatch(regex)
             }
+            // An address or range compared with src_ip / dst_ip / $si / $Ri.
+            if op == "==" || op == "!=", case .string(let text) = rhs, CompiledScript.isAddressOperand(a), let net = IPNetwork(text) {
+                return .compare(.inNetwork(net, negated: op == "!="), compile(a), rhs)
+            }
             return .compare(cop, compile(a), rhs)
+        }
+    }
+
+    static func isAddressOperand(_ e: SIPConfig.Expression) -> Bool {
+        switch e {
+        case .keyword(let k, _): return k == "src_ip" || k == "dst_ip"
+        case .variable(let v): return v.name == "si" || v.name == "Ri"
+        default: return false
         }
     }
 
@@ -184,6 +208,10 @@ final class CompiledScript: @unchecked Sendable {
         "record_route": .recordRoute, "loose_route": .looseRoute, "save": .save, "lookup": .lookup, "registered": .registered,
         "mf_process_maxfwd_header": .maxfwd, "append_hf": .appendHF, "remove_hf": .removeHF, "is_present_hf": .isPresentHF,
         "is_method": .isMethod, "has_totag": .hasTotag, "uri_param": .uriParam, "xlog": .xlog, "sanity_check": .sanityCheck,
+        "www_challenge": .wwwChallenge, "proxy_challenge": .proxyChallenge, "auth_challenge": .authChallenge,
+        "consume_credentials": .consumeCredentials, "has_credentials": .hasCredentials, "www_authorize": .wwwAuthorize,
+        "www_authenticate": .wwwAuthorize, "proxy_authorize": .proxyAuthorize, "proxy_authenticate": .proxyAuthorize, "auth_check": .authCheck,
+        "pike_check_req": .pikeCheckReq,
     ]
 
     func compile(_ c: SIPConfig.Call) -> Call {

@@ -141,6 +141,29 @@ extension ProxyCore {
             default: logger.debug(msg)
             }
             return 1
+        case .wwwChallenge, .proxyChallenge, .authChallenge:
+            var kind: AuthKind = .www
+            if case .proxyChallenge = c.function { kind = .proxy }
+            if case .authChallenge = c.function, ctx.received.message.method != .register { kind = .proxy }
+            let flags = Int(arg(1)) ?? 0
+            let r = authChallenge(ctx, kind, realm: arg(0), flags: flags, algorithms: c.args.count > 2 ? arg(2) : nil)
+            if r < 0 && flags & 4 == 0, let method = ctx.received.message.method, method != .ack && method != .cancel {
+                reply(ctx, code: 500, reason: "Server Internal Error")
+            }
+            return r
+        case .wwwAuthorize:
+            return authAuthorize(ctx, .www, realm: arg(0), table: arg(1), method: c.args.count > 2 ? arg(2) : nil).rawValue
+        case .proxyAuthorize:
+            return authAuthorize(ctx, .proxy, realm: arg(0), table: arg(1)).rawValue
+        case .authCheck:
+            return authCheck(ctx, realm: arg(0), table: arg(1), flags: Int(arg(2)) ?? 0)
+        case .consumeCredentials:
+            return consumeCredentials(ctx)
+        case .hasCredentials:
+            return hasCredentials(ctx, realm: arg(0))
+        case .pikeCheckReq:
+            // Kamailio: -1 when the source is flooding, 1 otherwise.
+            return pike.hit(ctx.received.sourceIP, now: DispatchTime.now().uptimeNanoseconds / 1_000_000) ? -1 : 1
         case .sanityCheck:
             return (try? ctx.message.validate()) != nil ? 1 : -1
         }

@@ -144,6 +144,8 @@ extension ProxyCore {
             case .le: return x <= y
             default: return x >= y
             }
+        case .inNetwork(let net, let negated):
+            return net.contains(l.string) != negated
         case .match(let re), .notMatch(let re):
             let regex = re ?? (try? NSRegularExpression(pattern: r.string))
             let s = l.string
@@ -248,7 +250,17 @@ extension ProxyCore {
         case .tlsPeerServerName: return ctx.received.tls?.serverName.map { .str($0) } ?? .null
         case .null: return .null
         case .af: return .str(ctx.received.source.protocol == .inet6 ? "INET6" : "INET")
+        case .au: return authPV(ctx) { $0.user }
+        case .ad: return authPV(ctx) { $0.domain ?? $0.realm }
+        case .ar: return authPV(ctx) { $0.realm }
+        case .adu: return authPV(ctx) { $0.uri }
+        case .aa: return authPV(ctx) { $0.algorithm.rawValue }
         }
+    }
+
+    @inline(never)
+    func authPV(_ ctx: MessageContext, _ part: (DigestCredentials) -> String) -> Value {
+        credentialsForPV(ctx).map { .str(part($0)) } ?? .null
     }
 
     func assign(_ pv: CompiledScript.PV, _ v: Value, _ ctx: MessageContext) {

@@ -79,6 +79,12 @@ final class MessageContext {
     /// Loop guard for while loops and route() depth.
     var steps = 0
     var depth = 0
+    /// Credentials www_authorize / proxy_authorize / auth_check accepted,
+    /// and the header they came from (consume_credentials, $au, …).
+    var authCredentials: DigestCredentials?
+    var authHeader: SIPHeaderName?
+    /// The last authorize found a stale nonce: the next challenge says stale=true.
+    var authStale = false
     /// The last error reply a function would give (for sl_reply_error).
     var lastError: (Int, String)?
     /// The reason phrase the script gave with the status it is replying

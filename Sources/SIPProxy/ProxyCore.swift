@@ -35,12 +35,35 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
     /// Allow or Warning is due: the `server_header`, made once.
     private let plainReplyHeaders: [(String, String)]
     let resolver: Resolver
+    /// Digest authentication: nonce key, nonce counts (auth module).
+    let auth: DigestAuthenticator
+    /// The subscriber table (auth_db module).
+    public let subscribers: SubscriberStore
+    /// Per-source request rates (pike module).
+    let pike: PikeTable
 
-    public init(config: Config, transport: SIPTransport, location: LocationService, logger: Logger) {
+    /// `subscribers`: the credentials store; nil opens the one the config
+    /// names (auth_db db_url, else the location store's file), or an empty
+    /// in-memory one if that cannot be opened (logged).
+    public init(config: Config, transport: SIPTransport, location: LocationService, logger: Logger, subscribers: SubscriberStore? = nil) {
         self.config = config
         self.transport = transport
         self.logger = logger
         self.location = location
+        self.auth = DigestAuthenticator(settings: config.auth)
+        let p = config.pike
+        self.pike = PikeTable(windowMs: UInt64(p.samplingTimeUnit) * 1000, density: p.reqsDensityPerUnit,
+                              removeLatencyMs: UInt64(p.removeLatency) * 1000, capacity: p.maxEntries)
+        if let subscribers {
+            self.subscribers = subscribers
+        } else {
+            do {
+                self.subscribers = try SubscriberStore(path: config.auth.database.flatMap { $0.isEmpty ? nil : $0 } ?? location.path)
+            } catch {
+                logger.error("\(error); authentication will find no users")
+                self.subscribers = try! SubscriberStore(path: nil)  // an in-memory database opens unless memory is exhausted
+            }
+        }
         self.script = CompiledScript(config.script)
         var supported = Set(config.listens.map(\.proto))
         if config.tls.disabled { supported.remove(.tls) }

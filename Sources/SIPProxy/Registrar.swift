@@ -57,7 +57,34 @@ extension ProxyCore {
             replyBindings(ctx, aor: aor, bindings: current, now: now)
             return true
         }
+        // A REGISTER with more contacts than an AOR may keep is refused
+        // before any work is done for them.
+        if settings.maxContacts > 0 && contacts.count > settings.maxContacts {
+            return fail(403, "Forbidden (too many contacts)")
+        }
         let path = m.headers(.path).map(\.valueString)
+        // The AOR's bindings indexed by contact text, by instance and, built
+        // only when a contact's text matches none, by an equivalence key:
+        // matching is O(contacts + bindings), not their product.
+        var byText: [String: Int] = [:]
+        var byInstance: [String: Int] = [:]
+        var byKey: [String: [Int]]? = nil
+        var parsed: [Int: SIPURI] = [:]
+        var removed = Set<Int>()
+        func instanceKey(_ instance: String, _ regID: UInt32?) -> String { regID.map { "\(instance)\u{0}\($0)" } ?? instance }
+        func equivalenceKey(_ u: SIPURI) -> String {
+            let user = u.user.map { String(decoding: SIPURI.unescaped($0), as: UTF8.self) } ?? ""
+            return "\(u.scheme)\u{0}\(user)\u{0}\(u.hostName)\u{0}\(u.port.map(String.init) ?? "")"
+        }
+        func index(_ i: Int, uri: SIPURI?) {
+            if byText[current[i].contact] == nil { byText[current[i].contact] = i }
+            if let inst = current[i].instance { byInstance[instanceKey(inst, current[i].regID)] = i }
+            if byKey != nil, let u = uri ?? (try? SIPURI.parse(current[i].contact)) {
+                parsed[i] = u
+                byKey![equivalenceKey(u), default: []].append(i)
+            }
+        }
+        for i in current.indices { index(i, uri: nil) }
         for c in contacts {
             guard let addr = c.address else { continue }
             var exp = Int64(c.expires ?? (headerExpires.map { UInt32(clamping: $0) } ?? UInt32(settings.defaultExpires)))
@@ -68,17 +95,33 @@ extension ProxyCore {
             let instance = c.instance
             let regID = c.regID
             let contactURI = addr.uriText
-            let existing = current.firstIndex { b in
-                if let instance, let bi = b.instance { return bi == instance && b.regID == regID }
-                // Same text is the common refresh; equivalence (RFC 3261 §19.1.4) otherwise.
-                if b.contact == contactURI { return true }
-                return (try? SIPURI.parse(b.contact)).map { $0.isEquivalent(to: addr.uri) } ?? false
+            // RFC 5626: the same instance (and reg-id) is the same binding;
+            // otherwise the same contact (same text, the common refresh, or
+            // RFC 3261 §19.1.4 equivalence).
+            var existing: Int? = nil
+            if let instance, let i = byInstance[instanceKey(instance, regID)], !removed.contains(i),
+               current[i].instance == instance, current[i].regID == regID { existing = i }
+            if existing == nil, let i = byText[contactURI], !removed.contains(i), current[i].contact == contactURI,
+               instance == nil || current[i].instance == nil { existing = i }
+            if existing == nil {
+                if byKey == nil {
+                    byKey = [:]
+                    for i in current.indices where !removed.contains(i) {
+                        if let u = try? SIPURI.parse(current[i].contact) {
+                            parsed[i] = u
+                            byKey![equivalenceKey(u), default: []].append(i)
+                        }
+                    }
+                }
+                for i in byKey?[equivalenceKey(addr.uri)] ?? [] where !removed.contains(i) && (instance == nil || current[i].instance == nil) {
+                    if parsed[i]?.isEquivalent(to: addr.uri) == true { existing = i; break }
+                }
             }
             if let i = existing, current[i].callID == callID, current[i].cseq >= cseq.number {
                 return fail(500, "Server Internal Error (out-of-order REGISTER)", [("Retry-After", "5")])
             }
             if exp == 0 {
-                if let i = existing { current.remove(at: i) }
+                if let i = existing { removed.insert(i) }
                 continue
             }
             let r = ctx.received
@@ -102,7 +145,16 @@ extension ProxyCore {
                 instance: instance, regID: regID, path: path, proto: r.proto.rawValue, receivedIP: r.sourceIP,
                 receivedPort: r.sourcePort, connectionID: r.connection?.id, userAgent: m.header(.userAgent)?.valueString,
                 socket: r.listener.description)
-            if let i = existing { current[i] = b } else { current.append(b) }
+            if let i = existing {
+                current[i] = b
+                index(i, uri: addr.uri)
+            } else {
+                current.append(b)
+                index(current.count - 1, uri: addr.uri)
+            }
+        }
+        if !removed.isEmpty {
+            current = current.indices.filter { !removed.contains($0) }.map { current[$0] }
         }
         if settings.maxContacts > 0 && current.count > settings.maxContacts {
             return fail(403, "Forbidden (too many registered contacts)")

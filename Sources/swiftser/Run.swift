@@ -57,6 +57,14 @@ struct Run: ParsableCommand {
             logger.error("\(error)")
             throw ExitCode(1)
         }
+        let subscribers: SubscriberStore
+        do {
+            subscribers = try SubscriberStore(path: SubscriberStore.defaultPath(config))
+        } catch {
+            logger.error("\(error)")
+            throw ExitCode(1)
+        }
+        Startup.adviseOnUsers(config, subscribers, logger: logger, configFile: options.file)
         let transport = SIPTransport(config: config, tls: tls, group: group, logger: logger)
         do {
             try transport.start()
@@ -65,7 +73,7 @@ struct Run: ParsableCommand {
             try? group.syncShutdownGracefully()
             throw ExitCode(1)
         }
-        let core = ProxyCore(config: config, transport: transport, location: location, logger: logger)
+        let core = ProxyCore(config: config, transport: transport, location: location, logger: logger, subscribers: subscribers)
         transport.delegate = core
         let control = ControlServer(core: core, config: config, logger: logger, logLevel: runtimeLevel)
         do {

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import SIPConfig
+import SIPProxy
 import SIPTLS
 
 /// Loading a config and its TLS domains, shared by `run` and `check`.
@@ -69,4 +70,14 @@ enum Startup {
             Foundation.exit(1)
         }
     }
+
+    /// A script that authenticates with no user yet: says how to add one.
+    static func adviseOnUsers(_ config: Config, _ store: SubscriberStore, logger: Logger, configFile: String) {
+        guard config.modules.contains("auth_db"), (try? store.count()) == 0 else { return }
+        let domain = config.aliases.first.map { a in a.hasPrefix("[") ? a : String(a.split(separator: ":").first ?? Substring(a)) } ?? config.listens.first?.host ?? "localhost"
+        let file = configFile == "etc/swiftser.cfg" ? "" : " -f \(configFile)"
+        logger.warning("no users yet: nobody can register or call until you add one, e.g.")
+        logger.warning("    swiftser user add\(file) alice@\(domain)")
+    }
+
 }

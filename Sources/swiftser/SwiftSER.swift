@@ -8,7 +8,7 @@ struct SwiftSER: ParsableCommand {
         commandName: "swiftser",
         abstract: "A SIP proxy with a SER-style TLS transport.",
         version: SwiftSERVersion.full,
-        subcommands: [Run.self, Check.self, Certs.self, Ctl.self],
+        subcommands: [Run.self, Check.self, Certs.self, Ctl.self, User.self],
         defaultSubcommand: Run.self)
 
     /// Kamailio's command-line habits mapped onto the commands, then parsed.

@@ -8,12 +8,15 @@
   ua.py call   --port P --proto udp --to alice [--cancel] [--expect 200]
       Calls sip:TO@HOST through the proxy; on 200 sends ACK and BYE along the
       Record-Route set; with --cancel sends CANCEL after the 180.
-  ua.py register --port P --proto udp --user bob [--contacts N] [--expires S]
+  ua.py register --port P --proto udp --user bob [--contacts N [--one-line]] [--expires S]
       Sends one REGISTER and prints the response and its Contacts.
+With --password (default "test-password"), a 401/407 to REGISTER or INVITE
+is answered once with digest credentials (RFC 7616: the first challenge
+with SHA-256 or MD5, qop=auth when offered); --password "" never answers.
 Events: REGISTERED, INVITE-RECEIVED, ACK-RECEIVED, BYE-RECEIVED, CANCEL-RECEIVED,
 RESPONSE <code> <reason>, CALL-OK, BYE-OK, ERROR <why>.
 """
-import argparse, socket, ssl, sys, time, uuid
+import argparse, hashlib, re, socket, ssl, sys, time, uuid
 
 def log(*a):
     print(*a)
@@ -165,6 +168,32 @@ def response(req, code, reason, to_tag=None, extra="", contact=None):
     lines.append("Content-Length: 0")
     return "\r\n".join(lines) + "\r\n\r\n"
 
+def authorization(m, method, uri, user, password):
+    """The Authorization/Proxy-Authorization line answering the challenges of
+    response m, or None when none can be answered."""
+    name = "Authorization" if m.status == 401 else "Proxy-Authorization"
+    for value in m.all("www-authenticate" if m.status == 401 else "proxy-authenticate"):
+        params = {}
+        for mm in re.finditer(r'([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]+))', value):
+            params[mm.group(1).lower()] = mm.group(2) if mm.group(2) is not None else mm.group(3)
+        alg = params.get("algorithm", "MD5").upper()
+        if alg not in ("MD5", "SHA-256"):
+            continue
+        H = lambda x: (hashlib.sha256 if alg == "SHA-256" else hashlib.md5)(x.encode()).hexdigest()
+        realm, nonce = params.get("realm", ""), params.get("nonce", "")
+        ha1 = H("%s:%s:%s" % (user, realm, password))
+        ha2 = H("%s:%s" % (method, uri))
+        if "auth" in [q.strip() for q in params.get("qop", "").split(",")]:
+            cnonce = uuid.uuid4().hex[:12]
+            resp = H("%s:%s:00000001:%s:auth:%s" % (ha1, nonce, cnonce, ha2))
+            extra = ', qop=auth, nc=00000001, cnonce="%s"' % cnonce
+        else:
+            resp = H("%s:%s:%s" % (ha1, nonce, ha2))
+            extra = ""
+        return '%s: Digest username="%s", realm="%s", nonce="%s", uri="%s", response="%s", algorithm=%s%s' % (
+            name, user, realm, nonce, uri, resp, alg, extra)
+    return None
+
 def via(c, branch):
     return "Via: SIP/2.0/%s 127.0.0.1:%d;branch=%s;rport" % (c.proto.upper(), c.local_port, branch)
 
@@ -172,10 +201,14 @@ def phone(a):
     c = Conn(a)
     contact = "<sip:%s@127.0.0.1:%d;transport=%s>" % (a.user, c.local_port, c.proto)
     call_id = uuid.uuid4().hex
-    reg = ("REGISTER sip:%s SIP/2.0\r\n%s\r\nMax-Forwards: 70\r\nFrom: <sip:%s@%s>;tag=%s\r\nTo: <sip:%s@%s>\r\n"
-           "Call-ID: %s\r\nCSeq: 1 REGISTER\r\nContact: %s\r\nExpires: %d\r\nContent-Length: 0\r\n\r\n"
-           % (a.domain, via(c, "z9hG4bK" + tag()), a.user, a.domain, tag(), a.user, a.domain, call_id, contact, a.expires))
-    c.send(reg)
+    ftag = tag()
+    def reg(cseq, auth):
+        return ("REGISTER sip:%s SIP/2.0\r\n%s\r\nMax-Forwards: 70\r\nFrom: <sip:%s@%s>;tag=%s\r\nTo: <sip:%s@%s>\r\n"
+                "Call-ID: %s\r\nCSeq: %d REGISTER\r\nContact: %s\r\n%sExpires: %d\r\nContent-Length: 0\r\n\r\n"
+                % (a.domain, via(c, "z9hG4bK" + tag()), a.user, a.domain, ftag, a.user, a.domain, call_id, cseq, contact,
+                   auth + "\r\n" if auth else "", a.expires))
+    c.send(reg(1, None))
+    answered = False
     while True:
         m = c.recv(5)
         if m is None:
@@ -183,6 +216,12 @@ def phone(a):
             return 1
         m = Msg(m)
         if not m.is_request and m.status >= 200:
+            if m.status in (401, 407) and a.password and not answered:
+                line = authorization(m, "REGISTER", "sip:%s" % a.domain, a.user, a.password)
+                if line:
+                    answered = True
+                    c.send(reg(2, line))
+                    continue
             if m.status != 200:
                 log("ERROR REGISTER answered", m.first)
                 return 1
@@ -229,10 +268,13 @@ def call(a):
     ruri = "%s:%s@%s" % (a.scheme, a.to, a.domain)
     sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
     contact = "<sip:caller@127.0.0.1:%d;transport=%s>" % (c.local_port, c.proto)
-    inv = ("INVITE %s SIP/2.0\r\n%s\r\nMax-Forwards: 70\r\nFrom: <sip:caller@%s>;tag=%s\r\nTo: <%s>\r\n"
-           "Call-ID: %s\r\nCSeq: 1 INVITE\r\nContact: %s\r\nContent-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s"
-           % (ruri, via(c, branch), a.domain, ftag, ruri, call_id, contact, len(sdp), sdp))
-    c.send(inv)
+    cseq = 1
+    def invite(auth):
+        return ("INVITE %s SIP/2.0\r\n%s\r\nMax-Forwards: 70\r\nFrom: <sip:caller@%s>;tag=%s\r\nTo: <%s>\r\n"
+                "Call-ID: %s\r\nCSeq: %d INVITE\r\nContact: %s\r\n%sContent-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s"
+                % (ruri, via(c, branch), a.domain, ftag, ruri, call_id, cseq, contact, auth + "\r\n" if auth else "", len(sdp), sdp))
+    c.send(invite(None))
+    answered = False
     final = None
     deadline = time.time() + a.timeout
     while time.time() < deadline:
@@ -245,7 +287,18 @@ def call(a):
         log("RESPONSE", m.status, m.first.split(" ", 2)[2] if m.first.count(" ") >= 2 else "")
         if m.method == "INVITE" and m.status == 180 and a.cancel:
             c.send(("CANCEL %s SIP/2.0\r\n%s\r\nMax-Forwards: 70\r\nFrom: <sip:caller@%s>;tag=%s\r\nTo: <%s>\r\n"
-                    "Call-ID: %s\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n") % (ruri, via(c, branch), a.domain, ftag, ruri, call_id))
+                    "Call-ID: %s\r\nCSeq: %d CANCEL\r\nContent-Length: 0\r\n\r\n") % (ruri, via(c, branch), a.domain, ftag, ruri, call_id, cseq))
+        if m.method == "INVITE" and m.status in (401, 407) and a.password and not answered:
+            line = authorization(m, "INVITE", ruri, "caller", a.password)
+            if line:
+                answered = True
+                # ACK the challenge (same branch), then a new INVITE with credentials.
+                c.send(("ACK %s SIP/2.0\r\n%s\r\nMax-Forwards: 70\r\nFrom: <sip:caller@%s>;tag=%s\r\nTo: %s\r\n"
+                        "Call-ID: %s\r\nCSeq: %d ACK\r\nContent-Length: 0\r\n\r\n") % (ruri, via(c, branch), a.domain, ftag, m.get("to"), call_id, cseq))
+                cseq += 1
+                branch = "z9hG4bK" + tag()
+                c.send(invite(line))
+                continue
         if m.method == "INVITE" and m.status >= 200:
             final = m
             break
@@ -256,18 +309,18 @@ def call(a):
     if final.status >= 300:
         # hop-by-hop ACK, same branch
         c.send(("ACK %s SIP/2.0\r\n%s\r\nMax-Forwards: 70\r\nFrom: <sip:caller@%s>;tag=%s\r\nTo: %s\r\n"
-                "Call-ID: %s\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n") % (ruri, via(c, branch), a.domain, ftag, to, call_id))
+                "Call-ID: %s\r\nCSeq: %d ACK\r\nContent-Length: 0\r\n\r\n") % (ruri, via(c, branch), a.domain, ftag, to, call_id, cseq))
         return 0 if a.expect == final.status else 1
     routes = list(reversed(final.all("record-route")))
     target = final.get("contact").strip("<>").split(">")[0]
     route_lines = "".join("Route: %s\r\n" % r for r in routes)
     ack = ("ACK %s SIP/2.0\r\n%s\r\n%sMax-Forwards: 70\r\nFrom: <sip:caller@%s>;tag=%s\r\nTo: %s\r\n"
-           "Call-ID: %s\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n") % (target, via(c, "z9hG4bK" + tag()), route_lines, a.domain, ftag, to, call_id)
+           "Call-ID: %s\r\nCSeq: %d ACK\r\nContent-Length: 0\r\n\r\n") % (target, via(c, "z9hG4bK" + tag()), route_lines, a.domain, ftag, to, call_id, cseq)
     c.send(ack)
     log("CALL-OK routes", len(routes))
     time.sleep(0.2)
     bye = ("BYE %s SIP/2.0\r\n%s\r\n%sMax-Forwards: 70\r\nFrom: <sip:caller@%s>;tag=%s\r\nTo: %s\r\n"
-           "Call-ID: %s\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n") % (target, via(c, "z9hG4bK" + tag()), route_lines, a.domain, ftag, to, call_id)
+           "Call-ID: %s\r\nCSeq: %d BYE\r\nContent-Length: 0\r\n\r\n") % (target, via(c, "z9hG4bK" + tag()), route_lines, a.domain, ftag, to, call_id, cseq + 1)
     c.send(bye)
     deadline = time.time() + a.timeout
     while time.time() < deadline:
@@ -283,16 +336,31 @@ def call(a):
 
 def register(a):
     c = Conn(a)
-    contacts = "".join("Contact: <sip:%s@127.0.0.%d:%d>\r\n" % (a.user, i + 1, 5000 + i) for i in range(a.contacts))
-    reg = ("REGISTER sip:%s SIP/2.0\r\n%s\r\nMax-Forwards: 70\r\nFrom: <sip:%s@%s>;tag=%s\r\nTo: <sip:%s@%s>\r\n"
-           "Call-ID: %s\r\nCSeq: 1 REGISTER\r\n%sExpires: %d\r\nContent-Length: 0\r\n\r\n"
-           % (a.domain, via(c, "z9hG4bK" + tag()), a.user, a.domain, tag(), a.user, a.domain, uuid.uuid4().hex, contacts, a.expires))
-    c.send(reg)
+    if a.one_line:
+        contacts = "Contact: " + ", ".join("<sip:%s@127.0.%d.%d:%d>" % (a.user, i // 250, i % 250 + 1, 5000 + i) for i in range(a.contacts)) + "\r\n"
+    else:
+        contacts = "".join("Contact: <sip:%s@127.0.0.%d:%d>\r\n" % (a.user, i + 1, 5000 + i) for i in range(a.contacts))
+    ftag, call_id = tag(), uuid.uuid4().hex
+    def reg(cseq, auth):
+        return ("REGISTER sip:%s SIP/2.0\r\n%s\r\nMax-Forwards: 70\r\nFrom: <sip:%s@%s>;tag=%s\r\nTo: <sip:%s@%s>\r\n"
+                "Call-ID: %s\r\nCSeq: %d REGISTER\r\n%s%sExpires: %d\r\nContent-Length: 0\r\n\r\n"
+                % (a.domain, via(c, "z9hG4bK" + tag()), a.user, a.domain, ftag, a.user, a.domain, call_id, cseq, contacts,
+                   auth + "\r\n" if auth else "", a.expires))
+    c.send(reg(1, None))
     m = c.recv(5)
     if m is None:
         log("ERROR no answer")
         return 1
     m = Msg(m)
+    if m.status in (401, 407) and a.password:
+        line = authorization(m, "REGISTER", "sip:%s" % a.domain, a.user, a.password)
+        if line:
+            c.send(reg(2, line))
+            m = c.recv(5)
+            if m is None:
+                log("ERROR no answer")
+                return 1
+            m = Msg(m)
     log("RESPONSE", m.first)
     for v in m.all("contact"):
         log("CONTACT", v)
@@ -313,9 +381,11 @@ def main():
     p.add_argument("--timeout", type=float, default=10)
     p.add_argument("--expires", type=int, default=300)
     p.add_argument("--contacts", type=int, default=1)
+    p.add_argument("--one-line", action="store_true", help="all contacts in one Contact header")
     p.add_argument("--cancel", action="store_true")
     p.add_argument("--scheme", default="sip", help="sip or sips for the called URI")
     p.add_argument("--expect", type=int, default=200)
+    p.add_argument("--password", default="test-password", help="answer 401/407 with this password (empty: never)")
     a = p.parse_args()
     return {"phone": phone, "call": call, "register": register}[a.mode](a)
 

@@ -3,7 +3,13 @@ import SIPConfig
 import SIPProxy
 import Testing
 
-/// A proxy with UDP, TCP and TLS listeners and the default script.
+/// The users defaultProxy adds to the subscriber table (domain localhost),
+/// all with this password, which Tests/Peers/ua.py answers challenges with.
+let testUsers = ["alice", "bob", "carol", "dave", "erin", "frank", "mallory", "tess", "uma", "caller", "sipsak"]
+let testPassword = "test-password"
+
+/// A proxy with UDP, TCP and TLS listeners and the default script (which
+/// authenticates: the test users are added).
 func defaultProxy(_ pki: TestPKI, extra: String = "", script: String? = nil, locationFile: String? = nil, dir: String? = nil) throws -> TestProxy {
     try pki.issue("server", cn: "localhost", dns: ["localhost"], ips: ["127.0.0.1"], sip: ["sip:localhost"])
     let modules = """
@@ -17,9 +23,12 @@ func defaultProxy(_ pki: TestPKI, extra: String = "", script: String? = nil, loc
     loadmodule "siputils.so"
     loadmodule "xlog.so"
     loadmodule "tls.so"
+    loadmodule "auth.so"
+    loadmodule "auth_db.so"
+    loadmodule "pike.so"
     modparam("usrloc", "db_mode", \(locationFile == nil ? 0 : 1))
     """
-    return try TestProxy("""
+    let proxy = try TestProxy("""
     listen=udp:127.0.0.1:0
     listen=tcp:127.0.0.1:0
     listen=tls:127.0.0.1:0
@@ -31,6 +40,10 @@ func defaultProxy(_ pki: TestPKI, extra: String = "", script: String? = nil, loc
     \(modules)
     \(script ?? defaultScript())
     """, dir: dir, locationFile: locationFile)
+    for u in testUsers {
+        try proxy.core.subscribers.put(.make(username: u, domain: "localhost", password: testPassword, keepPassword: false))
+    }
+    return proxy
 }
 
 @Suite("Proxy flows across UDP, TCP and TLS", .serialized)
