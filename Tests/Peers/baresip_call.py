@@ -21,7 +21,9 @@ Prints one JSON line, e.g.
   {"ok": true, "failed_step": null, "registered": true, "established": true,
    "rtp_caller_to_callee": 150, "rtp_callee_to_caller": 150,
    "closed_by_bye": true, ...}
-and exits 0 only when every step passed (1: a step failed, 2: bad usage or
+("caller_final_status": the SIP status that ended a call that failed to
+connect, "caller_sip"/"callee_sip": each phone's SIP messages in order) and
+exits 0 only when every step passed (1: a step failed, 2: bad usage or
 baresip missing). On failure the phones' logs (with SIP traces) go to stderr.
 The baresip processes are stopped on every exit (and die with this script:
 PR_SET_PDEATHSIG, plus baresip's own -t time limit).
@@ -378,6 +380,8 @@ def run(args, out, phones):
         raise StepFailed("establish", f"caller: the call to {target} was neither answered nor closed within 15 s")
     if hit[1]["type"] == "CALL_CLOSED":
         out["caller_close_reason"] = hit[1].get("param", "")
+        status = re.match(r"([1-6]\d\d) ", out["caller_close_reason"])
+        out["caller_final_status"] = int(status.group(1)) if status else None
         raise StepFailed("establish", f"caller: the call to {target} failed: {hit[1].get('param', '')}")
     callee_hit = callee.ctrl.wait_event({"CALL_ESTABLISHED", "CALL_CLOSED"}, deadline, 5)
     if callee_hit is None or callee_hit[1]["type"] != "CALL_ESTABLISHED":
@@ -449,7 +453,7 @@ def main():
            "registered": False, "callee_registered": False, "caller_registered": False,
            "established": False, "caller_rtp_received": False, "callee_rtp_received": False,
            "rtp_caller_to_callee": 0, "rtp_callee_to_caller": 0,
-           "closed_by_bye": False}
+           "closed_by_bye": False, "caller_final_status": None}
     for a, v in (("--ca", args.ca),):
         if not os.path.isfile(v):
             out.update(failed_step="usage", error=f"{a} {v}: no such file")
