@@ -264,14 +264,14 @@ ctrl_tcp_listen\t127.0.0.1:{self.ctrl_port}
         except OSError:
             return ""
 
-    def stop(self):
+    def stop(self, grace=4.0):
         if self.proc.poll() is None:
             self.proc.terminate()          # baresip unregisters, then exits
-            try:
-                self.proc.wait(timeout=4)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        try:
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
         self.log_file.close()
 
     def rtp_stats(self):
@@ -311,6 +311,16 @@ ctrl_tcp_listen\t127.0.0.1:{self.ctrl_port}
 
 
 TRACE_HEAD = re.compile(r"^(UDP|TCP|TLS) (\S+) -> (\S+)\r?\n", re.M)
+
+
+def stop_all(phones):
+    """SIGTERM to every phone at once (each unregisters), SIGKILL after 4 s."""
+    for phone in phones:
+        if phone.proc.poll() is None:
+            phone.proc.terminate()
+    end = time.monotonic() + 4
+    for phone in phones:
+        phone.stop(grace=max(0.1, end - time.monotonic()))
 
 
 def account(user, domain, transport, outbound, password, extra):
@@ -413,8 +423,7 @@ def run(args, out, phones):
     # Let a retransmitted BYE or its 200 settle, then stop the phones so
     # they print their RTP statistics.
     time.sleep(min(0.5, deadline.left()))
-    for phone in phones:
-        phone.stop()
+    stop_all(phones)
     proxy = {f"{args.host}:{args.udp_port}", f"{args.host}:{args.tls_port}"}
     out["callee_bye_received"] = sum(1 for line, cseq in callee.received(proxy) if line.startswith("BYE "))
     out["caller_bye_answered"] = any(line.startswith("SIP/2.0 200") and cseq == "BYE" for line, cseq in caller.received(proxy))
@@ -491,10 +500,10 @@ def main():
     except Exception as e:  # report, never hang
         out["failed_step"], out["error"] = "internal", f"{type(e).__name__}: {e}"
     finally:
-        for phone in phones:
-            try:
-                phone.stop()
-            except Exception:
+        try:
+            stop_all(phones)
+        except Exception:
+            for phone in phones:
                 if phone.proc.poll() is None:
                     phone.proc.kill()
         proxy = {f"{args.host}:{args.udp_port}", f"{args.host}:{args.tls_port}"}
