@@ -22,8 +22,8 @@ Prints one JSON line, e.g.
    "rtp_caller_to_callee": 150, "rtp_callee_to_caller": 150,
    "closed_by_bye": true, ...}
 ("caller_final_status": the SIP status that ended a call that failed to
-connect, "caller_sip"/"callee_sip": each phone's SIP messages in order) and
-exits 0 only when every step passed (1: a step failed, 2: bad usage or
+connect, "caller_sip"/"callee_sip": each phone's SIP messages in order,
+"seconds": when each step ended) and exits 0 only when every step passed (1: a step failed, 2: bad usage or
 baresip missing). On failure the phones' logs (with SIP traces) go to stderr.
 The baresip processes are stopped on every exit (and die with this script:
 PR_SET_PDEATHSIG, plus baresip's own -t time limit).
@@ -354,6 +354,10 @@ def registered(phone, deadline, result_key, out):
 
 def run(args, out, phones):
     deadline = Deadline(args.time_limit)
+    start = time.monotonic()
+
+    def mark(step):
+        out.setdefault("seconds", {})[step] = round(time.monotonic() - start, 2)
     out["tls_verified"] = check_tls(args.host, args.tls_port, args.ca, deadline)
 
     root = tempfile.mkdtemp(prefix="baresip-call-")
@@ -367,6 +371,7 @@ def run(args, out, phones):
     phones.append(caller)
     callee.connect(deadline)
     caller.connect(deadline)
+    mark("started")
 
     tls_outbound = f"sip:{args.host}:{args.tls_port};transport=tls"
     udp_outbound = f"sip:{args.host}:{args.udp_port};transport=udp"
@@ -379,6 +384,7 @@ def run(args, out, phones):
         raise StepFailed("register", f"caller: uanew failed: {r.get('data')}")
     registered(caller, deadline, "caller_registered", out)
     out["registered"] = True
+    mark("registered")
 
     # The call.
     target = f"sip:{args.callee}@{args.domain}"
@@ -386,6 +392,7 @@ def run(args, out, phones):
     if not r.get("ok"):
         raise StepFailed("dial", f"caller: dial {target} failed: {r.get('data')}")
     hit = caller.ctrl.wait_event({"CALL_ESTABLISHED", "CALL_CLOSED"}, deadline, 15)
+    mark("answered")
     if hit is None:
         raise StepFailed("establish", f"caller: the call to {target} was neither answered nor closed within 15 s")
     if hit[1]["type"] == "CALL_CLOSED":
@@ -397,6 +404,7 @@ def run(args, out, phones):
     if callee_hit is None or callee_hit[1]["type"] != "CALL_ESTABLISHED":
         raise StepFailed("establish", "callee: the call is established at the caller but not at the callee")
     out["established"] = True
+    mark("established")
 
     # Media: each side must receive RTP (baresip's CALL_RTPESTAB on the first packet).
     for phone, key in ((caller, "caller_rtp_received"), (callee, "callee_rtp_received")):
@@ -412,6 +420,7 @@ def run(args, out, phones):
     # Hang up from the caller: a BYE through the proxy.
     callee_mark = len(callee.ctrl.events)
     caller_mark = len(caller.ctrl.events)
+    mark("media")
     r = caller.ctrl.command("hangup")
     if not r.get("ok"):
         raise StepFailed("hangup", f"caller: hangup failed: {r.get('data')}")
@@ -422,8 +431,10 @@ def run(args, out, phones):
         out["callee_close_reason"] = closed[1].get("param", "")
     # Let a retransmitted BYE or its 200 settle, then stop the phones so
     # they print their RTP statistics.
+    mark("closed")
     time.sleep(min(0.5, deadline.left()))
     stop_all(phones)
+    mark("stopped")
     proxy = {f"{args.host}:{args.udp_port}", f"{args.host}:{args.tls_port}"}
     out["callee_bye_received"] = sum(1 for line, cseq in callee.received(proxy) if line.startswith("BYE "))
     out["caller_bye_answered"] = any(line.startswith("SIP/2.0 200") and cseq == "BYE" for line, cseq in caller.received(proxy))

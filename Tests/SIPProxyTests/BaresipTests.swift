@@ -33,6 +33,8 @@ enum Baresip {
         var callerFinalStatus: Int?
         var callerSip: [String]?
         var calleeSip: [String]?
+        /// When each step ended, in seconds from the start.
+        var seconds: [String: Double]?
     }
 
     struct Run {
@@ -45,6 +47,7 @@ enum Baresip {
             var s = "baresip_call.py exit \(result.status)"
             if let o = outcome {
                 s += ", failed step: \(o.failedStep ?? "none"), error: \(o.error ?? "none")"
+                s += "\nsteps ended at (s): " + (o.seconds ?? [:]).sorted { $0.value < $1.value }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
                 s += "\ncaller (UDP) SIP:\n  " + (o.callerSip ?? []).joined(separator: "\n  ")
                 s += "\ncallee (TLS) SIP:\n  " + (o.calleeSip ?? []).joined(separator: "\n  ")
             } else {
@@ -61,10 +64,10 @@ enum Baresip {
     static func call(_ proxy: TestProxy, ca: String, callerPassword: String? = nil, calleePassword: String? = nil) -> Run {
         var args = [Paths.peers + "/baresip_call.py", "--host", "127.0.0.1",
                     "--udp-port", String(proxy.port(.udp)), "--tls-port", String(proxy.port(.tls)),
-                    "--ca", ca, "--domain", "localhost", "--time-limit", "45", "--baresip", program]
+                    "--ca", ca, "--domain", "localhost", "--time-limit", "60", "--baresip", program]
         if let callerPassword { args += ["--caller-password", callerPassword] }
         if let calleePassword { args += ["--callee-password", calleePassword] }
-        let r = Subprocess.run("python3", args, timeout: 75)
+        let r = Subprocess.run("python3", args, timeout: 90)
         let line = r.lines.last { $0.hasPrefix("{") } ?? ""
         let decoder = JSONDecoder()
         decoder.keyDecodingStrategy = .convertFromSnakeCase
