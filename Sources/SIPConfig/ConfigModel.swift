@@ -89,12 +89,14 @@ public struct CoreSettings: Sendable, Equatable {
     public var tcpWriteQueueMax = 10 * 1024 * 1024
     /// `tcp_max_connections_per_ip`: inbound TCP and TLS connections from one source address.
     public var tcpMaxConnectionsPerIP = 32
+    /// `tcp_max_outbound_connections`: connections SwiftSER opens (TCP and TLS together).
+    public var tcpMaxOutboundConnections = 2048
     /// `tcp_msg_read_timeout` (s): a started message must be complete within this.
     public var tcpMessageReadTimeout = 20
     /// The connection pools' size: `tcp_max_connections` and
-    /// `tls_max_connections` for inbound and the same again for outbound,
-    /// plus the TLS handshake pool.
-    public var streamConnectionBudget: Int { 2 * (tcpMaxConnections + tlsMaxConnections) }
+    /// `tls_max_connections` (inbound) plus `tcp_max_outbound_connections`
+    /// (the TLS handshake pool is counted by the caller).
+    public var streamConnectionBudget: Int { tcpMaxConnections + tlsMaxConnections + tcpMaxOutboundConnections }
     /// `max_message_size` / `tcp_max_msg_size` (octets, header plus body).
     public var maxMessageSize = 65_535
     /// `server_header` / `user_agent_header`: values SwiftSER writes into replies and requests it makes.
@@ -253,7 +255,7 @@ public struct TLSSettings: Sendable, Equatable {
     public var handshakeTimeout = 10
     /// `tls_max_handshakes`: inbound TLS connections still in the handshake
     /// (a pool of their own; when full, the oldest is closed for a new one).
-    public var maxHandshakes = 64
+    public var maxHandshakes = 256
     /// `tls_send_timeout` (s).
     public var sendTimeout = 120
     /// The default server and client domains first, then the others in

@@ -174,11 +174,12 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
     }
 }
 
-/// All open connections, by id and by peer, in three pools per protocol:
-/// inbound (`tcp_max_connections`, `tls_max_connections`), outbound (the
-/// same sizes, counted apart so a flood of inbound connections cannot stop
-/// the proxy from reaching its next hops), and inbound TLS connections still
-/// in the handshake (`tls_max_handshakes`). Inbound connections are also
+/// All open connections, by id and by peer, in pools: inbound per protocol
+/// (`tcp_max_connections`, `tls_max_connections`), outbound
+/// (`tcp_max_outbound_connections`, TCP and TLS together, counted apart so
+/// a flood of inbound connections cannot stop the proxy from reaching its
+/// next hops), and inbound TLS connections still in the handshake
+/// (`tls_max_handshakes`). Inbound connections are also
 /// counted per source address (`tcp_max_connections_per_ip`).
 final class ConnectionTable: @unchecked Sendable {  // every field is guarded by `lock`
     enum Pool { case inbound, outbound, handshake }
@@ -243,8 +244,12 @@ final class ConnectionTable: @unchecked Sendable {  // every field is guarded by
                     evicted = old
                 }
                 handshakes.append(c.id)
-            case .inbound, .outbound:
+            case .inbound:
                 if counts[key, default: 0] >= limits.connections { return .poolFull }
+            case .outbound:
+                // One pool for TCP and TLS together.
+                let open = counts[PoolKey(proto: .tcp, pool: .outbound), default: 0] + counts[PoolKey(proto: .tls, pool: .outbound), default: 0]
+                if open >= limits.connections { return .poolFull }
             }
             counts[key, default: 0] += 1
             pools[c.id] = pool

@@ -28,6 +28,8 @@ final class SIPStreamHandler: ChannelDuplexHandler {
         var maxTotalQueuedBytes: Int
         var limits: SIPLimits
         var maxConnections: Int
+        /// `tcp_max_outbound_connections`: connections SwiftSER opens, TCP and TLS together.
+        var maxOutbound: Int
         /// `tcp_max_connections_per_ip`: inbound connections from one address.
         var maxConnectionsPerIP: Int
         /// `tls_max_handshakes`: inbound TLS connections still in the handshake.
@@ -115,7 +117,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
         connection = c
         let pool: ConnectionTable.Pool = outbound ? .outbound : (isTLS ? .handshake : .inbound)
         let admitted = transport.connections.add(c, pool: pool, limits: ConnectionTable.Limits(
-            connections: settings.maxConnections, perAddress: settings.maxConnectionsPerIP, handshakes: settings.maxHandshakes))
+            connections: outbound ? settings.maxOutbound : settings.maxConnections, perAddress: settings.maxConnectionsPerIP, handshakes: settings.maxHandshakes))
         let refusal: String?
         switch admitted {
         case .added: refusal = nil
@@ -125,7 +127,8 @@ final class SIPStreamHandler: ChannelDuplexHandler {
             old.close(reason: "closed to make room for a new TLS handshake: tls_max_handshakes (\(settings.maxHandshakes)) in progress")
         case .poolFull:
             transport.counters.add(\.poolRefusals)
-            refusal = "\(outbound ? "outbound " : "")\(listener.proto == .tls ? "tls_max_connections" : "tcp_max_connections") (\(settings.maxConnections)) reached"
+            refusal = outbound ? "tcp_max_outbound_connections (\(settings.maxOutbound)) reached"
+                : "\(listener.proto == .tls ? "tls_max_connections" : "tcp_max_connections") (\(settings.maxConnections)) reached"
         case .addressFull:
             transport.counters.add(\.perAddressRefusals)
             refusal = "tcp_max_connections_per_ip (\(settings.maxConnectionsPerIP)) reached for \(c.remoteIP)"

@@ -397,7 +397,8 @@ struct TransportLimitParameterTests {
         #expect(c.core.tcpWriteQueueMax == 10_485_760)
         #expect(c.core.tcpMaxConnectionsPerIP == 32)
         #expect(c.core.tcpMessageReadTimeout == 20)
-        #expect(c.tls.maxHandshakes == 64)
+        #expect(c.tls.maxHandshakes == 256)
+        #expect(c.core.tcpMaxOutboundConnections == 2048)
     }
 
     @Test("set")
@@ -408,6 +409,7 @@ struct TransportLimitParameterTests {
         tcp_max_connections_per_ip=5
         tcp_msg_read_timeout=7
         tls_max_handshakes=16
+        tcp_max_outbound_connections=10
         \(minimalRoute)
         """)
         #expect(c.core.tcpConnWriteQueueMax == 65_536)
@@ -415,6 +417,7 @@ struct TransportLimitParameterTests {
         #expect(c.core.tcpMaxConnectionsPerIP == 5)
         #expect(c.core.tcpMessageReadTimeout == 7)
         #expect(c.tls.maxHandshakes == 16)
+        #expect(c.core.tcpMaxOutboundConnections == 10)
     }
 
     @Test("out-of-range values are config errors", arguments: [
