@@ -76,7 +76,7 @@ final class UDPSendHandler: ChannelOutboundHandler {
         promise?.fail(error)
     }
 
-    /// Opens, configures and binds the UDP socket of a listener; the
+    /// Opens and binds the UDP socket of a listener (non-blocking); the
     /// descriptor is handed to `DatagramBootstrap.withBoundSocket`.
     static func makeSocket(host: String, port: Int) throws -> CInt {
         let address = try SocketAddress.makeAddressResolvingHost(host, port: port)
@@ -89,10 +89,9 @@ final class UDPSendHandler: ChannelOutboundHandler {
         guard fd >= 0 else { throw IOError(errnoCode: errno, reason: "socket") }
         var ok = false
         defer { if !ok { closeDescriptor(fd) } }
-        var one: CInt = 1
-        guard setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<CInt>.size)) == 0 else {
-            throw IOError(errnoCode: errno, reason: "setsockopt(SO_REUSEADDR)")
-        }
+        // No SO_REUSEADDR: on UDP it would let another socket bind the same
+        // address and port and take a share of the datagrams (and UDP has
+        // no TIME_WAIT for it to help with).
         let flags = fcntl(fd, F_GETFL, 0)
         guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 else { throw IOError(errnoCode: errno, reason: "fcntl(O_NONBLOCK)") }
         let rc = address.withSockAddr { addr, size in bindDescriptor(fd, addr, socklen_t(size)) }

@@ -52,6 +52,27 @@ struct HardeningTests {
         #expect(r.out.contains("RESPONSE SIP/2.0 200 Alive"), "\(r.out) \(r.err)")
     }
 
+    @Test("no other socket can bind the UDP listener's port (no SO_REUSEADDR sharing)")
+    func udpPortNotShared() throws {
+        let proxy = try TestProxy("""
+        listen=udp:127.0.0.1:0
+        request_route { sl_send_reply("200", "Alive"); exit; }
+        """)
+        defer { proxy.stop() }
+        let script = """
+        import socket
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", \(proxy.port(.udp))))
+            print("BOUND")
+        except OSError as e:
+            print("REFUSED", e.errno)
+        """
+        let r = Subprocess.run("python3", ["-c", script])
+        #expect(r.out.hasPrefix("REFUSED"), "\(r.out) \(r.err)")
+    }
+
     static func flood(_ args: [String], timeout: TimeInterval = 30) -> Subprocess.Result {
         Subprocess.run("python3", [Paths.peers + "/flood.py"] + args, timeout: timeout)
     }
