@@ -421,8 +421,9 @@ final class SIPStreamHandler: ChannelDuplexHandler {
     func read(context: ChannelHandlerContext) {
         if context.channel.isWritable {
             context.read()
-        } else {
+        } else if !readDeferred {
             readDeferred = true
+            transport.counters.add(\.readPauses)
         }
     }
 

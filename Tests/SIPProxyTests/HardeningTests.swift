@@ -203,6 +203,45 @@ struct HardeningTests {
         #expect(r.out.contains("RESPONSE SIP/2.0 200 Reached"), "\(r.out) \(proxy.log.lines.suffix(5))")
     }
 
+    @Test("tcp_max_outbound_connections bounds the connections the proxy opens")
+    func outboundLimit() throws {
+        let a = try TestProxy("""
+        listen=tcp:127.0.0.1:0
+        request_route { sl_send_reply("200", "Reached A"); exit; }
+        """)
+        defer { a.stop() }
+        let b = try TestProxy("""
+        listen=tcp:127.0.0.1:0
+        request_route { sl_send_reply("200", "Reached B"); exit; }
+        """)
+        defer { b.stop() }
+        let proxy = try TestProxy("""
+        listen=udp:127.0.0.1:0
+        listen=tcp:127.0.0.1:0
+        tcp_max_outbound_connections=1
+        request_route {
+            if ($rU == "a") { forward_tcp("127.0.0.1", \(a.port(.tcp))); exit; }
+            forward_tcp("127.0.0.1", \(b.port(.tcp)));
+            exit;
+        }
+        """)
+        defer { proxy.stop() }
+        let msg = { (user: String) -> String in
+            "OPTIONS sip:\(user)@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-\(user)\(UUID().uuidString.prefix(8));rport\r\n"
+                + "Max-Forwards: 70\r\nFrom: <sip:p@localhost>;tag=1\r\nTo: <sip:\(user)@127.0.0.1>\r\nCall-ID: \(UUID().uuidString)\r\n"
+                + "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        }
+        let dir = makeTempDir("outbound")
+        try msg("a").write(toFile: dir + "/a.sip", atomically: true, encoding: .utf8)
+        try msg("b").write(toFile: dir + "/b.sip", atomically: true, encoding: .utf8)
+        let first = Subprocess.sipclient(["--proto", "udp", "--port", String(proxy.port(.udp)), "--file", dir + "/a.sip", "--wait", "3"])
+        #expect(first.out.contains("RESPONSE SIP/2.0 200 Reached A"), "\(first.out)")
+        // The one outbound place is taken by the connection to A.
+        let second = Subprocess.sipclient(["--proto", "udp", "--port", String(proxy.port(.udp)), "--file", dir + "/b.sip", "--wait", "2"])
+        #expect(!second.out.contains("Reached B"), "\(second.out)")
+        #expect(proxy.transport.counters.values.poolRefusals >= 1, "\(proxy.transport.counters.values)")
+    }
+
     @Test("RLIMIT_NOFILE: raised when the limits need it, a clear error when the hard limit is too low")
     func descriptorLimit() throws {
         let (soft, hard) = DescriptorLimit.current
