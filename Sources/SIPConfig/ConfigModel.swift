@@ -93,10 +93,6 @@ public struct CoreSettings: Sendable, Equatable {
     public var tcpMaxOutboundConnections = 2048
     /// `tcp_msg_read_timeout` (s): a started message must be complete within this.
     public var tcpMessageReadTimeout = 20
-    /// The connection pools' size: `tcp_max_connections` and
-    /// `tls_max_connections` (inbound) plus `tcp_max_outbound_connections`
-    /// (the TLS handshake pool is counted by the caller).
-    public var streamConnectionBudget: Int { tcpMaxConnections + tlsMaxConnections + tcpMaxOutboundConnections }
     /// `max_message_size` / `tcp_max_msg_size` (octets, header plus body).
     public var maxMessageSize = 65_535
     /// `server_header` / `user_agent_header`: values SwiftSER writes into replies and requests it makes.
@@ -334,4 +330,20 @@ public struct DNSServerAddress: Sendable, Equatable {
         self.host = host
         self.port = port
     }
+}
+
+extension Config {
+    /// File descriptors the connection limits can hold open: the inbound
+    /// pools of the stream protocols that have a listener (TLS with its
+    /// handshake pool), the outbound pool, the listeners, and 256 for DNS,
+    /// the control socket, files and the database.
+    public var descriptorsNeeded: Int {
+        let tcp = listens.contains { $0.proto == .tcp } ? core.tcpMaxConnections : 0
+        let tls = listens.contains { $0.proto == .tls } ? self.tls.maxConnectionsWithHandshakes(core) : 0
+        return tcp + tls + core.tcpMaxOutboundConnections + listens.count + 256
+    }
+}
+
+extension TLSSettings {
+    func maxConnectionsWithHandshakes(_ core: CoreSettings) -> Int { core.tlsMaxConnections + maxHandshakes }
 }
