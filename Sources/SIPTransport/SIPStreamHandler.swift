@@ -321,13 +321,10 @@ final class SIPStreamHandler: ChannelDuplexHandler {
             }
             if connection == nil { return }
         }
-        // tcp_msg_read_timeout: a message begun must end in time.
-        if framer.bufferedCount > 0 {
-            if messageTimer == nil { armMessageTimer(context) }
-        } else if let t = messageTimer {
-            t.cancel()
-            messageTimer = nil
-        }
+        // tcp_msg_read_timeout: a message begun must end in time. The
+        // timer is not cancelled when the message completes (one timer per
+        // period at most, not one per read): it looks when it fires.
+        if messageTimer == nil && framer.hasPartialMessage { armMessageTimer(context) }
     }
 
     private func armMessageTimer(_ context: ChannelHandlerContext) {
@@ -336,7 +333,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
         messageTimer = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
             guard let self, let c = self.connection else { return }
             self.messageTimer = nil
-            guard self.framer.bufferedCount > 0 else { return }
+            guard self.framer.hasPartialMessage else { return }
             if self.messagesRead != started {
                 // That message completed; another one has begun since.
                 self.armMessageTimer(context)

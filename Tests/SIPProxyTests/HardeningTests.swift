@@ -180,6 +180,10 @@ struct HardeningTests {
         let r = HardeningTests.flood(["partial", "--port", String(proxy.port(.tcp)), "--limit", "10"])
         #expect(r.out.hasPrefix("CLOSED"), "\(r.out) \(r.err)")
         #expect(proxy.transport.counters.values.messageReadTimeouts == 1)
+        // A single CRLF keep-alive is no message begun: it stays open.
+        let crlf = HardeningTests.flood(["partial", "--crlf", "--port", String(proxy.port(.tcp)), "--limit", "3"])
+        #expect(crlf.out.hasPrefix("STILL-OPEN"), "\(crlf.out) \(crlf.err)")
+        #expect(proxy.transport.counters.values.messageReadTimeouts == 1)
     }
 
     @Test("outbound connections have their own pool: a full inbound pool does not stop forwarding")
