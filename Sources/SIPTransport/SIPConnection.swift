@@ -11,6 +11,8 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
     public let remote: SocketAddress
     /// `remote`'s IP as text, made once.
     public let remoteIP: String
+    /// What `tcp_max_connections_per_ip` counts this connection under.
+    let limitKey: String
     public let local: SocketAddress?
     /// The listener a message from this connection is said to arrive on.
     public let listener: ListenSocket
@@ -43,6 +45,7 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
         self.channel = channel
         self.remote = channel.remoteAddress ?? (try! SocketAddress(ipAddress: "0.0.0.0", port: 0))
         self.remoteIP = remote.ipText ?? ""
+        self.limitKey = remote.limitKey
         self.local = channel.localAddress
         self.listener = listener
         self.outbound = outbound
@@ -232,7 +235,7 @@ final class ConnectionTable: @unchecked Sendable {  // every field is guarded by
     func add(_ c: SIPConnection, pool: Pool, limits: Limits) -> Admission {
         lock.withLock {
             let key = PoolKey(proto: c.proto, pool: pool)
-            if pool != .outbound && perAddress[c.remoteIP, default: 0] >= limits.perAddress { return .addressFull }
+            if pool != .outbound && perAddress[c.limitKey, default: 0] >= limits.perAddress { return .addressFull }
             var evicted: SIPConnection? = nil
             switch pool {
             case .handshake:
@@ -253,7 +256,7 @@ final class ConnectionTable: @unchecked Sendable {  // every field is guarded by
             }
             counts[key, default: 0] += 1
             pools[c.id] = pool
-            if pool != .outbound { perAddress[c.remoteIP, default: 0] += 1 }
+            if pool != .outbound { perAddress[c.limitKey, default: 0] += 1 }
             byID[c.id] = c
             byPeer[ConnectionTable.peerKey(c.proto, c.remoteIP, c.remote.port ?? 0), default: []].append(c.id)
             return evicted.map { .evicted($0) } ?? .added
@@ -280,8 +283,8 @@ final class ConnectionTable: @unchecked Sendable {  // every field is guarded by
         guard let pool = pools.removeValue(forKey: c.id) else { return }
         counts[PoolKey(proto: c.proto, pool: pool), default: 1] -= 1
         if pool != .outbound {
-            let n = perAddress[c.remoteIP, default: 1] - 1
-            perAddress[c.remoteIP] = n > 0 ? n : nil
+            let n = perAddress[c.limitKey, default: 1] - 1
+            perAddress[c.limitKey] = n > 0 ? n : nil
         }
         if pool == .handshake { handshakes.removeAll { $0 == c.id } }
     }
@@ -330,8 +333,11 @@ final class ConnectionTable: @unchecked Sendable {  // every field is guarded by
         lock.withLock { counts[PoolKey(proto: proto, pool: pool), default: 0] }
     }
 
-    /// Inbound connections from one source address.
-    func count(address: String) -> Int { lock.withLock { perAddress[address, default: 0] } }
+    /// Inbound connections from one source address (IPv6: its /64).
+    func count(address: String) -> Int {
+        let key = (try? SocketAddress(ipAddress: address, port: 0))?.limitKey ?? address
+        return lock.withLock { perAddress[key, default: 0] }
+    }
 
     var all: [SIPConnection] { lock.withLock { Array(byID.values) } }
 }

@@ -131,7 +131,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
                 : "\(listener.proto == .tls ? "tls_max_connections" : "tcp_max_connections") (\(settings.maxConnections)) reached"
         case .addressFull:
             transport.counters.add(\.perAddressRefusals)
-            refusal = "tcp_max_connections_per_ip (\(settings.maxConnectionsPerIP)) reached for \(c.remoteIP)"
+            refusal = "tcp_max_connections_per_ip (\(settings.maxConnectionsPerIP)) reached for \(c.limitKey)"
         }
         if let refusal {
             logger.warning("refusing \(c): \(refusal)")
