@@ -8,10 +8,11 @@ import SIPCore
 import SIPTLS
 
 /// The last handler of a TCP or TLS connection: cuts the stream into
-/// messages and hands them to the transport; answers keep-alive pings;
-/// enforces the handshake timeout, the idle lifetime, the send timeout and
-/// the write-queue bound; registers and removes the connection; logs every
-/// close once with its reason. The seed's `tls_tcpconn_init`, `tls_read`,
+/// messages and hands them to the transport; answers keep-alive pings (one
+/// pending at most); enforces the handshake timeout, the idle lifetime, the
+/// message-read and send timeouts, the write-queue bounds and back-pressure;
+/// registers the connection in its pool and removes it; logs every close
+/// once with its reason. The seed's `tls_tcpconn_init`, `tls_read`,
 /// `tls_blocking_write`, `tls_close` and `tls_tcpconn_clean` live here.
 final class SIPStreamHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
@@ -389,7 +390,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
     // MARK: Writing (send timeout, queue bounds, back-pressure)
 
     /// The channel stops being writable when more than its high-water mark
-    /// (half of `tcp_conn_wq_max`) waits to be sent: the peer is not
+    /// (half of `tcp_conn_wq_max`, at most 64 KiB) waits to be sent: the peer is not
     /// reading. Reads then stop until it is writable again; if that lasts
     /// the send timeout, or the queue grows past the bound, the connection
     /// closes.
