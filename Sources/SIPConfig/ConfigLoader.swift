@@ -168,6 +168,8 @@ struct Builder {
             if let v = positive(a) {
                 if v < 65_536 || v > 1 << 40 { error(a.valueLocation, "tcp_wq_max must be between 65536 and 1099511627776 octets") } else { config.core.tcpWriteQueueMax = v }
             }
+        case "tcp_max_outbound_connections":
+            if let v = inRange(a, 1...1_000_000) { config.core.tcpMaxOutboundConnections = v }
         case "tcp_max_connections_per_ip":
             if let v = inRange(a, 1...1_000_000) { config.core.tcpMaxConnectionsPerIP = v }
         case "tcp_msg_read_timeout":

@@ -96,12 +96,10 @@ public struct CoreSettings: Sendable, Equatable {
     public var tcpWriteQueueMax = 10 * 1024 * 1024
     /// `tcp_max_connections_per_ip`: inbound TCP and TLS connections from one source address.
     public var tcpMaxConnectionsPerIP = 32
+    /// `tcp_max_outbound_connections`: connections SwiftSER opens (TCP and TLS together).
+    public var tcpMaxOutboundConnections = 2048
     /// `tcp_msg_read_timeout` (s): a started message must be complete within this.
     public var tcpMessageReadTimeout = 20
-    /// The connection pools' size: `tcp_max_connections` and
-    /// `tls_max_connections` for inbound and the same again for outbound,
-    /// plus the TLS handshake pool.
-    public var streamConnectionBudget: Int { 2 * (tcpMaxConnections + tlsMaxConnections) }
     /// `max_message_size` / `tcp_max_msg_size` (octets, header plus body).
     public var maxMessageSize = 65_535
     /// `server_header` / `user_agent_header`: values SwiftSER writes into replies and requests it makes.
@@ -260,7 +258,7 @@ public struct TLSSettings: Sendable, Equatable {
     public var handshakeTimeout = 10
     /// `tls_max_handshakes`: inbound TLS connections still in the handshake
     /// (a pool of their own; when full, the oldest is closed for a new one).
-    public var maxHandshakes = 64
+    public var maxHandshakes = 256
     /// `tls_send_timeout` (s).
     public var sendTimeout = 120
     /// The default server and client domains first, then the others in
@@ -430,4 +428,20 @@ public enum DatabaseURL {
         }
         return url.isEmpty ? .failure(.emptyPath) : .success(url)
     }
+}
+
+extension Config {
+    /// File descriptors the connection limits can hold open: the inbound
+    /// pools of the stream protocols that have a listener (TLS with its
+    /// handshake pool), the outbound pool, the listeners, and 256 for DNS,
+    /// the control socket, files and the database.
+    public var descriptorsNeeded: Int {
+        let tcp = listens.contains { $0.proto == .tcp } ? core.tcpMaxConnections : 0
+        let tls = listens.contains { $0.proto == .tls } ? self.tls.maxConnectionsWithHandshakes(core) : 0
+        return tcp + tls + core.tcpMaxOutboundConnections + listens.count + 256
+    }
+}
+
+extension TLSSettings {
+    func maxConnectionsWithHandshakes(_ core: CoreSettings) -> Int { core.tlsMaxConnections + maxHandshakes }
 }

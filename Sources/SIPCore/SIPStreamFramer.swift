@@ -44,6 +44,12 @@ public struct SIPStreamFramer: Sendable {
     /// Octets buffered and not yet returned as a message.
     public var bufferedCount: Int { buffer.count - start }
 
+    /// After `next()` returned nil: the first octets of a message wait for
+    /// the rest (line ends kept to tell a ping from a pong do not count).
+    public var hasPartialMessage: Bool {
+        start < buffer.count && buffer[start] != ASCII.cr && buffer[start] != ASCII.lf
+    }
+
     /// Adds received octets.
     public mutating func append<C: Collection>(_ bytes: C) where C.Element == UInt8 {
         if start > 0 && start >= buffer.count / 2 {

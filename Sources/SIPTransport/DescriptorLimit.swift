@@ -14,8 +14,8 @@ public enum DescriptorLimit {
         public var needed: Int
         public var hardLimit: Int
         public var description: String {
-            "the connection limits need \(needed) file descriptors (tcp_max_connections and tls_max_connections, inbound and outbound, "
-                + "plus tls_max_handshakes and the listeners) but RLIMIT_NOFILE's hard limit is \(hardLimit): "
+            "the connection limits need \(needed) file descriptors (tcp_max_connections, tls_max_connections, tcp_max_outbound_connections, "
+                + "tls_max_handshakes and the listeners) but RLIMIT_NOFILE's hard limit is \(hardLimit): "
                 + "raise it (ulimit -Hn, systemd LimitNOFILE=) or lower the limits"
         }
     }

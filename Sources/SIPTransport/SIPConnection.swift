@@ -11,6 +11,8 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
     public let remote: SocketAddress
     /// `remote`'s IP as text, made once.
     public let remoteIP: String
+    /// What `tcp_max_connections_per_ip` counts this connection under.
+    let limitKey: String
     public let local: SocketAddress?
     /// The listener a message from this connection is said to arrive on.
     public let listener: ListenSocket
@@ -45,6 +47,7 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
         self.channel = channel
         self.remote = channel.remoteAddress ?? (try! SocketAddress(ipAddress: "0.0.0.0", port: 0))
         self.remoteIP = remote.ipText ?? ""
+        self.limitKey = remote.limitKey
         self.local = channel.localAddress
         self.listener = listener
         self.outbound = outbound
@@ -176,11 +179,12 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
     }
 }
 
-/// All open connections, by id and by peer, in three pools per protocol:
-/// inbound (`tcp_max_connections`, `tls_max_connections`), outbound (the
-/// same sizes, counted apart so a flood of inbound connections cannot stop
-/// the proxy from reaching its next hops), and inbound TLS connections still
-/// in the handshake (`tls_max_handshakes`). Inbound connections are also
+/// All open connections, by id and by peer, in pools: inbound per protocol
+/// (`tcp_max_connections`, `tls_max_connections`), outbound
+/// (`tcp_max_outbound_connections`, TCP and TLS together, counted apart so
+/// a flood of inbound connections cannot stop the proxy from reaching its
+/// next hops), and inbound TLS connections still in the handshake
+/// (`tls_max_handshakes`). Inbound connections are also
 /// counted per source address (`tcp_max_connections_per_ip`).
 final class ConnectionTable: @unchecked Sendable {  // every field is guarded by `lock`
     enum Pool { case inbound, outbound, handshake }
@@ -233,7 +237,7 @@ final class ConnectionTable: @unchecked Sendable {  // every field is guarded by
     func add(_ c: SIPConnection, pool: Pool, limits: Limits) -> Admission {
         lock.withLock {
             let key = PoolKey(proto: c.proto, pool: pool)
-            if pool != .outbound && perAddress[c.remoteIP, default: 0] >= limits.perAddress { return .addressFull }
+            if pool != .outbound && perAddress[c.limitKey, default: 0] >= limits.perAddress { return .addressFull }
             var evicted: SIPConnection? = nil
             switch pool {
             case .handshake:
@@ -245,12 +249,16 @@ final class ConnectionTable: @unchecked Sendable {  // every field is guarded by
                     evicted = old
                 }
                 handshakes.append(c.id)
-            case .inbound, .outbound:
+            case .inbound:
                 if counts[key, default: 0] >= limits.connections { return .poolFull }
+            case .outbound:
+                // One pool for TCP and TLS together.
+                let open = counts[PoolKey(proto: .tcp, pool: .outbound), default: 0] + counts[PoolKey(proto: .tls, pool: .outbound), default: 0]
+                if open >= limits.connections { return .poolFull }
             }
             counts[key, default: 0] += 1
             pools[c.id] = pool
-            if pool != .outbound { perAddress[c.remoteIP, default: 0] += 1 }
+            if pool != .outbound { perAddress[c.limitKey, default: 0] += 1 }
             byID[c.id] = c
             byPeer[ConnectionTable.peerKey(c.proto, c.remoteIP, c.remote.port ?? 0), default: []].append(c.id)
             return evicted.map { .evicted($0) } ?? .added
@@ -277,8 +285,8 @@ final class ConnectionTable: @unchecked Sendable {  // every field is guarded by
         guard let pool = pools.removeValue(forKey: c.id) else { return }
         counts[PoolKey(proto: c.proto, pool: pool), default: 1] -= 1
         if pool != .outbound {
-            let n = perAddress[c.remoteIP, default: 1] - 1
-            perAddress[c.remoteIP] = n > 0 ? n : nil
+            let n = perAddress[c.limitKey, default: 1] - 1
+            perAddress[c.limitKey] = n > 0 ? n : nil
         }
         if pool == .handshake { handshakes.removeAll { $0 == c.id } }
     }
@@ -327,8 +335,11 @@ final class ConnectionTable: @unchecked Sendable {  // every field is guarded by
         lock.withLock { counts[PoolKey(proto: proto, pool: pool), default: 0] }
     }
 
-    /// Inbound connections from one source address.
-    func count(address: String) -> Int { lock.withLock { perAddress[address, default: 0] } }
+    /// Inbound connections from one source address (IPv6: its /64).
+    func count(address: String) -> Int {
+        let key = (try? SocketAddress(ipAddress: address, port: 0))?.limitKey ?? address
+        return lock.withLock { perAddress[key, default: 0] }
+    }
 
     var all: [SIPConnection] { lock.withLock { Array(byID.values) } }
 }

@@ -8,10 +8,11 @@ import SIPCore
 import SIPTLS
 
 /// The last handler of a TCP or TLS connection: cuts the stream into
-/// messages and hands them to the transport; answers keep-alive pings;
-/// enforces the handshake timeout, the idle lifetime, the send timeout and
-/// the write-queue bound; registers and removes the connection; logs every
-/// close once with its reason. The seed's `tls_tcpconn_init`, `tls_read`,
+/// messages and hands them to the transport; answers keep-alive pings (one
+/// pending at most); enforces the handshake timeout, the idle lifetime, the
+/// message-read and send timeouts, the write-queue bounds and back-pressure;
+/// registers the connection in its pool and removes it; logs every close
+/// once with its reason. The seed's `tls_tcpconn_init`, `tls_read`,
 /// `tls_blocking_write`, `tls_close` and `tls_tcpconn_clean` live here.
 final class SIPStreamHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
@@ -28,6 +29,8 @@ final class SIPStreamHandler: ChannelDuplexHandler {
         var maxTotalQueuedBytes: Int
         var limits: SIPLimits
         var maxConnections: Int
+        /// `tcp_max_outbound_connections`: connections SwiftSER opens, TCP and TLS together.
+        var maxOutbound: Int
         /// `tcp_max_connections_per_ip`: inbound connections from one address.
         var maxConnectionsPerIP: Int
         /// `tls_max_handshakes`: inbound TLS connections still in the handshake.
@@ -115,7 +118,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
         connection = c
         let pool: ConnectionTable.Pool = outbound ? .outbound : (isTLS ? .handshake : .inbound)
         let admitted = transport.connections.add(c, pool: pool, limits: ConnectionTable.Limits(
-            connections: settings.maxConnections, perAddress: settings.maxConnectionsPerIP, handshakes: settings.maxHandshakes))
+            connections: outbound ? settings.maxOutbound : settings.maxConnections, perAddress: settings.maxConnectionsPerIP, handshakes: settings.maxHandshakes))
         let refusal: String?
         switch admitted {
         case .added: refusal = nil
@@ -125,10 +128,11 @@ final class SIPStreamHandler: ChannelDuplexHandler {
             old.close(reason: "closed to make room for a new TLS handshake: tls_max_handshakes (\(settings.maxHandshakes)) in progress")
         case .poolFull:
             transport.counters.add(\.poolRefusals)
-            refusal = "\(outbound ? "outbound " : "")\(listener.proto == .tls ? "tls_max_connections" : "tcp_max_connections") (\(settings.maxConnections)) reached"
+            refusal = outbound ? "tcp_max_outbound_connections (\(settings.maxOutbound)) reached"
+                : "\(listener.proto == .tls ? "tls_max_connections" : "tcp_max_connections") (\(settings.maxConnections)) reached"
         case .addressFull:
             transport.counters.add(\.perAddressRefusals)
-            refusal = "tcp_max_connections_per_ip (\(settings.maxConnectionsPerIP)) reached for \(c.remoteIP)"
+            refusal = "tcp_max_connections_per_ip (\(settings.maxConnectionsPerIP)) reached for \(c.limitKey)"
         }
         if let refusal {
             logger.warning("refusing \(c): \(refusal)")
@@ -318,13 +322,10 @@ final class SIPStreamHandler: ChannelDuplexHandler {
             }
             if connection == nil { return }
         }
-        // tcp_msg_read_timeout: a message begun must end in time.
-        if framer.bufferedCount > 0 {
-            if messageTimer == nil { armMessageTimer(context) }
-        } else if let t = messageTimer {
-            t.cancel()
-            messageTimer = nil
-        }
+        // tcp_msg_read_timeout: a message begun must end in time. The
+        // timer is not cancelled when the message completes (one timer per
+        // period at most, not one per read): it looks when it fires.
+        if messageTimer == nil && framer.hasPartialMessage { armMessageTimer(context) }
     }
 
     private func armMessageTimer(_ context: ChannelHandlerContext) {
@@ -333,7 +334,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
         messageTimer = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
             guard let self, let c = self.connection else { return }
             self.messageTimer = nil
-            guard self.framer.bufferedCount > 0 else { return }
+            guard self.framer.hasPartialMessage else { return }
             if self.messagesRead != started {
                 // That message completed; another one has begun since.
                 self.armMessageTimer(context)
@@ -389,7 +390,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
     // MARK: Writing (send timeout, queue bounds, back-pressure)
 
     /// The channel stops being writable when more than its high-water mark
-    /// (half of `tcp_conn_wq_max`) waits to be sent: the peer is not
+    /// (half of `tcp_conn_wq_max`, at most 64 KiB) waits to be sent: the peer is not
     /// reading. Reads then stop until it is writable again; if that lasts
     /// the send timeout, or the queue grows past the bound, the connection
     /// closes.
@@ -418,8 +419,9 @@ final class SIPStreamHandler: ChannelDuplexHandler {
     func read(context: ChannelHandlerContext) {
         if context.channel.isWritable {
             context.read()
-        } else {
+        } else if !readDeferred {
             readDeferred = true
+            transport.counters.add(\.readPauses)
         }
     }
 

@@ -125,6 +125,7 @@ public final class SIPTransport: @unchecked Sendable {
             maxTotalQueuedBytes: config.core.tcpWriteQueueMax,
             limits: limits,
             maxConnections: tls ? config.core.tlsMaxConnections : config.core.tcpMaxConnections,
+            maxOutbound: config.core.tcpMaxOutboundConnections,
             maxConnectionsPerIP: config.core.tcpMaxConnectionsPerIP,
             maxHandshakes: config.tls.maxHandshakes,
             idleLifetime: .seconds(Int64(config.core.tcpConnectionLifetime)),
@@ -221,12 +222,8 @@ public final class SIPTransport: @unchecked Sendable {
     /// Inbound TLS connections still in the handshake.
     public var handshakesInProgress: Int { connections.count(.tls, pool: .handshake) }
 
-    /// Descriptors the configured limits can hold open: both connection
-    /// pools of each stream protocol, the handshake pool, the listeners,
-    /// and a margin for DNS, the control socket, files and the database.
-    public var descriptorsNeeded: Int {
-        config.core.streamConnectionBudget + config.tls.maxHandshakes + config.listens.count + 256
-    }
+    /// Descriptors the configured limits can hold open (`Config.descriptorsNeeded`).
+    public var descriptorsNeeded: Int { config.descriptorsNeeded }
 
     /// The listener of a protocol and address family that messages are sent from.
     public func listener(for proto: TransportProtocol, ipv6: Bool) -> ListenSocket? {

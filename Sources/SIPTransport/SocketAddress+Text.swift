@@ -28,3 +28,23 @@ extension SocketAddress {
         }
     }
 }
+
+extension SocketAddress {
+    /// The source that `tcp_max_connections_per_ip` counts: an IPv4
+    /// address, or an IPv6 address's /64 (one subscriber's usual
+    /// allocation, where every address is the attacker's to pick). An
+    /// IPv4-mapped IPv6 address counts as its IPv4 address.
+    var limitKey: String {
+        guard case .v6(let a) = self else { return ipText ?? "" }
+        let b = withUnsafeBytes(of: a.address.sin6_addr) { Array($0) }
+        guard b.count == 16 else { return ipText ?? "" }
+        if b[0..<10].allSatisfy({ $0 == 0 }) && b[10] == 0xFF && b[11] == 0xFF {
+            return "\(b[12]).\(b[13]).\(b[14]).\(b[15])"
+        }
+        var s = ""
+        for i in stride(from: 0, to: 8, by: 2) {
+            s += String(UInt16(b[i]) << 8 | UInt16(b[i + 1]), radix: 16) + ":"
+        }
+        return s + ":/64"
+    }
+}

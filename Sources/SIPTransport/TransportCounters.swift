@@ -14,6 +14,8 @@ public struct TransportCounterValues: Sendable, Equatable {
     public var pongsSent = 0
     /// Keep-alive pongs not sent because one was still pending or the peer does not read.
     public var pongsSkipped = 0
+    /// Times a connection stopped being read because its peer did not read (back-pressure).
+    public var readPauses = 0
     /// Connections refused by `tcp_max_connections_per_ip`.
     public var perAddressRefusals = 0
     /// Connections refused by `tcp_max_connections` / `tls_max_connections`.

@@ -9,6 +9,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import SIPConfig
+import SIPCore
 
 /// Why one datagram could not be sent. The socket stays open.
 public struct UDPSendError: Error, Sendable, CustomStringConvertible {
@@ -76,7 +77,7 @@ final class UDPSendHandler: ChannelOutboundHandler {
         promise?.fail(error)
     }
 
-    /// Opens, configures and binds the UDP socket of a listener; the
+    /// Opens and binds the UDP socket of a listener (non-blocking); the
     /// descriptor is handed to `DatagramBootstrap.withBoundSocket`.
     static func makeSocket(host: String, port: Int) throws -> CInt {
         let address = try SocketAddress.makeAddressResolvingHost(host, port: port)
@@ -89,10 +90,9 @@ final class UDPSendHandler: ChannelOutboundHandler {
         guard fd >= 0 else { throw IOError(errnoCode: errno, reason: "socket") }
         var ok = false
         defer { if !ok { closeDescriptor(fd) } }
-        var one: CInt = 1
-        guard setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<CInt>.size)) == 0 else {
-            throw IOError(errnoCode: errno, reason: "setsockopt(SO_REUSEADDR)")
-        }
+        // No SO_REUSEADDR: on UDP it would let another socket bind the same
+        // address and port and take a share of the datagrams (and UDP has
+        // no TIME_WAIT for it to help with).
         let flags = fcntl(fd, F_GETFL, 0)
         guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 else { throw IOError(errnoCode: errno, reason: "fcntl(O_NONBLOCK)") }
         let rc = address.withSockAddr { addr, size in bindDescriptor(fd, addr, socklen_t(size)) }
@@ -110,22 +110,3 @@ private let sendFlags: Int32 = 0
 
 private func closeDescriptor(_ fd: CInt) { _ = close(fd) }
 private func bindDescriptor(_ fd: CInt, _ addr: UnsafePointer<sockaddr>, _ len: socklen_t) -> CInt { bind(fd, addr, len) }
-
-/// Text from the network or from a peer's address made safe for a log
-/// line: CR, LF, ESC and the other control characters are written as
-/// `\xHH`, so a value cannot forge or hide log lines.
-enum LogText {
-    static func escaped(_ s: String) -> String {
-        guard s.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) else { return s }
-        var out = ""
-        out.reserveCapacity(s.utf8.count + 8)
-        for scalar in s.unicodeScalars {
-            if scalar.value < 0x20 || scalar.value == 0x7F {
-                out += "\\x" + (scalar.value < 0x10 ? "0" : "") + String(scalar.value, radix: 16, uppercase: true)
-            } else {
-                out.unicodeScalars.append(scalar)
-            }
-        }
-        return out
-    }
-}

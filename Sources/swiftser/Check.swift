@@ -26,10 +26,10 @@ struct Check: ParsableCommand {
         if !config.aliases.isEmpty { print("aliases: \(config.aliases.joined(separator: ", "))") }
         let core = config.core
         print("\nlimits (security.md):")
-        print("  connections: tcp_max_connections=\(core.tcpMaxConnections) tls_max_connections=\(core.tlsMaxConnections) (inbound; outbound the same again), tcp_max_connections_per_ip=\(core.tcpMaxConnectionsPerIP), tls_max_handshakes=\(config.tls.maxHandshakes)")
+        print("  connections: tcp_max_connections=\(core.tcpMaxConnections) tls_max_connections=\(core.tlsMaxConnections) (inbound), tcp_max_outbound_connections=\(core.tcpMaxOutboundConnections), tcp_max_connections_per_ip=\(core.tcpMaxConnectionsPerIP), tls_max_handshakes=\(config.tls.maxHandshakes)")
         print("  timeouts: tls_handshake_timeout=\(config.tls.handshakeTimeout) s, tcp_msg_read_timeout=\(core.tcpMessageReadTimeout) s, tcp_connection_lifetime=\(core.tcpConnectionLifetime) s, tcp_send_timeout=\(core.tcpSendTimeout) s, tls_send_timeout=\(config.tls.sendTimeout) s")
         print("  write queues: tcp_conn_wq_max=\(core.tcpConnWriteQueueMax) (in effect \(max(core.tcpConnWriteQueueMax, core.maxMessageSize)) octets), tcp_wq_max=\(core.tcpWriteQueueMax) octets")
-        print("  file descriptors needed: \(core.streamConnectionBudget + config.tls.maxHandshakes + config.listens.count + 256) (RLIMIT_NOFILE is raised to it at start)")
+        print("  file descriptors needed: \(config.descriptorsNeeded) (RLIMIT_NOFILE is raised to it at start)")
         if config.tls.disabled {
             print("\nTLS: disabled (disable_tls=1)")
             return

@@ -12,9 +12,10 @@
   flood.py pings --port P [--tls] [--limit S]
       Streams CRLFCRLF keep-alives and never reads; prints
       CLOSED <octets sent> when the server closes, or STILL-OPEN.
-  flood.py partial --port P [--limit S]
+  flood.py partial --port P [--limit S] [--crlf]
       Sends a request whose Content-Length promises a body that never
-      comes; prints CLOSED when the server closes, or STILL-OPEN.
+      comes (with --crlf: one CRLF keep-alive); prints CLOSED when the
+      server closes, or STILL-OPEN.
 """
 import argparse, socket, ssl, sys, time, uuid
 
@@ -121,8 +122,11 @@ def pings(a):
 
 def partial(a):
     s = connect(a.port, "127.0.0.1")
-    m = options("TCP").replace(b"Content-Length: 0", b"Content-Length: 100")
-    s.sendall(m + b"only part of the body")
+    if a.crlf:
+        s.sendall(b"\r\n")
+    else:
+        m = options("TCP").replace(b"Content-Length: 0", b"Content-Length: 100")
+        s.sendall(m + b"only part of the body")
     s.settimeout(a.limit)
     try:
         data = s.recv(4096)
@@ -142,6 +146,7 @@ def main():
     p.add_argument("--probe-source")
     p.add_argument("--probe-tls", action="store_true")
     p.add_argument("--tls", action="store_true")
+    p.add_argument("--crlf", action="store_true", help="partial: send one CRLF keep-alive instead")
     p.add_argument("--limit", type=float, default=20)
     p.add_argument("--stay", type=float, default=0, help="hold: seconds to keep the connections before closing them")
     a = p.parse_args()

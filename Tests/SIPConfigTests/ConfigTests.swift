@@ -474,7 +474,8 @@ struct TransportLimitParameterTests {
         #expect(c.core.tcpWriteQueueMax == 10_485_760)
         #expect(c.core.tcpMaxConnectionsPerIP == 32)
         #expect(c.core.tcpMessageReadTimeout == 20)
-        #expect(c.tls.maxHandshakes == 64)
+        #expect(c.tls.maxHandshakes == 256)
+        #expect(c.core.tcpMaxOutboundConnections == 2048)
     }
 
     @Test("set")
@@ -485,6 +486,7 @@ struct TransportLimitParameterTests {
         tcp_max_connections_per_ip=5
         tcp_msg_read_timeout=7
         tls_max_handshakes=16
+        tcp_max_outbound_connections=10
         \(minimalRoute)
         """)
         #expect(c.core.tcpConnWriteQueueMax == 65_536)
@@ -492,6 +494,7 @@ struct TransportLimitParameterTests {
         #expect(c.core.tcpMaxConnectionsPerIP == 5)
         #expect(c.core.tcpMessageReadTimeout == 7)
         #expect(c.tls.maxHandshakes == 16)
+        #expect(c.core.tcpMaxOutboundConnections == 10)
     }
 
     @Test("out-of-range values are config errors", arguments: [
@@ -500,5 +503,16 @@ struct TransportLimitParameterTests {
     ])
     func refused(line: String) {
         #expect(throws: ConfigErrors.self) { _ = try load(line + "\n" + minimalRoute) }
+    }
+}
+
+@Suite("File descriptors the limits need")
+struct DescriptorBudgetTests {
+    @Test("only the pools of protocols with a listener count, the outbound pool always")
+    func budget() throws {
+        let udpOnly = try load("listen=udp:127.0.0.1:5060\ntcp_max_connections=100000\n" + minimalRoute)
+        #expect(udpOnly.descriptorsNeeded == 2048 + 1 + 256)
+        let all = try load(minimalRoute)
+        #expect(all.descriptorsNeeded == 2048 + (2048 + 256) + 2048 + 3 + 256)
     }
 }

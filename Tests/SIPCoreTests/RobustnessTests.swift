@@ -122,6 +122,20 @@ struct RobustnessTests {
         #expect(f.bufferCapacity <= SIPStreamFramer.retainedCapacity)
     }
 
+    @Test("a started message is told from line ends that wait to tell a ping from a pong")
+    func partialMessage() throws {
+        var f = SIPStreamFramer()
+        f.append(Array("\r\n".utf8))
+        #expect(try f.next() == nil)
+        #expect(f.bufferedCount == 2 && !f.hasPartialMessage)
+        f.append(Array("OPTIONS sip:a@b SIP/2.0\r\nl: 5\r\n\r\nab".utf8))
+        #expect(try f.next() == nil)
+        #expect(f.hasPartialMessage)
+        f.append(Array("cde".utf8))
+        guard case .message? = try f.next() else { Issue.record("no message"); return }
+        #expect(!f.hasPartialMessage)
+    }
+
     @Test("a CRLF pong is skipped before the next message; a ping is reported")
     func keepAlive() throws {
         var f = SIPStreamFramer()

@@ -52,6 +52,27 @@ struct HardeningTests {
         #expect(r.out.contains("RESPONSE SIP/2.0 200 Alive"), "\(r.out) \(r.err)")
     }
 
+    @Test("no other socket can bind the UDP listener's port (no SO_REUSEADDR sharing)")
+    func udpPortNotShared() throws {
+        let proxy = try TestProxy("""
+        listen=udp:127.0.0.1:0
+        request_route { sl_send_reply("200", "Alive"); exit; }
+        """)
+        defer { proxy.stop() }
+        let script = """
+        import socket
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", \(proxy.port(.udp))))
+            print("BOUND")
+        except OSError as e:
+            print("REFUSED", e.errno)
+        """
+        let r = Subprocess.run("python3", ["-c", script])
+        #expect(r.out.hasPrefix("REFUSED"), "\(r.out) \(r.err)")
+    }
+
     static func flood(_ args: [String], timeout: TimeInterval = 30) -> Subprocess.Result {
         Subprocess.run("python3", [Paths.peers + "/flood.py"] + args, timeout: timeout)
     }
@@ -159,6 +180,10 @@ struct HardeningTests {
         let r = HardeningTests.flood(["partial", "--port", String(proxy.port(.tcp)), "--limit", "10"])
         #expect(r.out.hasPrefix("CLOSED"), "\(r.out) \(r.err)")
         #expect(proxy.transport.counters.values.messageReadTimeouts == 1)
+        // A single CRLF keep-alive is no message begun: it stays open.
+        let crlf = HardeningTests.flood(["partial", "--crlf", "--port", String(proxy.port(.tcp)), "--limit", "3"])
+        #expect(crlf.out.hasPrefix("STILL-OPEN"), "\(crlf.out) \(crlf.err)")
+        #expect(proxy.transport.counters.values.messageReadTimeouts == 1)
     }
 
     @Test("outbound connections have their own pool: a full inbound pool does not stop forwarding")
@@ -180,6 +205,45 @@ struct HardeningTests {
         #expect(holder.wait(for: "HELD 1"), "\(holder.lines)")
         let r = Subprocess.sipclient(["--proto", "udp", "--port", String(proxy.port(.udp)), "--options", "--wait", "3"])
         #expect(r.out.contains("RESPONSE SIP/2.0 200 Reached"), "\(r.out) \(proxy.log.lines.suffix(5))")
+    }
+
+    @Test("tcp_max_outbound_connections bounds the connections the proxy opens")
+    func outboundLimit() throws {
+        let a = try TestProxy("""
+        listen=tcp:127.0.0.1:0
+        request_route { sl_send_reply("200", "Reached A"); exit; }
+        """)
+        defer { a.stop() }
+        let b = try TestProxy("""
+        listen=tcp:127.0.0.1:0
+        request_route { sl_send_reply("200", "Reached B"); exit; }
+        """)
+        defer { b.stop() }
+        let proxy = try TestProxy("""
+        listen=udp:127.0.0.1:0
+        listen=tcp:127.0.0.1:0
+        tcp_max_outbound_connections=1
+        request_route {
+            if ($rU == "a") { forward_tcp("127.0.0.1", \(a.port(.tcp))); exit; }
+            forward_tcp("127.0.0.1", \(b.port(.tcp)));
+            exit;
+        }
+        """)
+        defer { proxy.stop() }
+        let msg = { (user: String) -> String in
+            "OPTIONS sip:\(user)@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-\(user)\(UUID().uuidString.prefix(8));rport\r\n"
+                + "Max-Forwards: 70\r\nFrom: <sip:p@localhost>;tag=1\r\nTo: <sip:\(user)@127.0.0.1>\r\nCall-ID: \(UUID().uuidString)\r\n"
+                + "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        }
+        let dir = makeTempDir("outbound")
+        try msg("a").write(toFile: dir + "/a.sip", atomically: true, encoding: .utf8)
+        try msg("b").write(toFile: dir + "/b.sip", atomically: true, encoding: .utf8)
+        let first = Subprocess.sipclient(["--proto", "udp", "--port", String(proxy.port(.udp)), "--file", dir + "/a.sip", "--wait", "3"])
+        #expect(first.out.contains("RESPONSE SIP/2.0 200 Reached A"), "\(first.out)")
+        // The one outbound place is taken by the connection to A.
+        let second = Subprocess.sipclient(["--proto", "udp", "--port", String(proxy.port(.udp)), "--file", dir + "/b.sip", "--wait", "2"])
+        #expect(!second.out.contains("Reached B"), "\(second.out)")
+        #expect(proxy.transport.counters.values.poolRefusals >= 1, "\(proxy.transport.counters.values)")
     }
 
     @Test("RLIMIT_NOFILE: raised when the limits need it, a clear error when the hard limit is too low")

@@ -1,6 +1,7 @@
 import Foundation
 import SIPConfig
 import SIPProxy
+import SIPTransport
 import Testing
 
 /// Replies echo every header back, so replies are as large as requests.
@@ -35,6 +36,8 @@ struct TimeoutTests {
         let r = Subprocess.run("python3", [Paths.peers + "/stalls.py", "noread", "--tls", "--count", "1500", "--port", String(proxy.port(.tls)), "--limit", "15"], timeout: 25)
         #expect(r.out.hasPrefix("CLOSED"), "\(r.out)")
         #expect(proxy.log.wait(for: "closed: send timeout"), "\(proxy.log.lines.suffix(5))")
+        // While the replies waited, the connection was not read (back-pressure).
+        #expect(proxy.transport.counters.values.readPauses >= 1, "\(proxy.transport.counters.values)")
     }
 
     @Test("the write queue is bounded: a peer that sends on but never reads is closed")

@@ -14,3 +14,14 @@ struct AddressTextTests {
         #expect(a.ipText == ip)
     }
 }
+
+@Suite("The source tcp_max_connections_per_ip counts")
+struct LimitKeyTests {
+    @Test("IPv4 as is, IPv6 by its /64, IPv4-mapped as IPv4", arguments: [
+        ("192.0.2.7", "192.0.2.7"), ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"), ("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64"),
+        ("::ffff:192.0.2.7", "192.0.2.7"), ("::1", "0:0:0:0::/64"),
+    ])
+    func key(ip: String, expected: String) throws {
+        #expect(try SocketAddress(ipAddress: ip, port: 5060).limitKey == expected)
+    }
+}

@@ -492,20 +492,3 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
         return true
     }
 }
-
-/// A value from the network as it may appear in a log line: CR, LF, ESC
-/// and other control characters escaped.
-struct LogText: CustomStringConvertible {
-    let raw: String
-    init(_ raw: String) { self.raw = raw }
-    var description: String {
-        var out = ""
-        for u in raw.unicodeScalars {
-            switch u.value {
-            case 0x20..<0x7F, 0x80...: out.unicodeScalars.append(u)
-            default: out += String(format: "\\x%02X", u.value)
-            }
-        }
-        return out
-    }
-}
