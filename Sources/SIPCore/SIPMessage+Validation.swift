@@ -5,7 +5,7 @@ extension SIPMessage {
     ///
     /// A class: it is handed along with every message (context, transaction
     /// key, replies), and a copy is then one reference, not every field.
-    public final class Checked: @unchecked Sendable {
+    public final class Checked: @unchecked Sendable { // every stored property is an immutable `let` of a value type
         public let topVia: Via
         /// The top Via value's text as received.
         public let topViaText: ArraySlice<UInt8>

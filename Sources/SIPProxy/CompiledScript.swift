@@ -4,7 +4,7 @@ import SIPConfig
 /// The route script in executable form: names resolved to enum cases,
 /// route references to indices, regular expressions compiled. Built once
 /// at load; running a message never looks at script text again.
-final class CompiledScript: @unchecked Sendable {
+final class CompiledScript: @unchecked Sendable { // built once at load, read-only afterwards (NSRegularExpression is not marked Sendable)
     enum Keyword { case method, uri, srcIP, srcPort, dstIP, dstPort, proto, af, status, myself }
 
     enum PV {

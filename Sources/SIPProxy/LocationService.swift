@@ -8,7 +8,7 @@ import SIPTransport
 /// contacts. Kept in memory for lookups and written through to an
 /// embedded SQLite file (WAL), read back at start, so a restart loses no
 /// registration. With no file it is memory only (`db_mode=0`).
-public final class LocationService: @unchecked Sendable {
+public final class LocationService: @unchecked Sendable { // bindings and the SQLite handle are guarded by `lock`; AORs by `aorLocks`
     public struct Binding: Sendable, Equatable {
         public var aor: String
         /// The contact URI as registered.

@@ -12,7 +12,7 @@ import X509
 /// the route script on requests, routes responses back, and carries out
 /// what the script asks (replies, stateless and stateful forwarding,
 /// record-routing, registrar).
-public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
+public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // immutable after init; shared state lives in types with their own locks
     public let config: Config
     public let transport: SIPTransport
     let logger: Logger
@@ -386,7 +386,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable {
         }
         var dest = Destination(proto: proto, host: bare, port: port)
         if proto != .udp, let c = transport.findConnection(proto: proto, ip: bare, port: Int(port)) { dest.connectionID = c.id }
-        transport.send(m.serialized(), to: dest).whenFailure { [logger] e in logger.info("response to \(dest) not sent: \(e)") }
+        transport.send(m.serialized(), to: dest).whenFailure { [logger, dest] e in logger.info("response to \(dest) not sent: \(e)") }
     }
 }
 

@@ -35,7 +35,7 @@ public struct CertificateSummary: Sendable, CustomStringConvertible {
 }
 
 /// A certificate chain and its private key, read and checked.
-public struct LoadedIdentity: @unchecked Sendable {
+public struct LoadedIdentity: @unchecked Sendable { // immutable after loading; NIOSSL's certificate and key types are not marked Sendable
     public var chain: [NIOSSLCertificate]
     public var key: NIOSSLPrivateKey
     public var summary: CertificateSummary

@@ -21,7 +21,7 @@ public enum DNSError: Error, Sendable, CustomStringConvertible {
 /// tries, one second each) and caches answers for their TTL (at most an
 /// hour; "no such name" and no answer at all for 30 s). The server is `dns_server` or the first
 /// `nameserver` of /etc/resolv.conf.
-public final class DNSClient: @unchecked Sendable {
+public final class DNSClient: @unchecked Sendable { // mutable state (cache, pending queries) is guarded by `lock`
     public let server: SocketAddress
     private let group: EventLoopGroup
     private let lock = NIOLock()
@@ -136,7 +136,7 @@ public final class DNSClient: @unchecked Sendable {
 }
 
 /// Hands every datagram on the DNS socket to its client.
-private final class DNSReplyHandler: ChannelInboundHandler, @unchecked Sendable {
+private final class DNSReplyHandler: ChannelInboundHandler, @unchecked Sendable { // used only on its channel's event loop
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
     weak var client: DNSClient?
     init(client: DNSClient) { self.client = client }

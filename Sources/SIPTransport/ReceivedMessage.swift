@@ -8,7 +8,7 @@ import SIPCore
 /// A class: it is handed from the transport to the core, the message
 /// context and the transaction layer, and each hand-over is then one
 /// reference instead of a copy of every field.
-public final class ReceivedMessage: @unchecked Sendable {
+public final class ReceivedMessage: @unchecked Sendable { // every stored property is a `let` of a value type; SocketAddress and SIPConnection are safe to share
     public let message: SIPMessage
     /// The peer's address (for UDP the datagram's source).
     public let source: SocketAddress

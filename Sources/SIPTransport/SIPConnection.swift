@@ -5,7 +5,7 @@ import SIPConfig
 /// One TCP or TLS connection, inbound or outbound: the seed's
 /// `struct tcp_connection` with its `extra_data` (the per-connection TLS
 /// state, here `tls`).
-public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
+public final class SIPConnection: @unchecked Sendable, CustomStringConvertible { // mutable fields are set on the channel's event loop or under the connection's lock
     public let id: UInt64
     public let proto: TransportProtocol
     public let remote: SocketAddress

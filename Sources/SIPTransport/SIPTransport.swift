@@ -14,7 +14,7 @@ import SIPTLS
 /// `init_tls` / `tls_init(socket)` / `destroy_tls` map to `start()` and
 /// `shutdown()`; the default and per-domain `SSL_CTX` live in the
 /// `TLSDomainTable` this transport holds (and swaps on reload).
-public final class SIPTransport: @unchecked Sendable {
+public final class SIPTransport: @unchecked Sendable { // mutable state (channels, TLS table, pending connects) is guarded by `lock`
     public let config: Config
     public let group: EventLoopGroup
     public let logger: Logger
@@ -496,7 +496,7 @@ extension Channel {
 }
 
 /// The listen socket as bound, shared with the handlers created for it.
-final class ListenerBox: @unchecked Sendable {
+final class ListenerBox: @unchecked Sendable { // `_value` is guarded by `lock`
     private let lock = NIOLock()
     private var _value: ListenSocket
     init(_ l: ListenSocket) { _value = l }

@@ -4,7 +4,7 @@ import SIPCore
 /// One client of the load: a TCP/TLS connection or a UDP socket, with the
 /// units (OPTIONS, REGISTER or calls) it has in flight, keyed by Call-ID.
 /// Lives on one event loop; the `Driver` on the same loop paces it.
-final class LoadClient<In>: ChannelInboundHandler, @unchecked Sendable {
+final class LoadClient<In>: ChannelInboundHandler, @unchecked Sendable { // used only on its channel's event loop
     typealias InboundIn = In
 
     private enum Stage { case single, inviting, byeing }
@@ -148,7 +148,7 @@ final class LoadClient<In>: ChannelInboundHandler, @unchecked Sendable {
 
 /// Paces every client on one event loop: closed loop (each client keeps
 /// `window` units in flight) or open loop at a total rate, spread round-robin.
-final class Driver: @unchecked Sendable {
+final class Driver: @unchecked Sendable { // used only on `loop`
     let loop: EventLoop
     let stats: Stats
     private let starters: [() -> Void]

@@ -58,14 +58,17 @@ struct LoadRun {
         let driver = Driver(loop: env.loop, stats: stats, starters: starters, sweepers: sweepers,
                             inFlight: { counts.reduce(0) { $0 + $1() } }, maxInFlight: 20_000)
         driver.start()
-        try env.loop.submit { for r in refills { r() } }.wait()
+        // The clients live on env.loop: their closures are handed over bound to it.
+        let boundRefills = NIOLoopBound(refills, eventLoop: env.loop)
+        let boundStarters = NIOLoopBound(starters, eventLoop: env.loop)
+        try env.loop.submit { for r in boundRefills.value { r() } }.wait()
         defer {
             driver.stop()
             for ch in channels { try? ch.close().wait() }
         }
         if !openLoop {
             let window = command.window
-            env.loop.execute { for s in starters { for _ in 0..<window { s() } } }
+            env.loop.execute { for s in boundStarters.value { for _ in 0..<window { s() } } }
             return [measure(env, stats, offered: nil, seconds: command.duration)]
         }
         if let rate = command.rate, !command.findMax {
@@ -89,7 +92,7 @@ struct LoadRun {
 }
 
 /// Sends one OPTIONS on a fresh connection, waits for the final answer and closes.
-final class OneShot: ChannelInboundHandler, @unchecked Sendable {
+final class OneShot: ChannelInboundHandler, @unchecked Sendable { // used only on its channel's event loop
     typealias InboundIn = ByteBuffer
     let factory: RequestFactory
     let stats: Stats

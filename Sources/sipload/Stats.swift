@@ -4,7 +4,7 @@ import NIOConcurrencyHelpers
 
 /// Counters and a latency histogram shared by every load handler. Handlers
 /// record from the event loop; the command reads a snapshot between steps.
-final class Stats: @unchecked Sendable {
+final class Stats: @unchecked Sendable { // counters and the histogram are guarded by its lock
     struct Snapshot {
         var started = 0
         var completed = 0

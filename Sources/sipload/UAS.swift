@@ -4,7 +4,7 @@ import SIPCore
 /// The far end of the call scenario, on UDP: answers INVITE with 180 and
 /// 200 (To tag, Contact, Record-Route copied), BYE and anything else but
 /// ACK with 200. Replies go to the datagram's source, the proxy.
-final class UAS: ChannelInboundHandler, @unchecked Sendable {
+final class UAS: ChannelInboundHandler, @unchecked Sendable { // used only on its channel's event loop
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
     typealias OutboundOut = AddressedEnvelope<ByteBuffer>
 
