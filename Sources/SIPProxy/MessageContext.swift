@@ -38,7 +38,7 @@ enum Value: Equatable {
 }
 
 /// Everything the route script reads and changes while it runs one message.
-final class MessageContext {
+final class MessageContext: @unchecked Sendable { // used by one thread at a time: the request's script, then its failure_route (held until the script returns) or a look-up's completion; the transaction shell reads only what it copied at creation
     let received: ReceivedMessage
     /// The message as the script has edited it, with the top Via stamped.
     var message: SIPMessage {
@@ -87,9 +87,6 @@ final class MessageContext {
     var authStale = false
     /// The last error reply a function would give (for sl_reply_error).
     var lastError: (Int, String)?
-    /// The reason phrase the script gave with the status it is replying
-    /// through the transaction (t_reply), for the octets the shell builds.
-    var pendingReason: (Int, String)?
     /// The transaction shard, written into the branch parameters made for
     /// this request so responses find it directly.
     var transactionShard = 0

@@ -140,9 +140,12 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
     /// An outbound connection that fails (for example a TLS 1.3 server that
     /// refuses our certificate after the handshake) fails the branches
     /// waiting on it at once, instead of after fr_timer.
-    public func transport(_ transport: SIPTransport, closed connection: SIPConnection, reason: String) {
-        guard connection.outbound, !reason.hasPrefix("idle"), reason != "shutting down" else { return }
-        transactions.connectionFailed(connection, reason: reason)
+    public func transport(_ transport: SIPTransport, closed connection: SIPConnection, reason: CloseReason) {
+        guard connection.outbound else { return }
+        switch reason {
+        case .idle, .shuttingDown: return
+        default: transactions.connectionFailed(connection, reason: reason)
+        }
     }
 
     func handleRequest(_ r: ReceivedMessage) {
@@ -178,6 +181,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
         if m.headerValue(.route) != nil { processRoutes(ctx) }
         guard let main = script.mainRequest else { return }
         _ = run(block: main, ctx)
+        if let t = ctx.transaction { transactions.requestScriptFinished(t) }
     }
 
     /// RFC 3261 §16.4, done by the core whatever the script does: when the

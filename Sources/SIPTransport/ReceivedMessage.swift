@@ -73,11 +73,11 @@ public struct Destination: Sendable, CustomStringConvertible {
 public protocol SIPTransportDelegate: AnyObject, Sendable {
     func transport(_ transport: SIPTransport, received: ReceivedMessage)
     /// A TCP/TLS connection closed; `reason` says why.
-    func transport(_ transport: SIPTransport, closed connection: SIPConnection, reason: String)
+    func transport(_ transport: SIPTransport, closed connection: SIPConnection, reason: CloseReason)
 }
 
 extension SIPTransportDelegate {
-    public func transport(_ transport: SIPTransport, closed connection: SIPConnection, reason: String) {}
+    public func transport(_ transport: SIPTransport, closed connection: SIPConnection, reason: CloseReason) {}
 }
 
 public enum SIPTransportError: Error, CustomStringConvertible {

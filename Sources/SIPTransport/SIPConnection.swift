@@ -34,7 +34,7 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
         var pending: [(ByteBuffer, EventLoopPromise<Void>?)] = []
         var pendingBytes = 0
         var ready = false
-        var closeReason: String?
+        var closeReason: CloseReason?
         /// RFC 5923: the peer's authenticated sent-by may reuse this connection.
         var aliases: [String] = []
     }
@@ -63,7 +63,7 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
 
     public var isOpen: Bool { channel.isActive }
 
-    var closeReason: String? {
+    var closeReason: CloseReason? {
         get { state.withLockedValue { $0.closeReason } }
         set { state.withLockedValue { if $0.closeReason == nil { $0.closeReason = newValue } } }
     }
@@ -167,7 +167,7 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
         for (_, p) in pending { p?.fail(error) }
     }
 
-    public func close(reason: String) {
+    public func close(reason: CloseReason) {
         closeReason = reason
         // Replies written earlier in the current read still go out.
         if channel.eventLoop.inEventLoop && flushPending {

@@ -125,7 +125,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
         case .evicted(let old):
             refusal = nil
             transport.counters.add(\.handshakeEvictions)
-            old.close(reason: "closed to make room for a new TLS handshake: tls_max_handshakes (\(settings.maxHandshakes)) in progress")
+            old.close(reason: .limit("closed to make room for a new TLS handshake: tls_max_handshakes (\(settings.maxHandshakes)) in progress"))
         case .poolFull:
             transport.counters.add(\.poolRefusals)
             refusal = outbound ? "tcp_max_outbound_connections (\(settings.maxOutbound)) reached"
@@ -136,7 +136,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
         }
         if let refusal {
             logger.warning("refusing \(c): \(refusal)")
-            c.closeReason = "connection limit reached: \(refusal)"
+            c.closeReason = .limit("connection limit reached: \(refusal)")
             connection = nil
             registered?.fail(SIPTransportError.tooManyConnections(listener.proto))
             context.close(promise: nil)
@@ -148,9 +148,9 @@ final class SIPStreamHandler: ChannelDuplexHandler {
         armIdleTimer(context, at: lastActivity + settings.idleLifetime)
         logger.debug("\(c) opened on \(listener)")
         if isTLS, let t = settings.handshakeTimeout {
-            handshakeTimer = context.eventLoop.scheduleTask(in: t) { [weak self] in
+            handshakeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: t) { [weak self] in
                 guard let self, let c = self.connection else { return }
-                c.closeReason = "TLS handshake not completed within tls_handshake_timeout (\(t.nanoseconds / 1_000_000_000) s)"
+                c.closeReason = .handshakeTimeout(t.nanoseconds / 1_000_000_000)
                 context.close(promise: nil)
             }
         }
@@ -165,8 +165,8 @@ final class SIPStreamHandler: ChannelDuplexHandler {
         unaccount()
         if let c = connection {
             transport.connections.remove(c)
-            let reason = c.closeReason ?? "closed by the peer"
-            c.failPending(SIPTransportError.connectionClosed(reason))
+            let reason = c.closeReason ?? .peer
+            c.failPending(SIPTransportError.connectionClosed(reason.description))
             var details = ""
             if let t = c.tls { details = " [\(t.version ?? "?") \(t.cipher ?? "?")\(t.peerSubject.map { ", peer \($0)" } ?? "")]" }
             logger.info("\(c) closed: \(reason)\(details)")
@@ -187,10 +187,10 @@ final class SIPStreamHandler: ChannelDuplexHandler {
                 reason = "the peer's certificate chain is longer than tls_verify_depth=\(depth) allows (at most \(depth) intermediate CA certificate\(depth == 1 ? "" : "s") between it and a trusted CA)"
             }
             if isTLS && c.tls == nil {
-                c.closeReason = "TLS handshake failed: \(reason)"
+                c.closeReason = .handshakeFailed(reason)
                 logger.warning("TLS handshake with \(c.remote.ipAddress ?? "?"):\(c.remote.port ?? 0) on \(listener) failed: \(reason)")
             } else {
-                c.closeReason = reason
+                c.closeReason = .error(reason)
             }
         }
         context.close(promise: nil)
@@ -220,7 +220,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
         if !outbound && !transport.connections.promote(c, limit: settings.maxConnections) {
             transport.counters.add(\.poolRefusals)
             logger.warning("refusing \(c) after its handshake: tls_max_connections (\(settings.maxConnections)) reached")
-            c.closeReason = "connection limit reached: tls_max_connections (\(settings.maxConnections)) reached"
+            c.closeReason = .limit("connection limit reached: tls_max_connections (\(settings.maxConnections)) reached")
             context.close(promise: nil)
             return
         }
@@ -233,7 +233,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
         if let domain = outbound ? clientDomain : serverDomain, let der = info.peerCertificateDER, domain.isRevoked(peerDER: der) {
             let why = "the peer's certificate (\(info.peerSubject ?? "?")) is revoked by tls_crl"
             logger.warning("TLS connection with \(c.remote.ipAddress ?? "?"):\(c.remote.port ?? 0) refused: \(why)")
-            c.closeReason = "TLS verification failed: \(why)"
+            c.closeReason = .verificationFailed(why)
             c.failPending(SIPTransportError.tlsVerificationFailed(why))
             context.close(promise: nil)
             return
@@ -253,7 +253,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
                         c.tls = info
                         let why = "server certificate does not name '\(name)' (RFC 5922: SAN sip: URI or DNS name, CN only without SAN\(domain.domain.allowWildcardCertificates ? "" : ", no wildcards"))"
                         logger.warning("TLS connection to \(c.remote.ipAddress ?? "?"):\(c.remote.port ?? 0) refused: \(why)")
-                        c.closeReason = "TLS verification failed: \(why)"
+                        c.closeReason = .verificationFailed(why)
                         c.failPending(SIPTransportError.tlsVerificationFailed(why))
                         context.close(promise: nil)
                         return
@@ -286,7 +286,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
             do {
                 event = try framer.next()
             } catch {
-                c.closeReason = "framing error: \(error.detail)"
+                c.closeReason = .framing(error.detail)
                 logger.warning("\(c): unrecoverable framing error (\(error.detail)); closing")
                 // Replies to the messages before the bad one still go out.
                 if c.flushPending {
@@ -331,7 +331,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
     private func armMessageTimer(_ context: ChannelHandlerContext) {
         let started = messagesRead
         let timeout = settings.messageReadTimeout
-        messageTimer = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
+        messageTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
             guard let self, let c = self.connection else { return }
             self.messageTimer = nil
             guard self.framer.hasPartialMessage else { return }
@@ -341,7 +341,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
                 return
             }
             self.transport.counters.add(\.messageReadTimeouts)
-            c.closeReason = "message not completed within tcp_msg_read_timeout (\(timeout.nanoseconds / 1_000_000_000) s)"
+            c.closeReason = .messageReadTimeout(timeout.nanoseconds / 1_000_000_000)
             context.close(promise: nil)
         }
     }
@@ -349,11 +349,11 @@ final class SIPStreamHandler: ChannelDuplexHandler {
     /// Checks the idle lifetime when it could have run out, and closes the
     /// connection when nothing was read or written since.
     private func armIdleTimer(_ context: ChannelHandlerContext, at deadline: NIODeadline) {
-        idleTimer = context.eventLoop.scheduleTask(deadline: deadline) { [weak self] in
+        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
             guard let self, self.connection != nil else { return }
             let due = self.lastActivity + self.settings.idleLifetime
             if due <= .now() {
-                self.connection?.closeReason = "idle for tcp_connection_lifetime"
+                self.connection?.closeReason = .idle
                 context.close(promise: nil)
             } else {
                 self.armIdleTimer(context, at: due)
@@ -405,9 +405,9 @@ final class SIPStreamHandler: ChannelDuplexHandler {
             }
         } else if sendTimer == nil {
             let timeout = settings.sendTimeout
-            sendTimer = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
+            sendTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
                 guard let self, !context.channel.isWritable else { return }
-                self.connection?.closeReason = "send timeout: queued data not sent within \(self.isTLS ? "tls_send_timeout" : "tcp_send_timeout") (\(timeout.nanoseconds / 1_000_000_000) s); the peer does not read"
+                self.connection?.closeReason = .sendTimeout("send timeout: queued data not sent within \(self.isTLS ? "tls_send_timeout" : "tcp_send_timeout") (\(timeout.nanoseconds / 1_000_000_000) s); the peer does not read")
                 context.close(promise: nil)
             }
         }
@@ -427,7 +427,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if closing {
-            promise?.fail(SIPTransportError.connectionClosed(connection?.closeReason ?? "closing"))
+            promise?.fail(SIPTransportError.connectionClosed(connection?.closeReason?.description ?? "closing"))
             return
         }
         lastActivity = .now()
@@ -437,7 +437,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
         if unflushed > 0 && unflushed + size > settings.maxQueuedBytes / 2 {
             flush(context: context)
             if closing {
-                promise?.fail(SIPTransportError.connectionClosed(connection?.closeReason ?? "closing"))
+                promise?.fail(SIPTransportError.connectionClosed(connection?.closeReason?.description ?? "closing"))
                 return
             }
         }
@@ -480,7 +480,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
 
     private func closeForLimit(_ context: ChannelHandlerContext, _ reason: String) {
         closing = true
-        connection?.closeReason = reason
+        connection?.closeReason = .writeQueue(reason)
         unaccount()
         context.close(promise: nil)
     }

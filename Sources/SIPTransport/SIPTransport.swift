@@ -175,7 +175,7 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
     public func shutdown() {
         let all = lock.withLock { channels }
         for c in all { try? c.close().wait() }
-        for c in connections.all { c.close(reason: "shutting down") }
+        for c in connections.all { c.close(reason: .shuttingDown) }
         lock.withLock { dnsClient }?.close()
         delegate = nil
     }
@@ -188,7 +188,7 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
 
     func registerOutbound(_ c: SIPConnection) {}
 
-    func connectionClosed(_ c: SIPConnection, reason: String) {
+    func connectionClosed(_ c: SIPConnection, reason: CloseReason) {
         delegate?.transport(self, closed: c, reason: reason)
     }
 
@@ -321,12 +321,13 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
     /// each resolved to its addresses; without SRV records, `d.host`:`d.port`.
     func candidates(_ d: Destination, on loop: EventLoop) -> EventLoopFuture<[SocketAddress]> {
         let dns = self.dns
-        let fallback = { () -> EventLoopFuture<[SocketAddress]> in self.addresses(of: d.host, port: Int(d.port), on: loop) }
-        return dns.lookup(d.srvName!, .srv).flatMap { answer -> EventLoopFuture<[SocketAddress]> in
+        let fallback: @Sendable () -> EventLoopFuture<[SocketAddress]> = { self.addresses(of: d.host, port: Int(d.port), on: loop) }
+        guard let srvName = d.srvName else { return fallback() }
+        return dns.lookup(srvName, .srv).flatMap { answer -> EventLoopFuture<[SocketAddress]> in
             // A single "." target: the service is decidedly not available (RFC 2782).
             let records = DNSMessage.order(answer.srv.filter { !$0.target.isEmpty })
             if answer.srv.count == 1 && answer.srv[0].target.isEmpty {
-                return loop.makeFailedFuture(SIPTransportError.resolveFailed("\(d.srvName!) (service not offered)"))
+                return loop.makeFailedFuture(SIPTransportError.resolveFailed("\(srvName) (service not offered)"))
             }
             guard !records.isEmpty else { return fallback() }
             let lookups = records.map { r in
@@ -334,7 +335,7 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
             }
             return EventLoopFuture.whenAllSucceed(lookups, on: loop).flatMapThrowing { lists in
                 let all = lists.flatMap { $0 }
-                guard !all.isEmpty else { throw SIPTransportError.resolveFailed(d.srvName!) }
+                guard !all.isEmpty else { throw SIPTransportError.resolveFailed(srvName) }
                 return all
             }
         }.flatMapError { error in

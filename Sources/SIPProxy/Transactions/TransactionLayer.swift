@@ -22,16 +22,34 @@ final class ServerTransaction: @unchecked Sendable { // state read and written o
     var timer: TimerWheel.Timer?
     var timerDue: Millis?
 
+    /// What replies made here copy, taken from the request when the
+    /// transaction is made (on the thread running its script), so building
+    /// a reply under the shard lock never reads the live context.
+    let replyRequest: SIPMessage
+    let localTag: String
+    let toHasTag: Bool?
+    /// The reason phrase the script gave with the status it replies (t_reply).
+    var pendingReason: (Int, String)?
+    /// The request's own script has returned; until then a failure_route
+    /// that is due waits (`failureRouteDeferred`), so the context is never
+    /// used by two threads at once.
+    var requestScriptDone = false
+    var failureRouteDeferred = false
+
     init(key: TransactionKey, ctx: MessageContext, shard: Int, machine: ProxyTransaction) {
         self.key = key
         self.ctx = ctx
         self.shard = shard
         self.machine = machine
+        self.replyRequest = ctx.requestForReplies
+        self.localTag = ctx.localTag
+        self.toHasTag = ctx.toHasTag
     }
 
     var isInvite: Bool { machine.isInvite }
     /// t_is_canceled().
     var canceled: Bool { machine.canceled }
+    /// The request as received (immutable, shared safely).
     var request: ReceivedMessage { ctx.received }
 }
 
@@ -147,8 +165,8 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
     private func upstreamBytes(_ t: ServerTransaction, _ u: ProxyTransaction.Upstream, merging: BranchMask) -> [UInt8]? {
         switch u {
         case .local(let status):
-            let reason = t.ctx.pendingReason.flatMap { $0.0 == status ? $0.1 : nil } ?? Self.reasonPhrase(status)
-            return core.replyBytes(to: t.request, request: t.ctx.requestForReplies, code: status, reason: reason, toTag: t.ctx.localTag, toHasTag: t.ctx.toHasTag)
+            let reason = t.pendingReason.flatMap { $0.0 == status ? $0.1 : nil } ?? Self.reasonPhrase(status)
+            return core.replyBytes(to: t.request, request: t.replyRequest, code: status, reason: reason, toTag: t.localTag, toHasTag: t.toHasTag)
         case .forward(let i, _):
             guard var m = t.branches[i].response else { return nil }
             m.popFirstValue(.via)
@@ -231,6 +249,12 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
     /// failure_route, run outside every lock; what it adds (t_relay) or
     /// answers (t_reply) goes through the machine like any event.
     private func runFailureRoute(_ t: ServerTransaction) {
+        let wait = shards[t.shard].lock.withLock { () -> Bool in
+            if t.requestScriptDone { return false }
+            t.failureRouteDeferred = true
+            return true
+        }
+        if wait { return }
         if let idx = t.ctx.failureRoute {
             t.ctx.failureRoute = nil
             t.ctx.status = modifyRead(t) { $0.best?.status }
@@ -244,6 +268,17 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
 
     private func modifyRead<T>(_ t: ServerTransaction, _ body: (ProxyTransaction) -> T) -> T {
         shards[t.shard].lock.withLock { body(t.machine) }
+    }
+
+    /// The request's script returned: a failure_route that became due
+    /// meanwhile runs now.
+    func requestScriptFinished(_ t: ServerTransaction) {
+        let run = shards[t.shard].lock.withLock { () -> Bool in
+            t.requestScriptDone = true
+            defer { t.failureRouteDeferred = false }
+            return t.failureRouteDeferred
+        }
+        if run { runFailureRoute(t) }
     }
 
     // MARK: Requests
@@ -297,9 +332,6 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
         let s = shards[index]
         let now = clock()
         let isInvite = ctx.received.message.method == .invite
-        // Made now, on the thread that owns the request: once the
-        // transaction exists, other threads read it (replies made here).
-        _ = ctx.localTag
         let t: ServerTransaction = s.lock.withLock {
             if let t = s.servers[k] { return t }
             let machine = ProxyTransaction(isInvite: isInvite, upstreamReliable: ctx.received.proto != .udp, settings: settings, now: now)
@@ -315,8 +347,10 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
 
     /// A reply made here (t_reply, or sl_send_reply on a transaction).
     func reply(_ t: ServerTransaction, code: Int, reason: String) {
-        t.ctx.pendingReason = (code, reason)
-        modify(t) { m, now in m.reply(code, now: now).actions }
+        modify(t) { m, now in
+            t.pendingReason = (code, reason)
+            return m.reply(code, now: now).actions
+        }
     }
 
     // MARK: t_relay
@@ -438,7 +472,7 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
 
     /// Branches still waiting for a final response over a connection that
     /// just failed end as if a 503 came.
-    func connectionFailed(_ c: SIPConnection, reason: String) {
+    func connectionFailed(_ c: SIPConnection, reason: CloseReason) {
         let ip = c.remote.ipAddress ?? ""
         let port = c.remote.port ?? 0
         for shard in shards {
