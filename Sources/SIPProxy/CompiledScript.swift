@@ -79,9 +79,6 @@ final class CompiledScript: @unchecked Sendable { // built once at load, read-on
     var blocks: [Block] = []
     var mainRequest: Int?
     var mainReply: Int?
-    /// The script calls a tm function: responses that match no transaction
-    /// are dropped instead of forwarded statelessly.
-    private(set) var usesTransactions = false
 
     func index(_ kind: RouteScript.Kind, _ name: String) -> Int? {
         blocks.firstIndex { $0.kind == kind && $0.name == name }
@@ -223,10 +220,6 @@ final class CompiledScript: @unchecked Sendable { // built once at load, read-on
                 let parts = CompiledScript.parseFormat(text)
                 if parts.contains(where: { if case .pv = $0 { return true }; return false }) { args[i] = .format(parts) }
             }
-        }
-        switch f {
-        case .tRelay, .tReply, .tNewTran, .tOnFailure, .tOnReply, .tOnBranch: usesTransactions = true
-        default: break
         }
         var call = Call(function: f, args: args, routeIndex: nil, format: nil, regex: nil, location: c.location)
         if let ra = Builtins.functions[c.name]?.routeArgument, ra.index < c.arguments.count {

@@ -67,7 +67,7 @@ extension ProxyCore {
     /// RFC 3261 §16.11: a branch that is the same for retransmissions and
     /// for a CANCEL or ACK of the same INVITE; it carries the transaction's
     /// shard and the request's loop hash (`Matching.branch`).
-    func branchID(_ ctx: MessageContext, target: String, index: Int) -> String {
+    func branchID(_ ctx: MessageContext, target: String, index: Int, stateful: Bool) -> String {
         let m = ctx.received.message
         var h = FNV64()
         if let via = ctx.checked?.topVia ?? (try? m.topVia()) ?? nil, via.hasRFC3261Branch {
@@ -83,13 +83,15 @@ extension ProxyCore {
         }
         h.add(target)
         h.add(String(index))
-        return Matching.branch(shard: ctx.transactionShard, loop: loopHash(ctx), transaction: h.value)
+        return Matching.branch(shard: stateful ? ctx.transactionShard : 0, loop: loopHash(ctx), transaction: h.value, stateful: stateful)
     }
 
     /// The request's loop hash, made once.
     func loopHash(_ ctx: MessageContext) -> UInt64 {
         if let h = ctx.loopHash { return h }
-        let h = Matching.loopHash(ctx.received.message, ownRoutesSkipped: ctx.ownRoutesPopped, checked: ctx.checked)
+        // Every Route value counts, ours too (§16.6 step 8): a request sent
+        // back through us by an application server with our Route is a spiral.
+        let h = Matching.loopHash(ctx.received.message, ownRoutesSkipped: 0, checked: ctx.checked)
         ctx.loopHash = h
         return h
     }
@@ -111,7 +113,7 @@ extension ProxyCore {
     /// set from Path, next hop (Route, `$du`, the binding's destination or
     /// the Request-URI), our Via, Record-Route (double when the two legs
     /// use different sockets, RFC 5658).
-    func prepare(_ ctx: MessageContext, target: Target, forced: (TransportProtocol?, String, UInt16?)?, branchIndex: Int, mayDefer: Bool = false) throws(ForwardError) -> OutgoingRequest {
+    func prepare(_ ctx: MessageContext, target: Target, forced: (TransportProtocol?, String, UInt16?)?, branchIndex: Int, mayDefer: Bool = false, stateful: Bool = false) throws(ForwardError) -> OutgoingRequest {
         var m = ctx.message
         if target.uri != m.requestURIString { m.setRequestURI(target.uri) }
         if !ctx.maxForwardsDone {
@@ -183,7 +185,7 @@ extension ProxyCore {
         }
         let outHost = out.advertisedHost ?? out.host
         let outPort = out.advertisedPort ?? out.port
-        let branch = branchID(ctx, target: target.uri, index: branchIndex)
+        let branch = branchID(ctx, target: target.uri, index: branchIndex, stateful: stateful)
         let viaHost = outHost.utf8.contains(0x3A) ? "[\(outHost)]" : outHost
         var via = "SIP/2.0/\(dest.proto.rawValue.uppercased()) \(viaHost):\(outPort);branch=\(branch)"
         if dest.proto == .udp { via += ";rport" }

@@ -77,7 +77,8 @@ extension ProxyCore {
         case .tNewTran:
             return transactions.newServerTransaction(ctx) != nil ? 1 : -1
         case .tIsCanceled:
-            return ctx.transaction?.canceled == true ? 1 : -1
+            guard let t = ctx.transaction else { return -1 }
+            return transactions.isCanceled(t) ? 1 : -1
         case .tCheckStatus:
             guard let status = ctx.status else { return -1 }
             let s = String(status)
@@ -188,7 +189,7 @@ extension ProxyCore {
     /// Replies to the request being processed, through its transaction
     /// when there is one.
     func reply(_ ctx: MessageContext, code: Int, reason: String, stateful: Bool = false) {
-        guard ctx.received.message.isRequest, ctx.received.message.method != .ack else { return }
+        guard ctx.received.message.isRequest, ctx.received.message.method != .ack, !ctx.duplicate else { return }
         ctx.replied = true
         if stateful || ctx.transaction != nil {
             if let t = ctx.transaction ?? transactions.newServerTransaction(ctx) {
@@ -203,7 +204,12 @@ extension ProxyCore {
     /// core already took this proxy's own Route values off and repaired a
     /// strict-routed Request-URI before the script ran (RFC 3261 §16.4),
     /// whatever the script does; this reports it, as Kamailio's does.
+    /// As Kamailio's, an initial request (no To tag) whose only Route
+    /// values named this proxy (a phone's preloaded outbound proxy) is not
+    /// loose-routed: false, and the script routes it like any new request.
     func looseRoute(_ ctx: MessageContext) -> Bool {
-        ctx.hadRouteSet
+        guard ctx.hadRouteSet else { return false }
+        let hasToTag = ctx.checked.map { $0.toTag != nil } ?? ((((try? ctx.received.message.to()) ?? nil)?.tag) != nil)
+        return hasToTag || ctx.routesRemain
     }
 }

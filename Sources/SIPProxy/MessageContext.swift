@@ -95,6 +95,11 @@ final class MessageContext: @unchecked Sendable { // used by one thread at a tim
     /// and whether the request came with a route set at all (loose_route()).
     var ownRoutesPopped = 0
     var hadRouteSet = false
+    /// Route values are left once ours were taken off.
+    var routesRemain = false
+    /// A copy of a request whose transaction another thread already made:
+    /// absorbed as a retransmission; the script's t_relay/t_reply do nothing.
+    var duplicate = false
     /// RFC 5393: the Max-Breadth each parallel branch carries.
     var maxBreadthPerBranch: Int?
     /// The loop hash of the request as received (§16.3 step 4), made once.

@@ -199,6 +199,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
             ctx.message.removeHeaders(.route)
             for r in routes { ctx.message.appendHeader(SIPHeaderField(.route, value: ArraySlice(Array("<\(r.uri.description)>".utf8)))) }
         }
+        ctx.routesRemain = true
         guard let first = routes.first, isMyself(uri: first.uri) else { return }
         ctx.message.popFirstValue(.route)
         ctx.ownRoutesPopped = 1
@@ -206,6 +207,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
             ctx.message.popFirstValue(.route)
             ctx.ownRoutesPopped = 2
         }
+        ctx.routesRemain = routes.count > ctx.ownRoutesPopped
     }
 
     /// Adds `received` when the source differs from the sent-by, and fills
@@ -353,10 +355,11 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
             return
         }
         if transactions.handleResponse(r, checked: checked) { return }
-        // A response for a transaction we no longer (or never) had: with tm
-        // in use, it is dropped, not bounced on by its Via (§16.7; a forged
-        // one must not make us a reflector).
-        if script.usesTransactions {
+        // Only a response to a request we forwarded statelessly (our `f`
+        // branch) goes on by its Via. One for a transaction we no longer
+        // (or never) had, or with a branch we never make, is dropped: a
+        // forged response must not make us a reflector.
+        guard let b = top.branch, Matching.isStatelessBranch(b) else {
             logger.debug("response from \(r.sourceIP):\(r.sourcePort) matches no transaction: dropped")
             return
         }

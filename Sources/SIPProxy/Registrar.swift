@@ -262,6 +262,8 @@ extension ProxyCore {
     /// keep-alives are the phone's business); a stream flow while its
     /// connection is open.
     private func flowIsUp(_ b: LocationService.Binding) -> Bool {
+        // Behind an edge proxy (Path) the flow is the edge's to keep.
+        if !b.path.isEmpty { return true }
         guard let proto = TransportProtocol(rawValue: b.proto), proto != .udp else { return true }
         if let id = b.connectionID, let c = transport.connection(id: id) { return c.isOpen }
         return transport.findConnection(proto: proto, ip: b.receivedIP, port: b.receivedPort) != nil

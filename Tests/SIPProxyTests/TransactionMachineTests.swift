@@ -380,4 +380,57 @@ struct TransactionMachineTests {
         d.run(until: 1_000_000)
         #expect(d.removed)
     }
+
+    @Test("A provisional the onreply_route drops still stops retransmissions and starts Timer C; nothing goes up")
+    func droppedProvisional() {
+        var d = Drive()
+        let b = d.branch()
+        d.record(d.t.response(183, branch: b, now: 0, forward: false))
+        d.run(until: 60_000)
+        #expect(d.sends(b) == [0])
+        #expect(d.upstream.isEmpty)
+        #expect(d.t.branches[b].state == .proceeding)
+    }
+
+    @Test("After our CANCEL was answered, more provisionals do not restart Timer C: 64*T1 bounds the wait (§9.1)")
+    func noTimerCAfterCancel() {
+        var d = Drive()
+        let b = d.branch()
+        d.respond(180, on: b)
+        d.cancel()
+        d.record(d.t.cancelResponse(200, branch: b, now: 0))
+        d.run(until: 20_000)
+        d.respond(180, on: b)
+        d.run(until: 32_000)
+        #expect(d.upstreamFinals == [408])
+    }
+
+    @Test("100 Trying stops retransmissions but does not start Timer C; Timer B still ends a branch that says nothing more")
+    func hundredIsNotTimerC() {
+        var d = Drive()
+        let b = d.branch()
+        d.respond(100, on: b)
+        d.run(until: 30_000)
+        // Timer B fired in Proceeding: a CANCEL, then 64*T1 for the final.
+        #expect(d.cancels(b).first == 30_000)
+        d.run(until: 62_000)
+        #expect(d.upstreamFinals == [408])
+    }
+
+    @Test("A failure_route that re-arms itself and whose new branch fails at once runs again")
+    func failureRouteRearmed() {
+        var d = Drive()
+        d.t.failureRouteArmed = true
+        let a = d.branch()
+        d.respond(486, on: a)
+        #expect(d.actions.last!.a.runFailureRoute)
+        d.t.failureRouteArmed = true
+        let b = d.branch()
+        d.record(d.t.branchFailed(b, now: 0))
+        d.record(d.t.failureRouteFinished(now: 0))
+        #expect(d.actions.last!.a.runFailureRoute)
+        #expect(d.upstreamFinals.isEmpty)
+        d.record(d.t.failureRouteFinished(now: 0))
+        #expect(d.upstreamFinals == [486])
+    }
 }

@@ -100,9 +100,10 @@ struct ClientBranch: Equatable, Sendable {
                 state = .proceeding
                 if isInvite {
                     retransmitAt = nil
-                    // Timer C, restarted by every provisional (§16.7 step 2),
-                    // unless a CANCEL already bounds the wait.
-                    if cancel != .sent { timeoutAt = now &+ s.timerC }
+                    // Timer C, restarted by every provisional but 100 (§16.7
+                    // step 2), unless a CANCEL was sent: then §9.1's 64*T1
+                    // bounds the wait. A 100 alone leaves Timer B running.
+                    if status > 100 && cancel == .none { timeoutAt = now &+ s.timerC }
                 } else if !reliable {
                     // Non-INVITE keeps retransmitting, at T2 (§17.1.2.2).
                     interval = s.t2

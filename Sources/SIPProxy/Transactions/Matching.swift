@@ -33,15 +33,18 @@ enum Matching {
     }
 
     /// Branch parameters made here: `z9hG4bK` (RFC 3261 magic cookie),
-    /// `s`, the shard digit, 13 base-32 digits of the loop hash, then the
+    /// `s` (a transaction's branch) or `f` (forwarded statelessly), the
+    /// shard digit, 13 base-32 digits of the loop hash, then the
     /// transaction part. The shard digit sends a response straight to the
     /// shard that holds its transaction; the loop hash finds loops
-    /// (§16.3 step 4).
+    /// (§16.3 step 4); a response to a stateless branch is forwarded by its
+    /// Via even when the script uses tm.
     static let prefix: [UInt8] = Array("z9hG4bKs".utf8)
+    static let statelessPrefix: [UInt8] = Array("z9hG4bKf".utf8)
     static let loopDigits = 13
 
-    static func branch(shard: Int, loop: UInt64, transaction: UInt64) -> String {
-        var s = "z9hG4bKs"
+    static func branch(shard: Int, loop: UInt64, transaction: UInt64, stateful: Bool = true) -> String {
+        var s = stateful ? "z9hG4bKs" : "z9hG4bKf"
         s.append(Character(Unicode.Scalar(UInt8(shard < 10 ? 0x30 + shard : 0x61 + shard - 10))))
         s += base32(loop, digits: loopDigits)
         s += base32(transaction, digits: 13)
@@ -67,30 +70,33 @@ enum Matching {
 
     /// The loop-hash digits of a branch made here.
     static func loopPart(ofBranch b: String) -> Substring? {
-        guard b.utf8.count > prefix.count + 1 + loopDigits, b.hasPrefix("z9hG4bKs") else { return nil }
-        let start = b.index(b.startIndex, offsetBy: prefix.count + 1)
-        return b[start..<b.index(start, offsetBy: loopDigits)]
+        let u = b.utf8
+        guard u.count > prefix.count + 1 + loopDigits, b.hasPrefix("z9hG4bKs") || b.hasPrefix("z9hG4bKf") else { return nil }
+        let start = u.index(u.startIndex, offsetBy: prefix.count + 1)
+        let end = u.index(start, offsetBy: loopDigits)
+        return Substring(u[start..<end])
     }
+
+    /// Whether a branch is one made here for a request forwarded statelessly (`z9hG4bKf`).
+    static func isStatelessBranch(_ b: String) -> Bool { b.hasPrefix("z9hG4bKf") }
 
     /// RFC 3261 §16.6 step 8 / §16.3 step 4: a hash of what makes a
     /// request the same request when it comes back — Request-URI, From
-    /// tag, To tag, Call-ID, CSeq, the Route values left once ours are
-    /// taken off, Proxy-Require and Proxy-Authorization — and not of the
+    /// tag, Call-ID, CSeq number and every Route value — and not of the
     /// Via, which every hop changes. A request that spirals (its
     /// Request-URI or Route changed) hashes differently; one that loops
-    /// hashes the same.
+    /// hashes the same. Only fields an INVITE shares with its CANCEL and
+    /// the ACK of a non-2xx (not the To tag, not Proxy-Authorization), so
+    /// a stateless proxy gives all three the same branch (§16.11).
     static func loopHash(_ m: SIPMessage, ownRoutesSkipped: Int, checked: SIPMessage.Checked?) -> UInt64 {
         var h = FNV64()
         h.add(m.requestURIString ?? "")
         h.add((checked?.fromTag ?? ((try? m.from()) ?? nil)?.tag) ?? "")
-        h.add((checked?.toTag ?? ((try? m.to()) ?? nil)?.tag) ?? "")
         h.add(m.headerValue(.callID) ?? [])
         h.add(String(((checked?.cseq ?? (try? m.cseq()) ?? nil)?.number) ?? 0))
         if let routes = try? m.routes() {
             for r in routes.dropFirst(ownRoutesSkipped) { h.add(r.uri.description) }
         }
-        for v in m.headerValues(.proxyRequire) { h.add(v) }
-        for v in m.headerValues(.proxyAuthorization) { h.add(v) }
         return h.value
     }
 

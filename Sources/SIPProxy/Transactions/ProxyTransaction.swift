@@ -178,11 +178,14 @@ struct ProxyTransaction: Equatable, Sendable {
 
     // MARK: Events from downstream
 
-    /// A response on branch `i`.
-    mutating func response(_ status: Int, branch i: Int, now: Millis) -> Actions {
+    /// A response on branch `i`. `forward` false: the onreply_route
+    /// dropped this provisional; the branch still moves on (retransmissions
+    /// stop, Timer C runs), only nothing goes upstream.
+    mutating func response(_ status: Int, branch i: Int, now: Millis, forward: Bool = true) -> Actions {
         guard branches.indices.contains(i), (100...699).contains(status) else { return Actions() }
         var a = Actions()
-        let o = branches[i].receive(status, now: now, settings: settings)
+        var o = branches[i].receive(status, now: now, settings: settings)
+        if !forward && status < 200 { o.passUp = nil }
         apply(o, branch: i, into: &a, now: now)
         return finish(a)
     }
@@ -216,7 +219,17 @@ struct ProxyTransaction: Equatable, Sendable {
         var a = Actions()
         guard failureRouteRunning else { return a }
         failureRouteRunning = false
-        if !server.finalSent && !liveBranches { sendBest(into: &a, now: now) }
+        if !server.finalSent && !liveBranches {
+            if failureRouteArmed && !canceled {
+                // The route armed another failure_route and its new branches
+                // already failed: that one runs now.
+                failureRouteArmed = false
+                failureRouteRunning = true
+                a.runFailureRoute = true
+            } else {
+                sendBest(into: &a, now: now)
+            }
+        }
         return finish(a)
     }
 

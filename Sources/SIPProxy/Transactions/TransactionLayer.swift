@@ -35,20 +35,28 @@ final class ServerTransaction: @unchecked Sendable { // state read and written o
     /// used by two threads at once.
     var requestScriptDone = false
     var failureRouteDeferred = false
+    /// What an onreply_route sees of the request's script (t_on_reply,
+    /// $var, flags), copied under the lock each time t_relay runs, so a
+    /// response on another thread never reads the live context.
+    var replyRoute: Int?
+    var replyVars: [String: Value] = [:]
+    var replyFlags: UInt64 = 0
+    /// Bumped with every new wake-up; a wake-up of an older one is stale.
+    var timerGeneration: UInt64 = 0
 
     init(key: TransactionKey, ctx: MessageContext, shard: Int, machine: ProxyTransaction) {
         self.key = key
         self.ctx = ctx
         self.shard = shard
         self.machine = machine
+        self.isInvite = machine.isInvite
         self.replyRequest = ctx.requestForReplies
         self.localTag = ctx.localTag
         self.toHasTag = ctx.toHasTag
     }
 
-    var isInvite: Bool { machine.isInvite }
+    let isInvite: Bool
     /// t_is_canceled().
-    var canceled: Bool { machine.canceled }
     /// The request as received (immutable, shared safely).
     var request: ReceivedMessage { ctx.received }
 }
@@ -141,7 +149,11 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
             e.sends.append((bytes, out.destination, nil))
         }
         if let u = a.upstream, let bytes = upstreamBytes(t, u, merging: a.mergeChallenges) {
-            t.lastResponse = bytes
+            // A late 2xx forwarded after a non-2xx final does not replace
+            // the response retransmissions repeat.
+            let status: Int
+            switch u { case .forward(_, let s), .local(let s): status = s }
+            if status == t.machine.server.lastStatus { t.lastResponse = bytes }
             e.upstream.append(bytes)
         } else if a.resendUpstream, let bytes = t.lastResponse {
             e.upstream.append(bytes)
@@ -204,17 +216,24 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
         if let current = t.timerDue, current <= due, t.timer != nil { return }
         t.timer?.cancel()
         t.timerDue = due
+        t.timerGeneration &+= 1
+        let generation = t.timerGeneration
         let delay = Int(max(0, due - clock()))
         t.timer = shard.wheel.schedule(milliseconds: delay) { [weak self, weak t] in
             guard let self, let t else { return }
-            self.wake(t)
+            self.wake(t, generation: generation)
         }
     }
 
-    private func wake(_ t: ServerTransaction) {
+    private func wake(_ t: ServerTransaction, generation: UInt64) {
         let shard = shards[t.shard]
         let now = clock()
         shard.lock.lock()
+        // A wake-up already replaced (cancelled after the wheel took it) is stale.
+        guard generation == t.timerGeneration else {
+            shard.lock.unlock()
+            return
+        }
         t.timer = nil
         t.timerDue = nil
         guard shard.servers[t.key] === t else {
@@ -269,6 +288,9 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
     private func modifyRead<T>(_ t: ServerTransaction, _ body: (ProxyTransaction) -> T) -> T {
         shards[t.shard].lock.withLock { body(t.machine) }
     }
+
+    /// t_is_canceled(): read under the shard lock.
+    func isCanceled(_ t: ServerTransaction) -> Bool { modifyRead(t) { $0.canceled } }
 
     /// The request's script returned: a failure_route that became due
     /// meanwhile runs now.
@@ -332,14 +354,23 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
         let s = shards[index]
         let now = clock()
         let isInvite = ctx.received.message.method == .invite
-        let t: ServerTransaction = s.lock.withLock {
-            if let t = s.servers[k] { return t }
+        let (t, isNew): (ServerTransaction, Bool) = s.lock.withLock {
+            if let t = s.servers[k] { return (t, false) }
             let machine = ProxyTransaction(isInvite: isInvite, upstreamReliable: ctx.received.proto != .udp, settings: settings, now: now)
             let t = ServerTransaction(key: k, ctx: ctx, shard: index, machine: machine)
             s.servers[k] = t
             count.wrappingIncrement(ordering: .relaxed)
             rescheduleLocked(t, shard: s)
-            return t
+            return (t, true)
+        }
+        if !isNew && t.ctx !== ctx {
+            // Another copy of a request whose transaction another thread
+            // made meanwhile: a retransmission (Kamailio's t_newtran does
+            // the same): the last response goes out again, nothing else.
+            modify(t) { m, now in m.requestRetransmitted(now: now) }
+            ctx.duplicate = true
+            ctx.replied = true
+            return nil
         }
         ctx.transaction = t
         return t
@@ -363,13 +394,19 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
         if m.method == .ack || m.method == .cancel {
             return core.forwardStateless(ctx, forced: nil)
         }
-        guard let t = newServerTransaction(ctx) else { return false }
+        guard let t = newServerTransaction(ctx) else { return ctx.duplicate }
         if t.isInvite {
             // 100 Trying at once (§16.2), once.
             modify(t) { machine, now in machine.server.lastStatus == 0 ? machine.reply(100, now: now).actions : .init() }
         }
-        // t_on_failure() arms failure_route for when every branch has failed.
-        if ctx.failureRoute != nil { shards[t.shard].lock.withLock { t.machine.failureRouteArmed = true } }
+        // t_on_failure() arms failure_route for when every branch has failed;
+        // what an onreply_route needs of the script is copied now.
+        shards[t.shard].lock.withLock {
+            if ctx.failureRoute != nil { t.machine.failureRouteArmed = true }
+            t.replyRoute = ctx.replyRoute
+            t.replyVars = ctx.vars
+            t.replyFlags = ctx.flags
+        }
         let targets = ctx.targets.isEmpty ? [Target(uri: ctx.message.requestURIString ?? "", destination: nil)] : ctx.targets
         ctx.targets = []
         // RFC 5393: parallel branches share the request's Max-Breadth (60
@@ -400,7 +437,7 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
             var resolvedOut: OutgoingRequest?
             var lookup: String?
             do {
-                resolvedOut = try core.prepare(ctx, target: target, forced: nil, branchIndex: index, mayDefer: true)
+                resolvedOut = try core.prepare(ctx, target: target, forced: nil, branchIndex: index, mayDefer: true, stateful: true)
             } catch .needsLookup(let name) {
                 lookup = name
             } catch {
@@ -458,7 +495,7 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
         let target = modifyRead(t) { _ in t.branches[i].target }
         ctx.transactionShard = t.shard
         do {
-            let out = try core.prepare(ctx, target: target, forced: nil, branchIndex: i, mayDefer: false)
+            let out = try core.prepare(ctx, target: target, forced: nil, branchIndex: i, mayDefer: false, stateful: true)
             modify(t) { m, now in
                 t.branches[i].out = out
                 shards[t.shard].clients[out.branch] = (t, i)
@@ -505,23 +542,30 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
             modify(t) { machine, now in machine.cancelResponse(status, branch: i, now: now) }
             return true
         }
-        guard cseq.method == t.ctx.received.message.method else { return false }
-        // onreply_route, outside the lock.
+        guard cseq.method == t.request.message.method else { return false }
+        // onreply_route, outside the lock, on what the script left.
         var response = m
-        if let idx = t.ctx.replyRoute ?? core.script.mainReply {
+        var forward = true
+        let (route, vars, flags) = shard.lock.withLock { (t.replyRoute, t.replyVars, t.replyFlags) }
+        if let idx = route ?? core.script.mainReply {
             let rctx = MessageContext(received: r, checked: checked)
             rctx.routeKind = .reply
             rctx.status = status
-            rctx.vars = t.ctx.vars
-            rctx.flags = t.ctx.flags
-            if core.run(block: idx, rctx) == .drop && status < 200 { return true }
+            rctx.vars = vars
+            rctx.flags = flags
+            if core.run(block: idx, rctx) == .drop && status < 200 { forward = false }
             response = rctx.message
         }
         modify(t) { machine, now in
-            // Keep the response that may be forwarded: the latest
-            // provisional until a final, then the final.
-            if status >= 200 || (t.branches[i].response?.statusCode ?? 0) < 200 { t.branches[i].response = response }
-            return machine.response(status, branch: i, now: now)
+            // Keep a response only when the machine takes it: a provisional
+            // before the branch's final, its final, or a further 2xx of an
+            // accepted INVITE branch — never one it ignores.
+            let before = machine.branches[i]
+            let actions = machine.response(status, branch: i, now: now, forward: forward)
+            let takes = before.finalStatus == nil ? (status >= 200 || forward)
+                : (machine.isInvite && (200..<300).contains(status) && before.state == .accepted)
+            if takes { t.branches[i].response = response }
+            return actions
         }
         return true
     }
