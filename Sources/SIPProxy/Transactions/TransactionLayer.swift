@@ -78,6 +78,8 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
     /// statelessly), no key is built for an incoming request.
     private let count = ManagedAtomic<Int>(0)
     private var isEmpty: Bool { count.load(ordering: .relaxed) == 0 }
+    /// Live transactions (read-only; drain waits for it to reach 0).
+    var activeCount: Int { count.load(ordering: .relaxed) }
 
     func shardIndex(_ k: TransactionKey) -> Int {
         Int(UInt(bitPattern: k.hashValue) % UInt(shards.count))
