@@ -121,6 +121,54 @@ struct DrainTests {
         #expect(options() == 405)
     }
 
+    @Test("a transaction armed with a failure_route before a reload runs the old script's block; new messages run the new script")
+    func reloadKeepsArmedTransactions() throws {
+        let modules = """
+        loadmodule "tm.so"
+        loadmodule "sl.so"
+        loadmodule "registrar.so"
+        loadmodule "usrloc.so"
+        loadmodule "textops.so"
+        modparam("usrloc", "db_mode", 0)
+        modparam("tm", "fr_timer", 3000)
+        """
+        let main = """
+        request_route {
+            if (is_method("REGISTER")) { save("location"); exit; }
+            if (is_method("OPTIONS")) { sl_send_reply("403", "First"); exit; }
+            if (!lookup("location")) { sl_send_reply("404", "Not Found"); exit; }
+            t_on_failure("LATE");
+            t_relay();
+        }
+        """
+        let proxy = try TestProxy("listen=udp:127.0.0.1:0\nalias=\"localhost\"\n" + modules + "\n" + main + """
+
+        failure_route[LATE] { t_reply("480", "Old Script"); }
+        """)
+        defer { proxy.stop() }
+        let port = proxy.port(.udp)
+        let phone = try Background.ua(["phone", "--proto", "udp", "--port", String(port), "--user", "alice", "--answer", "silent", "--duration", "15"])
+        defer { phone.stop() }
+        #expect(phone.wait(for: "REGISTERED"), "\(phone.lines)")
+        let caller = try Background.ua(["call", "--proto", "udp", "--port", String(port), "--to", "alice", "--expect", "480", "--timeout", "15"])
+        defer { caller.stop() }
+        #expect(phone.wait(for: "INVITE-RECEIVED"), "\(phone.lines)")
+
+        // The new script has another failure_route first: block numbers differ.
+        try ("listen=udp:127.0.0.1:0\nalias=\"localhost\"\ncontrol_socket=\"ctl.sock\"\n" + modules + "\n"
+             + main.replacingOccurrences(of: "sl_send_reply(\"403\", \"First\")", with: "sl_send_reply(\"405\", \"Second\")") + """
+
+        failure_route[EARLY] { t_reply("486", "Wrong Block"); }
+        failure_route[LATE] { t_reply("480", "New Script"); }
+        """).write(toFile: proxy.dir + "/proxy.cfg", atomically: true, encoding: .utf8)
+        let reloaded = ControlSocket.call(proxy.dir + "/ctl.sock", "cfg.reload")
+        #expect((reloaded["result"] as? [String: Any])?["reloaded"] as? Bool == true, "\(reloaded)")
+        #expect(statusCode(udpRequest(port: port, inviteText("x").replacingOccurrences(of: "INVITE", with: "OPTIONS"))) == 405)
+
+        #expect(caller.finish(timeout: 20) == 0, "\(caller.lines)")
+        #expect(caller.lines.contains("RESPONSE 480 Old Script"), "\(caller.lines) \(proxy.log.lines)")
+    }
+
     static func binaryConfig(_ dir: String, udp: UInt16, tcp: UInt16) throws -> String {
         let file = dir + "/drain.cfg"
         try """
