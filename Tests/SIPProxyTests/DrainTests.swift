@@ -253,6 +253,51 @@ struct DrainTests {
         #expect(!proxy.process.isRunning && proxy.process.terminationStatus == 0, "\(proxy.lines)")
     }
 
+    @Test("at the end of the drain an open TLS connection is closed with close_notify (Python ssl sees a clean end), exit 0",
+          .enabled(if: FileManager.default.fileExists(atPath: swiftserBinary)))
+    func tlsCloseNotify() throws {
+        let pki = try TestPKI()
+        try pki.issue("server", cn: "localhost", dns: ["localhost"])
+        let dir = makeTempDir("drain-tls")
+        let port = freePort()
+        let file = dir + "/tls.cfg"
+        try """
+        listen=tls:127.0.0.1:\(port)
+        control_socket="ctl.sock"
+        modparam("usrloc", "db_mode", 0)
+        tls_certificate="\(pki.dir)/server.pem"
+        tls_private_key="\(pki.dir)/server.key"
+        request_route { sl_send_reply("200", "OK"); }
+        """.write(toFile: file, atomically: true, encoding: .utf8)
+        let proxy = try Background(swiftserBinary, ["-f", file])
+        defer { proxy.stop() }
+        #expect(eventually { Subprocess.run(swiftserBinary, ["ctl", "-s", dir + "/ctl.sock", "core.version"]).status == 0 }, "\(proxy.lines)")
+        // A TLS client that waits for the server to end the connection and
+        // says how it ended: CLEAN (close_notify) or EOF (no close_notify).
+        let client = try Background("python3", ["-c", """
+        import socket, ssl, sys
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations("\(pki.caFile)")
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", \(port)), timeout=30), server_hostname="localhost", suppress_ragged_eofs=False)
+        print("CONNECTED", flush=True)
+        try:
+            data = s.recv(100)
+            print("CLEAN" if data == b"" else "DATA", flush=True)
+        except ssl.SSLEOFError:
+            print("EOF", flush=True)
+        except Exception as e:
+            print("ERROR", type(e).__name__, flush=True)
+        """])
+        defer { client.stop() }
+        #expect(client.wait(for: "CONNECTED"), "\(client.lines)")
+        kill(proxy.process.processIdentifier, SIGTERM)
+        #expect(client.finish(timeout: 20) == 0, "\(client.lines)")
+        #expect(client.lines.contains("CLEAN"), "\(client.lines) \(proxy.lines)")
+        let deadline = Date().addingTimeInterval(20)
+        while proxy.process.isRunning && Date() < deadline { usleep(50_000) }
+        #expect(!proxy.process.isRunning && proxy.process.terminationStatus == 0, "\(proxy.lines)")
+    }
+
     @Test("SIGUSR1 and ctl cfg.reload (real binary): a good script takes over, a bad one is refused with its errors",
           .enabled(if: FileManager.default.fileExists(atPath: swiftserBinary)))
     func reloadRealBinary() throws {
