@@ -200,6 +200,8 @@ struct Builder {
             config.core.controlSocket = path(a.text)
         case "pid_file":
             config.core.pidFile = path(a.text)
+        case "shutdown_timeout":
+            if let v = inRange(a, 0...3600) { config.core.shutdownTimeout = v }
         case "dns_hosts_file":
             config.core.dnsHostsFile = path(a.text)
         case "dns_server":

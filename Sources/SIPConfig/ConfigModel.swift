@@ -111,6 +111,9 @@ public struct CoreSettings: Sendable, Equatable {
     public var controlSocket = "var/swiftser.ctl"
     /// `pid_file`.
     public var pidFile: String?
+    /// `shutdown_timeout` (s): on SIGTERM, how long transactions in
+    /// progress may take to finish before the process exits anyway.
+    public var shutdownTimeout = 30
     /// `dns_hosts_file`: a hosts-style file consulted before DNS (tests, lab setups).
     public var dnsHostsFile: String?
     /// `dns_server`: the DNS server (IP[:port]) for SRV and A/AAAA look-ups;

@@ -66,7 +66,7 @@ extension ProxyCore {
     /// What nonces for this request are bound to (auth_checks_*).
     func nonceBinding(_ ctx: MessageContext) -> DigestNonceCodec.Binding {
         let m = ctx.received.message
-        let s = config.auth
+        let s = scriptOf(ctx).auth
         let checks: Int
         if m.method == .register {
             checks = s.checksRegister
@@ -135,7 +135,7 @@ extension ProxyCore {
         guard let c = found else { return .noCredentials }
         let user: SubscriberStore.Subscriber?
         do {
-            user = try subscribers.find(table: table, username: c.user, domain: config.auth.useDomain ? realm : nil)
+            user = try subscribers.find(table: table, username: c.user, domain: scriptOf(ctx).auth.useDomain ? realm : nil)
         } catch {
             logger.error("\(error)")
             return .error
@@ -145,7 +145,7 @@ extension ProxyCore {
             return .userUnknown
         }
         let ha1: String
-        if config.auth.calculateHA1 {
+        if scriptOf(ctx).auth.calculateHA1 {
             ha1 = DigestHash.ha1(c.algorithm, username: c.username, realm: realm, password: user.password)
         } else if c.algorithm == .md5 {
             ha1 = c.domain != nil ? user.ha1b : user.ha1
@@ -162,7 +162,7 @@ extension ProxyCore {
             return .invalidPassword
         }
         // The digest is right: an invalid or expired nonce is stale (RFC 7616 §3.3).
-        let s = config.auth
+        let s = scriptOf(ctx).auth
         switch auth.codec.check(c.nonce, realm: realm, binding: nonceBinding(ctx), now: auth.clock(),
                                 lifetime: UInt32(clamping: s.nonceExpire), maxDrift: UInt32(clamping: s.nonceAuthMaxDrift)) {
         case .invalid, .stale:

@@ -1,6 +1,14 @@
 import Foundation
 import SIPConfig
 
+/// One route block of one compiled script. The script travels with the
+/// index: a transaction armed (t_on_failure, t_on_reply) before a script
+/// reload runs the blocks of the script it started with.
+struct RouteBlock {
+    let script: CompiledScript
+    let index: Int
+}
+
 /// The route script in executable form: names resolved to enum cases,
 /// route references to indices, regular expressions compiled. Built once
 /// at load; running a message never looks at script text again.
@@ -77,19 +85,40 @@ final class CompiledScript: @unchecked Sendable { // built once at load, read-on
     }
 
     var blocks: [Block] = []
-    var mainRequest: Int?
-    var mainReply: Int?
+    var mainRequestIndex: Int?
+    var mainReplyIndex: Int?
+    /// The main request route, with this script.
+    var mainRequest: RouteBlock? { mainRequestIndex.map { RouteBlock(script: self, index: $0) } }
+    /// The main onreply_route, with this script.
+    var mainReply: RouteBlock? { mainReplyIndex.map { RouteBlock(script: self, index: $0) } }
+
+    /// The module parameters the script's functions read while a message
+    /// runs; they are reloaded with the script (`cfg.reload`, SIGUSR1).
+    /// registrar: expires limits and max_contacts.
+    let registrar: RegistrarSettings
+    /// rr: enable_double_rr.
+    let recordRoute: RecordRouteSettings
+    /// auth / auth_db: nonce_expire, nonce_auth_max_drift, the nonce checks,
+    /// calculate_ha1, use_domain (the secret, the nonce-count table, the
+    /// default algorithms and the database are fixed at start).
+    let auth: AuthSettings
 
     func index(_ kind: RouteScript.Kind, _ name: String) -> Int? {
         blocks.firstIndex { $0.kind == kind && $0.name == name }
     }
 
-    init(_ script: RouteScript) {
+    /// Compiles the route script of `config` and keeps the module
+    /// parameters it reads at run time.
+    init(_ config: Config) {
+        let script = config.script
+        registrar = config.registrar
+        recordRoute = config.recordRoute
+        auth = config.auth
         // Indices first so references resolve in any order.
         blocks = script.blocks.map { Block(kind: $0.kind, name: $0.name, body: []) }
         for (i, b) in script.blocks.enumerated() { blocks[i].body = b.body.map(compile) }
-        mainRequest = index(.request, "")
-        mainReply = index(.reply, "")
+        mainRequestIndex = index(.request, "")
+        mainReplyIndex = index(.reply, "")
     }
 
     static func pv(_ v: PseudoVariable) -> PV {

@@ -37,7 +37,7 @@ struct ControlMethods {
     typealias Outcome = Result<Any, JSONRPC.Failure>
 
     static let names: [String] = [
-        "cfg.get", "cfg.set", "core.info", "core.psx", "core.uptime", "core.version", "stats.get_statistics",
+        "cfg.get", "cfg.reload", "cfg.set", "core.info", "core.psx", "core.uptime", "core.version", "stats.get_statistics",
         "system.listMethods", "tls.info", "tls.list", "tls.options", "tls.reload", "ul.dump", "ul.lookup", "ul.rm",
     ]
 
@@ -102,6 +102,17 @@ struct ControlMethods {
                 }
                 server.logger.notice("log level set to \(v) (cfg.set core debug)")
                 return .success(0)
+            }
+        case "cfg.reload":
+            return noParams(p).flatMap { _ -> Outcome in
+                switch core.reloadScript() {
+                case .success(let r):
+                    return .success(["reloaded": true, "route_blocks": r.blocks, "warnings": r.warnings] as [String: Any])
+                case .failure(.invalid(let diagnostics)):
+                    let errors = diagnostics.filter { $0.severity == .error }
+                    return .failure(JSONRPC.Failure(code: 500, message: "route script not reloaded (\(errors.count) error\(errors.count == 1 ? "" : "s")); the running script stays in use",
+                                                    data: diagnostics.map(\.description)))
+                }
             }
         case "stats.get_statistics", "stats.fetch":
             return statistics(p)

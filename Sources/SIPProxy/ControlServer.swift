@@ -190,10 +190,14 @@ public enum JSONRPC {
     public struct Failure: Error, Sendable, Equatable {
         public var code: Int
         public var message: String
+        /// The error object's `data` member, when there is more to say
+        /// (cfg.reload: one line per config error).
+        public var data: [String]?
 
-        public init(code: Int, message: String) {
+        public init(code: Int, message: String, data: [String]? = nil) {
             self.code = code
             self.message = message
+            self.data = data
         }
 
         public static func parseError(_ why: String) -> Failure { Failure(code: -32700, message: "Parse error: \(why)") }
@@ -207,7 +211,9 @@ public enum JSONRPC {
     }
 
     static func errorResponse(id: Any, _ f: Failure) -> [String: Any] {
-        ["jsonrpc": "2.0", "error": ["code": f.code, "message": f.message], "id": id]
+        var error: [String: Any] = ["code": f.code, "message": f.message]
+        if let data = f.data { error["data"] = data }
+        return ["jsonrpc": "2.0", "error": error, "id": id]
     }
 }
 

@@ -208,7 +208,7 @@ extension ProxyCore {
                 return Array((s + ">").utf8)
             }
             let same = inL.proto == out.proto && inL.host == out.host && inL.port == out.port
-            if same || !config.recordRoute.doubleRecordRoute {
+            if same || !scriptOf(ctx).recordRoute.doubleRecordRoute {
                 m.addRecordRoute(rr(inL, r2: false))
             } else {
                 m.addRecordRoute(rr(inL, r2: true))

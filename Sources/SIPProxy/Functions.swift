@@ -46,8 +46,8 @@ extension ProxyCore {
         case .tRelay:
             return transactions.relay(ctx) ? 1 : -1
         case .route:
-            guard let idx = c.routeIndex else { return -1 }
-            switch run(block: idx, ctx) {
+            guard let idx = c.routeIndex, let script = ctx.script else { return -1 }
+            switch run(block: RouteBlock(script: script, index: idx), ctx) {
             case .drop, .exit: return 0
             case .returned(let v): return v
             default: return 1
@@ -64,13 +64,13 @@ extension ProxyCore {
         case .isPeerVerified:
             return ctx.received.tls?.peerVerified == true ? 1 : -1
         case .tOnFailure:
-            ctx.failureRoute = c.routeIndex
+            ctx.failureRoute = ctx.script.flatMap { s in c.routeIndex.map { RouteBlock(script: s, index: $0) } }
             return 1
         case .tOnReply:
-            ctx.replyRoute = c.routeIndex
+            ctx.replyRoute = ctx.script.flatMap { s in c.routeIndex.map { RouteBlock(script: s, index: $0) } }
             return 1
         case .tOnBranch:
-            ctx.branchRoute = c.routeIndex
+            ctx.branchRoute = ctx.script.flatMap { s in c.routeIndex.map { RouteBlock(script: s, index: $0) } }
             return 1
         case .tCheckTrans:
             return transactions.exists(for: ctx.message) ? 1 : -1

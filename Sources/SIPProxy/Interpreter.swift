@@ -18,17 +18,24 @@ extension ProxyCore {
 
     /// Runs a route block; `drop` and `exit` end the whole script run.
     @discardableResult
-    func run(block index: Int, _ ctx: MessageContext) -> Flow {
+    func run(block: RouteBlock, _ ctx: MessageContext) -> Flow {
         ctx.depth += 1
         defer { ctx.depth -= 1 }
         guard ctx.depth <= ProxyCore.maxDepth else {
             logger.error("route nesting deeper than \(ProxyCore.maxDepth); stopping the script")
             return .exit
         }
+        let script = block.script
+        guard script.blocks.indices.contains(block.index) else { return .exit }
         let previous = ctx.routeKind
-        ctx.routeKind = script.blocks[index].kind
-        defer { ctx.routeKind = previous }
-        return exec(script.blocks[index].body, ctx)
+        let previousScript = ctx.script
+        ctx.routeKind = script.blocks[block.index].kind
+        ctx.script = script
+        defer {
+            ctx.routeKind = previous
+            ctx.script = previousScript
+        }
+        return exec(script.blocks[block.index].body, ctx)
     }
 
     func exec(_ stmts: [CompiledScript.Stmt], _ ctx: MessageContext) -> Flow {

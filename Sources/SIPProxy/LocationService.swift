@@ -85,6 +85,23 @@ public final class LocationService: @unchecked Sendable { // bindings and the SQ
         sqlite3_close(db)
     }
 
+    /// Set by `close()`: later writes fail instead of going to memory only.
+    private var closed = false
+
+    /// Closes the database at shutdown: the write-ahead log is checkpointed
+    /// into the database file (SQLite does that when its last connection
+    /// closes). Writes after this throw; reads answer from memory.
+    public func close() {
+        lock.withLock {
+            guard !closed else { return }
+            closed = true
+            for stmt in statements.values { sqlite3_finalize(stmt) }
+            statements = [:]
+            sqlite3_close(db)
+            db = nil
+        }
+    }
+
     private func exec(_ sql: String) throws {
         var err: UnsafeMutablePointer<CChar>?
         if sqlite3_exec(db, sql, nil, nil, &err) != SQLITE_OK {
@@ -148,6 +165,7 @@ public final class LocationService: @unchecked Sendable { // bindings and the SQ
     /// Replaces an AOR's bindings with `bindings` (already merged by the registrar).
     public func replace(aor: String, with bindings: [Binding]) throws {
         try lock.withLock {
+            if closed { throw StoreError.sql("the location database is closed (shutting down)") }
             // Memory changes only once the database has committed.
             guard db != nil else {
                 byAOR[aor] = bindings.isEmpty ? nil : bindings

@@ -66,9 +66,12 @@ final class MessageContext: @unchecked Sendable { // used by one thread at a tim
     var recordRouteParams = ""
     /// mf_process_maxfwd_header() already decremented Max-Forwards.
     var maxForwardsDone = false
-    var failureRoute: Int?
-    var replyRoute: Int?
-    var branchRoute: Int?
+    var failureRoute: RouteBlock?
+    var replyRoute: RouteBlock?
+    var branchRoute: RouteBlock?
+    /// The script whose block is running (set by `run(block:)`); `route`
+    /// and `t_on_*` resolve their block numbers in it.
+    var script: CompiledScript?
     /// In onreply_route / failure_route: the reply's status.
     var status: Int?
     /// The transaction this request created or matched (t_relay / t_newtran).

@@ -1,3 +1,4 @@
+import Atomics
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
@@ -16,7 +17,20 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
     public let config: Config
     public let transport: SIPTransport
     let logger: Logger
-    let script: CompiledScript
+    /// The route script in use; `reloadScript` swaps it. Read once per
+    /// message: what a message (and its transaction) started with runs to
+    /// the end, whatever is swapped in meanwhile.
+    private let scriptRef: ManagedAtomic<CompiledScript>
+    var script: CompiledScript { scriptRef.load(ordering: .acquiring) }
+    /// The script a message runs (its module parameters with it): the one
+    /// it started with, else the current one.
+    func scriptOf(_ ctx: MessageContext) -> CompiledScript { ctx.script ?? script }
+    /// Set once by `beginDrain()`.
+    private let draining = ManagedAtomic<Bool>(false)
+    /// Serialises script reloads (the control socket and SIGUSR1).
+    private let reloadLock = NIOLock()
+    /// The preprocessor definitions the config was loaded with.
+    let defines: [String: String]
     let location: LocationService
     /// Made lazily because it needs `self`, but touched at the end of
     /// `init`, before any other thread can see the core.
@@ -45,8 +59,12 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
     /// `subscribers`: the credentials store; nil opens the one the config
     /// names (auth_db db_url, else the location store's file), or an empty
     /// in-memory one if that cannot be opened (logged).
-    public init(config: Config, transport: SIPTransport, location: LocationService, logger: Logger, subscribers: SubscriberStore? = nil) {
+    /// `defines`: the `-A` definitions the config was loaded with, used
+    /// again when the script is reloaded.
+    public init(config: Config, transport: SIPTransport, location: LocationService, logger: Logger, subscribers: SubscriberStore? = nil,
+                defines: [String: String] = [:]) {
         self.config = config
+        self.defines = defines
         self.transport = transport
         self.logger = logger
         self.location = location
@@ -64,7 +82,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
                 self.subscribers = try! SubscriberStore(path: nil)  // an in-memory database opens unless memory is exhausted
             }
         }
-        self.script = CompiledScript(config.script)
+        self.scriptRef = ManagedAtomic(CompiledScript(config))
         var supported = Set(config.listens.map(\.proto))
         if config.tls.disabled { supported.remove(.tls) }
         self.resolver = Resolver(hostsFile: config.core.dnsHostsFile, srvLookup: config.core.dnsSRVLookup, naptrLookup: config.core.dnsTryNAPTR,
@@ -173,6 +191,12 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
         }
         // Retransmissions and CANCEL/ACK of known transactions.
         if transactions.absorb(r, checked: checked) { return }
+        // Draining: requests within dialogs (a To tag) and ACK/CANCEL go
+        // on; a new initial request is turned away.
+        if checked.toTag == nil, m.method != .ack, m.method != .cancel, draining.load(ordering: .relaxed) {
+            sendReply(to: r, request: m, code: 503, reason: "Service Unavailable", extraHeaders: [("Retry-After", String(retryAfterWhileDraining))])
+            return
+        }
         applyAlias(r, topVia: checked.topVia)
         let ctx = MessageContext(received: r, checked: checked)
         // received/rport on the top Via (RFC 3261 §18.2.1, RFC 3581).
@@ -329,6 +353,96 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
         }
     }
 
+    // MARK: Drain and reload
+
+    /// True once `beginDrain()` ran (readiness: false while draining).
+    public var isDraining: Bool { draining.load(ordering: .relaxed) }
+
+    /// Transactions still in progress (the drain waits for 0).
+    public var activeTransactions: Int { transactions.activeCount }
+
+    /// The Retry-After (seconds) of the 503 a new request gets while
+    /// draining: `shutdown_timeout`, at least 1.
+    var retryAfterWhileDraining: Int { max(1, config.core.shutdownTimeout) }
+
+    /// Starts the graceful drain (SIGTERM): TCP and TLS listeners stop
+    /// accepting connections (open ones stay), new initial requests get 503
+    /// with Retry-After; requests within dialogs, CANCEL, ACK and responses
+    /// go on. The caller waits for `activeTransactions` to reach 0 (or
+    /// `shutdown_timeout`) and then shuts the transport down.
+    public func beginDrain() {
+        guard draining.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return }
+        transport.stopAccepting()
+    }
+
+    /// Why a script reload was refused.
+    public enum ScriptReloadError: Error, CustomStringConvertible {
+        /// The config file does not load or its script fails the checks
+        /// of `swiftser check`: each diagnostic with file:line:col.
+        case invalid([ConfigDiagnostic])
+        public var description: String {
+            switch self {
+            case .invalid(let d): return d.map(\.description).joined(separator: "\n")
+            }
+        }
+    }
+
+    /// The outcome of a script reload that worked.
+    public struct ScriptReloaded: Sendable {
+        /// Route blocks of the new script.
+        public var blocks: Int
+        /// Warnings from loading the config.
+        public var warnings: [String]
+    }
+
+    /// Loads the config file again (with the definitions of the start) and, when
+    /// it passes the checks of `swiftser check`, swaps in its route script
+    /// atomically: messages arriving from now on run the new script; those
+    /// already running, and transactions already armed with a
+    /// failure_route or onreply_route, finish with the old one. A config
+    /// that fails leaves the running script in place. Only the route
+    /// script and the module parameters it reads while running change
+    /// (see `CompiledScript`); every other parameter needs a restart, and
+    /// a change to one is reported as a warning (docs/operations.md).
+    public func reloadScript() -> Result<ScriptReloaded, ScriptReloadError> {
+        reloadLock.withLock {
+            let fresh: Config
+            do throws(ConfigErrors) {
+                fresh = try ConfigLoader.load(file: config.file, defines: defines)
+            } catch {
+                logger.error("route script reload failed, the running script stays in use:\n\(error)")
+                return .failure(.invalid(error.diagnostics))
+            }
+            let compiled = CompiledScript(fresh)
+            scriptRef.store(compiled, ordering: .releasing)
+            var warnings = fresh.warnings.map(\.description)
+            for name in restartOnlyChanges(fresh) {
+                warnings.append("\(name) changed in \(config.file); the change takes effect after a restart")
+            }
+            for w in warnings { logger.warning("\(w)") }
+            logger.notice("route script reloaded from \(config.file): \(compiled.blocks.count) route block(s)")
+            return .success(ScriptReloaded(blocks: compiled.blocks.count, warnings: warnings))
+        }
+    }
+
+    /// The groups of settings a reload does not apply that differ in
+    /// `fresh` from the running config.
+    func restartOnlyChanges(_ fresh: Config) -> [String] {
+        var changed: [String] = []
+        if fresh.listens.map(\.description) != config.listens.map(\.description) { changed.append("listen") }
+        if fresh.aliases != config.aliases { changed.append("alias") }
+        if fresh.core != config.core { changed.append("a core parameter") }
+        if fresh.tls != config.tls { changed.append("a TLS parameter") }
+        if fresh.transactions != config.transactions { changed.append("a tm parameter") }
+        if fresh.pike != config.pike { changed.append("a pike parameter") }
+        if fresh.registrar.database != config.registrar.database || fresh.registrar.dbMode != config.registrar.dbMode { changed.append("usrloc db_url/db_mode") }
+        var a = fresh.auth, b = config.auth
+        (a.nonceExpire, a.nonceAuthMaxDrift, a.checksRegister, a.checksNoDialog, a.checksInDialog, a.calculateHA1, a.useDomain) =
+            (b.nonceExpire, b.nonceAuthMaxDrift, b.checksRegister, b.checksNoDialog, b.checksInDialog, b.calculateHA1, b.useDomain)
+        if a != b { changed.append("an auth parameter (secret, nc_array_size, algorithm, db_url)") }
+        return changed
+    }
+
     // MARK: Responses
 
     /// Most Via values a response may carry.
@@ -355,6 +469,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
             return
         }
         if transactions.handleResponse(r, checked: checked) { return }
+        let script = self.script
         // Only a response to a request we forwarded statelessly (our `f`
         // branch) goes on by its Via. One for a transaction we no longer
         // (or never) had, or with a branch we never make, is dropped: a
@@ -417,3 +532,7 @@ struct FNV64 {
         value = v &* 0x100_0000_01b3
     }
 }
+
+/// The running script lives in a `ManagedAtomic`: loads and stores are
+/// lock-free strong references (swift-atomics).
+extension CompiledScript: AtomicReference {}

@@ -38,7 +38,7 @@ extension ProxyCore {
                                      failWith: (Int, String, [(String, String)]) -> Bool) -> Bool {
         func fail(_ code: Int, _ reason: String, _ extra: [(String, String)] = []) -> Bool { failWith(code, reason, extra) }
         let m = ctx.received.message
-        let settings = config.registrar
+        let settings = scriptOf(ctx).registrar
         let now = Int64(Date().timeIntervalSince1970)
         var current = location.bindings(for: aor, now: now)
         let headerExpires = m.expires.map(Int64.init)

@@ -26,6 +26,8 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
     private let lock = NIOLock()
     private var channels: [Channel] = []
     private var udpChannels: [(ListenSocket, Channel)] = []
+    /// The TCP and TLS listening sockets (closed by `stopAccepting`).
+    private var streamServerChannels: [Channel] = []
     private var pendingConnects: [String: EventLoopFuture<SIPConnection>] = [:]
     private var dnsClient: DNSClient?
     /// The listen sockets as bound (a configured port 0 replaced by the real one).
@@ -65,7 +67,7 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
                 lock.withLock {
                     channels.append(channel)
                     listeners.append(bound)
-                    if l.proto == .udp { udpChannels.append((bound, channel)) }
+                    if l.proto == .udp { udpChannels.append((bound, channel)) } else { streamServerChannels.append(channel) }
                 }
                 logger.info("listening on \(bound)\(bound.advertisedHost.map { " advertise \($0)" } ?? "")")
             } catch {
@@ -171,11 +173,33 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
         return ch.addSync([sniffer, sni, stream])
     }
 
-    /// Closes every listener and connection.
-    public func shutdown() {
+    /// Closes the TCP and TLS listening sockets: no new connection is
+    /// accepted; open connections and the UDP sockets stay (drain).
+    public func stopAccepting() {
+        let servers = lock.withLock { () -> [Channel] in
+            defer { streamServerChannels = [] }
+            return streamServerChannels
+        }
+        for c in servers { try? c.close().wait() }
+    }
+
+    /// Longest `shutdown()` waits for connections to close: TLS sends its
+    /// close_notify and waits a little for the peer's.
+    public static let closeWait: TimeAmount = .seconds(3)
+
+    /// Closes every listener and connection. With `waitForClose`, waits
+    /// (at most `closeWait`) until the connections are closed, so TLS
+    /// connections end with close_notify before the event loops stop.
+    public func shutdown(waitForClose: Bool = false) {
         let all = lock.withLock { channels }
         for c in all { try? c.close().wait() }
-        for c in connections.all { c.close(reason: .shuttingDown) }
+        let open = connections.all
+        for c in open { c.close(reason: .shuttingDown) }
+        if waitForClose, !open.isEmpty {
+            let done = DispatchSemaphore(value: 0)
+            EventLoopFuture.andAllComplete(open.map { $0.channel.closeFuture }, on: group.next()).whenComplete { _ in done.signal() }
+            _ = done.wait(timeout: .now() + .nanoseconds(Int(Self.closeWait.nanoseconds)))
+        }
         lock.withLock { dnsClient }?.close()
         delegate = nil
     }

@@ -8,7 +8,7 @@ struct Ctl: ParsableCommand {
         discussion: """
         Methods: core.version, core.uptime, core.psx, core.info, ul.dump, ul.lookup location AOR, \
         ul.rm location AOR, tls.list, tls.options, tls.reload, cfg.get core debug, cfg.set core debug N, \
-        stats.get_statistics all, system.listMethods.
+        stats.get_statistics all, cfg.reload (reload the route script), system.listMethods.
         Parameters that look like integers are sent as numbers; write s:VALUE to send a string, i:VALUE a number.
         Exit status: 0 on a result, 1 on an error answer, 2 when the proxy cannot be reached.
         """)
@@ -45,6 +45,7 @@ struct Ctl: ParsableCommand {
         }
         if let error = object["error"] as? [String: Any] {
             FileHandle.standardError.write(Data("error \(error["code"] ?? "?"): \(error["message"] ?? "")\n".utf8))
+            for line in error["data"] as? [String] ?? [] { FileHandle.standardError.write(Data((line + "\n").utf8)) }
             throw ExitCode(1)
         }
         let result = object["result"] ?? NSNull()

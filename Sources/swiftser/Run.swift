@@ -73,7 +73,8 @@ struct Run: ParsableCommand {
             try? group.syncShutdownGracefully()
             throw ExitCode(1)
         }
-        let core = ProxyCore(config: config, transport: transport, location: location, logger: logger, subscribers: subscribers)
+        let core = ProxyCore(config: config, transport: transport, location: location, logger: logger, subscribers: subscribers,
+                             defines: options.defineMap)
         transport.delegate = core
         let control = ControlServer(core: core, config: config, logger: logger, logLevel: runtimeLevel)
         do {
@@ -95,8 +96,11 @@ struct Run: ParsableCommand {
         }
         logger.notice("SwiftSER running: \(transport.listeners.map(\.description).joined(separator: ", ")); \(location.all().count) registrations loaded")
 
-        // Signals: HUP reloads TLS files; INT and TERM stop.
+        // Signals (plain DispatchSource handlers): HUP reloads TLS files,
+        // USR1 reloads the route script, INT and TERM drain and then stop;
+        // a second INT or TERM stops at once.
         signal(SIGHUP, SIG_IGN)
+        signal(SIGUSR1, SIG_IGN)
         signal(SIGINT, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
         signal(SIGPIPE, SIG_IGN)
@@ -104,11 +108,19 @@ struct Run: ParsableCommand {
         let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: queue)
         hup.setEventHandler { _ = control.reloadTLS() }
         hup.resume()
-        let done = DispatchSemaphore(value: 0)
+        let usr1 = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: queue)
+        usr1.setEventHandler { _ = core.reloadScript() }
+        usr1.resume()
+        let drain = DispatchSemaphore(value: 0)
+        let force = DispatchSemaphore(value: 0)
+        var stopSignals = 0 // touched only on `queue`
         var stops: [DispatchSourceSignal] = []
         for sig in [SIGINT, SIGTERM] {
             let s = DispatchSource.makeSignalSource(signal: sig, queue: queue)
-            s.setEventHandler { done.signal() }
+            s.setEventHandler {
+                stopSignals += 1
+                if stopSignals == 1 { drain.signal() } else if stopSignals == 2 { force.signal() }
+            }
             s.resume()
             stops.append(s)
         }
@@ -116,11 +128,31 @@ struct Run: ParsableCommand {
             let n = location.purgeExpired()
             if n > 0 { logger.info("purged \(n) expired registration\(n == 1 ? "" : "s")") }
         }
-        done.wait()
+        drain.wait()
+        // Drain: no new connections, 503 to new requests, transactions in
+        // progress finish until none is left or shutdown_timeout passes.
+        core.beginDrain()
+        logger.notice("draining: \(core.activeTransactions) transaction(s) in progress; up to \(config.core.shutdownTimeout) s (shutdown_timeout)")
+        let deadline = DispatchTime.now() + .seconds(config.core.shutdownTimeout)
+        var forced = false
+        while core.activeTransactions > 0 {
+            let now = DispatchTime.now()
+            if now >= deadline {
+                logger.warning("shutdown_timeout reached with \(core.activeTransactions) transaction(s) in progress")
+                break
+            }
+            if force.wait(timeout: min(deadline, now + .milliseconds(50))) == .success {
+                logger.notice("second stop signal: stopping at once")
+                forced = true
+                break
+            }
+        }
         logger.notice("stopping")
         purge.cancel()
         control.stop()
-        transport.shutdown()
+        // Connections close (TLS with close_notify) before the loops stop.
+        transport.shutdown(waitForClose: !forced)
+        location.close()
         try? group.syncShutdownGracefully()
         if let pidPath { try? FileManager.default.removeItem(atPath: pidPath) }
     }

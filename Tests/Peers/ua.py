@@ -7,7 +7,8 @@
       CANCEL. Prints one line per event; stops after --duration seconds.
   ua.py call   --port P --proto udp --to alice [--cancel] [--expect 200]
       Calls sip:TO@HOST through the proxy; on 200 sends ACK and BYE along the
-      Record-Route set; with --cancel sends CANCEL after the 180.
+      Record-Route set; with --cancel sends CANCEL after the 180 (with
+      --cancel-when FILE, once FILE exists: the test decides when).
   ua.py register --port P --proto udp --user bob [--contacts N [--one-line]] [--expires S]
       Sends one REGISTER and prints the response and its Contacts.
 With --password (default "test-password"), a 401/407 to REGISTER or INVITE
@@ -286,6 +287,11 @@ def call(a):
             continue
         log("RESPONSE", m.status, m.first.split(" ", 2)[2] if m.first.count(" ") >= 2 else "")
         if m.method == "INVITE" and m.status == 180 and a.cancel:
+            if a.cancel_when:
+                import os
+                while not os.path.exists(a.cancel_when) and time.time() < deadline:
+                    time.sleep(0.05)
+                log("CANCELLING")
             c.send(("CANCEL %s SIP/2.0\r\n%s\r\nMax-Forwards: 70\r\nFrom: <sip:caller@%s>;tag=%s\r\nTo: <%s>\r\n"
                     "Call-ID: %s\r\nCSeq: %d CANCEL\r\nContent-Length: 0\r\n\r\n") % (ruri, via(c, branch), a.domain, ftag, ruri, call_id, cseq))
         if m.method == "INVITE" and m.status in (401, 407) and a.password and not answered:
@@ -383,6 +389,7 @@ def main():
     p.add_argument("--contacts", type=int, default=1)
     p.add_argument("--one-line", action="store_true", help="all contacts in one Contact header")
     p.add_argument("--cancel", action="store_true")
+    p.add_argument("--cancel-when", help="with --cancel: wait for this file to exist before sending CANCEL")
     p.add_argument("--scheme", default="sip", help="sip or sips for the called URI")
     p.add_argument("--expect", type=int, default=200)
     p.add_argument("--password", default="test-password", help="answer 401/407 with this password (empty: never)")

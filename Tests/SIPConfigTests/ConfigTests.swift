@@ -487,6 +487,7 @@ struct TransportLimitParameterTests {
         tcp_msg_read_timeout=7
         tls_max_handshakes=16
         tcp_max_outbound_connections=10
+        shutdown_timeout=5
         \(minimalRoute)
         """)
         #expect(c.core.tcpConnWriteQueueMax == 65_536)
@@ -495,11 +496,14 @@ struct TransportLimitParameterTests {
         #expect(c.core.tcpMessageReadTimeout == 7)
         #expect(c.tls.maxHandshakes == 16)
         #expect(c.core.tcpMaxOutboundConnections == 10)
+        #expect(c.core.shutdownTimeout == 5)
+        #expect(try load(minimalRoute).core.shutdownTimeout == 30)
     }
 
     @Test("out-of-range values are config errors", arguments: [
         "tcp_conn_wq_max=100", "tcp_wq_max=1000", "tcp_max_connections_per_ip=0", "tcp_msg_read_timeout=0",
         "tls_max_handshakes=-1", "tcp_max_connections=9999999999999", "tcp_msg_read_timeout=99999999999",
+        "shutdown_timeout=-1", "shutdown_timeout=3601",
     ])
     func refused(line: String) {
         #expect(throws: ConfigErrors.self) { _ = try load(line + "\n" + minimalRoute) }

@@ -38,7 +38,7 @@ final class ServerTransaction: @unchecked Sendable { // state read and written o
     /// What an onreply_route sees of the request's script (t_on_reply,
     /// $var, flags), copied under the lock each time t_relay runs, so a
     /// response on another thread never reads the live context.
-    var replyRoute: Int?
+    var replyRoute: RouteBlock?
     var replyVars: [String: Value] = [:]
     var replyFlags: UInt64 = 0
     /// Bumped with every new wake-up; a wake-up of an older one is stale.
@@ -104,6 +104,8 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
     /// statelessly), no key is built for an incoming request.
     private let count = ManagedAtomic<Int>(0)
     private var isEmpty: Bool { count.load(ordering: .relaxed) == 0 }
+    /// Live transactions (read-only; drain waits for it to reach 0).
+    var activeCount: Int { count.load(ordering: .relaxed) }
 
     func shardIndex(_ k: TransactionKey) -> Int {
         Int(UInt(bitPattern: k.hashValue) % UInt(shards.count))
