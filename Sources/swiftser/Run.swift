@@ -81,6 +81,20 @@ struct Run: ParsableCommand {
         } catch {
             logger.warning("control socket \(config.core.controlSocket) not available: \(error)")
         }
+        var http: HTTPStatusServer?
+        if let address = config.core.httpListen {
+            let server = HTTPStatusServer(core: core, address: address, logger: logger)
+            do {
+                try server.start(group: group)
+                http = server
+            } catch {
+                logger.error("cannot open http_listen \(address.host):\(address.port): \(error)")
+                control.stop()
+                transport.shutdown()
+                try? group.syncShutdownGracefully()
+                throw ExitCode(1)
+            }
+        }
         let pidPath = pidFile ?? config.core.pidFile
         if let pidPath {
             do {
@@ -119,6 +133,7 @@ struct Run: ParsableCommand {
         done.wait()
         logger.notice("stopping")
         purge.cancel()
+        http?.stop()
         control.stop()
         transport.shutdown()
         try? group.syncShutdownGracefully()

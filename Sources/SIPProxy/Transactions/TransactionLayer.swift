@@ -21,8 +21,13 @@ final class ServerTransaction: @unchecked Sendable { // state read and written o
     /// The wake-up scheduled for `machine.nextDeadline`.
     var timer: TimerWheel.Timer?
     var timerDue: Millis?
+    /// When it was made, for the request → final response latency.
+    let created: Millis
+    /// A final response went upstream (its latency is recorded once).
+    var finalSent = false
 
-    init(key: TransactionKey, ctx: MessageContext, shard: Int, machine: ProxyTransaction) {
+    init(key: TransactionKey, ctx: MessageContext, shard: Int, machine: ProxyTransaction, created: Millis) {
+        self.created = created
         self.key = key
         self.ctx = ctx
         self.shard = shard
@@ -78,6 +83,8 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
     /// statelessly), no key is built for an incoming request.
     private let count = ManagedAtomic<Int>(0)
     private var isEmpty: Bool { count.load(ordering: .relaxed) == 0 }
+    /// Server transactions now held (Kamailio's tmx `active_transactions`).
+    var activeCount: Int { count.load(ordering: .relaxed) }
 
     func shardIndex(_ k: TransactionKey) -> Int {
         Int(UInt(bitPattern: k.hashValue) % UInt(shards.count))
@@ -125,6 +132,15 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
         if let u = a.upstream, let bytes = upstreamBytes(t, u, merging: a.mergeChallenges) {
             t.lastResponse = bytes
             e.upstream.append(bytes)
+            let metrics = core.metrics
+            switch u {
+            case .forward(_, let status):
+                metrics.forwardedReply(status)
+                if status >= 200 && !t.finalSent { recordFinal(t, metrics) }
+            case .local(let status):
+                metrics.sentReply(status)
+                if status >= 200 && !t.finalSent { recordFinal(t, metrics) }
+            }
         } else if a.resendUpstream, let bytes = t.lastResponse {
             e.upstream.append(bytes)
         }
@@ -209,6 +225,12 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
         perform(e, for: t)
     }
 
+    /// The first final response of `t` (call with its shard's lock held).
+    private func recordFinal(_ t: ServerTransaction, _ metrics: ProxyMetrics) {
+        t.finalSent = true
+        metrics.finalResponseLatency.record(ms: clock() - t.created)
+    }
+
     private func perform(_ e: Effects, for t: ServerTransaction) {
         for bytes in e.upstream {
             core.transport.reply(bytes, to: t.request).whenFailure { [logger = core.logger, request = t.request] error in
@@ -216,6 +238,7 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
             }
         }
         for s in e.sends {
+            core.metrics.forwardedRequest()
             let f = core.transport.send(s.bytes, to: s.to)
             if let i = s.branch {
                 f.whenFailure { [weak self, weak t] error in
@@ -303,7 +326,7 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
         let t: ServerTransaction = s.lock.withLock {
             if let t = s.servers[k] { return t }
             let machine = ProxyTransaction(isInvite: isInvite, upstreamReliable: ctx.received.proto != .udp, settings: settings, now: now)
-            let t = ServerTransaction(key: k, ctx: ctx, shard: index, machine: machine)
+            let t = ServerTransaction(key: k, ctx: ctx, shard: index, machine: machine, created: now)
             s.servers[k] = t
             count.wrappingIncrement(ordering: .relaxed)
             rescheduleLocked(t, shard: s)
