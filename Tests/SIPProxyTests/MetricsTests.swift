@@ -111,7 +111,7 @@ struct MetricsTests {
         #expect(ready.status == 200, "\(ready.body)")
     }
 
-    @Test("/ready is 503 once draining; unknown paths 404; POST 405; an oversized request is closed unanswered")
+    @Test("/ready is 503 once draining; unknown paths 404; POST 405; an oversized request is closed unanswered; plain SIP to the TLS port counts a failed handshake")
     func readinessAndLimits() throws {
         let pki = try TestPKI()
         let proxy = try defaultProxy(pki, extra: "http_listen=\"127.0.0.1:0\"", script: metricsScript)
@@ -128,6 +128,12 @@ struct MetricsTests {
         #expect(big.out.contains("\"closed\": true"), "\(big.out) \(big.err)")
         // The listener still answers afterwards.
         #expect(try Scrape(port: port, path: "/health").status == 200)
+        // Plain SIP over TCP to the TLS listener: a failed handshake.
+        let before = try Scrape(port: port)
+        _ = Subprocess.sipclient(["--proto", "tcp", "--port", String(proxy.port(.tls)), "--options", "--wait", "1"])
+        let after = try Scrape(port: port)
+        #expect((after["swiftser_tls_handshakes_total{outcome=failed}"] ?? 0) - (before["swiftser_tls_handshakes_total{outcome=failed}"] ?? 0) == 1)
+        #expect(after["swiftser_tls_handshakes_total{outcome=completed}"] == before["swiftser_tls_handshakes_total{outcome=completed}"])
     }
 
     @Test("http_listen: loopback only unless http_listen_public=yes; malformed values refused")
