@@ -176,7 +176,7 @@ public final class ProxyMetrics: Sendable {
         }
     }
 
-    /// 1xx → 0 … 6xx → 5; anything else counts with 6xx's neighbours' ends.
+    /// 1xx → 0 … 6xx → 5 (a status outside 100–699 counts with the nearest class).
     static func classIndex(_ status: Int) -> Int { min(5, max(0, status / 100 - 1)) }
 
     @inline(__always) func receivedRequest(_ m: SIPMethod?) { rcvRequests[Self.methodIndex(m)].increment() }
