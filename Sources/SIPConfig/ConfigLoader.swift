@@ -54,6 +54,8 @@ struct Builder {
     var diagnostics: [ConfigDiagnostic] = []
     /// Where `db_url` was set, for errors found once every modparam is read.
     var dbURLLocation: SourceLocation?
+    /// Where `http_listen` was set, for the loopback check once all are read.
+    var httpListenLocation: SourceLocation?
 
     mutating func error(_ loc: SourceLocation, _ message: String) {
         diagnostics.append(ConfigDiagnostic(.error, loc, message, sourceLine: sourceLine(loc)))
@@ -110,6 +112,9 @@ struct Builder {
         if config.registrar.dbMode != 0 && config.registrar.database.isEmpty {
             error(dbURLLocation ?? SourceLocation(file: config.file, line: 1, column: 1),
                   "usrloc db_url is empty but db_mode is \(config.registrar.dbMode); name a file (\"sqlite:///var/lib/swiftser/location.sqlite\") or set db_mode to 0 to keep registrations in memory")
+        }
+        if let h = config.core.httpListen, !h.isLoopback, !config.core.httpListenPublic, let loc = httpListenLocation {
+            error(loc, "http_listen=\(h.host) is not a loopback address: /metrics and /ready would be open to the network; set http_listen_public=yes to allow it (and restrict it with a firewall)")
         }
         if config.listens.isEmpty {
             for proto in TransportProtocol.allCases where !(proto == .tls && config.tls.disabled) {
@@ -213,6 +218,15 @@ struct Builder {
             }
         case "dns_srv_lookup", "dns_srv_lb":
             if let v = bool(a) { config.core.dnsSRVLookup = v }
+        case "http_listen":
+            if let v = HTTPListenAddress(a.text.trimmingCharacters(in: CharacterSet(charactersIn: "\" "))) {
+                config.core.httpListen = v
+                httpListenLocation = a.valueLocation
+            } else {
+                error(a.valueLocation, "http_listen must be an IP address and a port, e.g. \"127.0.0.1:9090\" or \"[::1]:9090\"")
+            }
+        case "http_listen_public":
+            if let v = bool(a) { config.core.httpListenPublic = v }
         case "dns_try_naptr":
             if let v = bool(a) { config.core.dnsTryNAPTR = v }
         case "fork", "log_stderror", "log_facility", "log_prefix", "memdbg", "memlog", "mhomed", "auto_aliases",

@@ -124,6 +124,51 @@ public struct CoreSettings: Sendable, Equatable {
     /// `dns_try_naptr`: RFC 3263 §4.1 NAPTR look-ups pick the transport for
     /// names given without transport and port.
     public var dnsTryNAPTR = true
+    /// `http_listen`: the address of the HTTP listener for `/metrics`,
+    /// `/health` and `/ready`; nil (the default): no listener.
+    public var httpListen: HTTPListenAddress?
+    /// `http_listen_public`: allow `http_listen` on an address other than
+    /// loopback (off: such an address is a config error).
+    public var httpListenPublic = false
+}
+
+/// `http_listen` parsed: "IPv4:port" or "[IPv6]:port" (port 0: any free one).
+public struct HTTPListenAddress: Sendable, Equatable {
+    public var host: String
+    public var port: Int
+
+    public init?(_ text: String) {
+        let t = text.trimmingCharacters(in: .whitespaces)
+        let hostPart: Substring, portPart: Substring
+        if t.hasPrefix("[") {
+            guard let close = t.firstIndex(of: "]"), t[t.index(after: close)...].hasPrefix(":") else { return nil }
+            hostPart = t[t.index(after: t.startIndex)..<close]
+            portPart = t[t.index(close, offsetBy: 2)...]
+        } else {
+            guard let colon = t.lastIndex(of: ":"), !t[..<colon].contains(":") else { return nil }
+            hostPart = t[..<colon]
+            portPart = t[t.index(after: colon)...]
+        }
+        guard !portPart.isEmpty, portPart.allSatisfy(\.isASCII), portPart.allSatisfy(\.isNumber),
+              let port = Int(portPart), (0...65535).contains(port) else { return nil }
+        let host = String(hostPart)
+        var v4 = in_addr(), v6 = in6_addr()
+        if t.hasPrefix("[") {
+            guard inet_pton(AF_INET6, host, &v6) == 1 else { return nil }
+        } else {
+            guard inet_pton(AF_INET, host, &v4) == 1 else { return nil }
+        }
+        self.host = host
+        self.port = port
+    }
+
+    /// 127.0.0.0/8 or ::1.
+    public var isLoopback: Bool {
+        var v4 = in_addr(), v6 = in6_addr()
+        if inet_pton(AF_INET, host, &v4) == 1 { return host.hasPrefix("127.") }
+        guard inet_pton(AF_INET6, host, &v6) == 1 else { return false }
+        return withUnsafeBytes(of: &v6) { b in b.prefix(15).allSatisfy { $0 == 0 } && b[15] == 1 }
+    }
 }
 
 /// A TLS protocol version.

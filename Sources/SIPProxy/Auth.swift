@@ -103,8 +103,16 @@ extension ProxyCore {
         let nonce = auth.codec.make(realm: realm, issued: auth.clock(), id: id, qopRequired: !qop.isEmpty, binding: nonceBinding(ctx))
         let headers = algorithms.map { (kind.challengeHeader, DigestChallenge.value(realm: realm, nonce: nonce, algorithm: $0, qop: qop, stale: stale)) }
         ctx.replied = true
+        metrics.authChallenged()
         sendReply(ctx, code: kind.code, reason: kind.reason, extraHeaders: headers)
         return 1
+    }
+
+    /// Counts the outcome of www_authorize / proxy_authorize / auth_check
+    /// (`swiftser_auth_results_total`; no credentials is not counted).
+    func counted(_ raw: Int) -> Int {
+        if let r = AuthResult(rawValue: raw), r != .noCredentials { metrics.authenticated(r) }
+        return raw
     }
 
     /// www_authorize / proxy_authorize(realm, table) and auth_check:

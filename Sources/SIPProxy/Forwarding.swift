@@ -229,6 +229,7 @@ extension ProxyCore {
         do {
             let out = try prepare(ctx, target: target, forced: forced, branchIndex: 0, mayDefer: mayDefer)
             logger.debug("forwarding \(ctx.message.method?.name ?? "") statelessly to \(out.destination)")
+            metrics.forwardedRequest()
             transport.send(out.bytes, to: out.destination).whenFailure { [logger] e in
                 logger.info("stateless forward to \(out.destination) failed: \(e)")
             }

@@ -153,18 +153,22 @@ extension ProxyCore {
             }
             return r
         case .wwwAuthorize:
-            return authAuthorize(ctx, .www, realm: arg(0), table: arg(1), method: c.args.count > 2 ? arg(2) : nil).rawValue
+            return counted(authAuthorize(ctx, .www, realm: arg(0), table: arg(1), method: c.args.count > 2 ? arg(2) : nil).rawValue)
         case .proxyAuthorize:
-            return authAuthorize(ctx, .proxy, realm: arg(0), table: arg(1)).rawValue
+            return counted(authAuthorize(ctx, .proxy, realm: arg(0), table: arg(1)).rawValue)
         case .authCheck:
-            return authCheck(ctx, realm: arg(0), table: arg(1), flags: Int(arg(2)) ?? 0)
+            return counted(authCheck(ctx, realm: arg(0), table: arg(1), flags: Int(arg(2)) ?? 0))
         case .consumeCredentials:
             return consumeCredentials(ctx)
         case .hasCredentials:
             return hasCredentials(ctx, realm: arg(0))
         case .pikeCheckReq:
             // Kamailio: -1 when the source is flooding, 1 otherwise.
-            return pike.hit(ctx.received.sourceIP, now: DispatchTime.now().uptimeNanoseconds / 1_000_000) ? -1 : 1
+            if pike.hit(ctx.received.sourceIP, now: DispatchTime.now().uptimeNanoseconds / 1_000_000) {
+                metrics.pikeBlockedRequest()
+                return -1
+            }
+            return 1
         case .sanityCheck:
             return (try? ctx.message.validate()) != nil ? 1 : -1
         }

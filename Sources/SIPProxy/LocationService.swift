@@ -162,6 +162,30 @@ public final class LocationService: @unchecked Sendable { // bindings and the SQ
         lock.withLock { byAOR.values.flatMap { $0 }.filter { $0.expires > now } }
     }
 
+    /// Address-of-records with an unexpired binding (usrloc's
+    /// `registered_users`) and those bindings (`location_contacts`).
+    public func counts(now: Int64 = Int64(Date().timeIntervalSince1970)) -> (users: Int, contacts: Int) {
+        lock.withLock {
+            var users = 0, contacts = 0
+            for list in byAOR.values {
+                var live = 0
+                for b in list where b.expires > now { live += 1 }
+                if live > 0 { users += 1 }
+                contacts += live
+            }
+            return (users, contacts)
+        }
+    }
+
+    /// False when the database cannot be read (readiness); true for a
+    /// store kept in memory.
+    public func isReachable() -> Bool {
+        lock.withLock {
+            guard let db else { return true }
+            return sqlite3_exec(db, "SELECT count(*) FROM (SELECT 1 FROM location LIMIT 1)", nil, nil, nil) == SQLITE_OK
+        }
+    }
+
     /// Replaces an AOR's bindings with `bindings` (already merged by the registrar).
     public func replace(aor: String, with bindings: [Binding]) throws {
         try lock.withLock {

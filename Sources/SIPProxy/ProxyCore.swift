@@ -55,6 +55,8 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
     public let subscribers: SubscriberStore
     /// Per-source request rates (pike module).
     let pike: PikeTable
+    /// Counters and gauges (`/metrics`), and the readiness a drain clears.
+    public let metrics = ProxyMetrics()
 
     /// `subscribers`: the credentials store; nil opens the one the config
     /// names (auth_db db_url, else the location store's file), or an empty
@@ -149,8 +151,10 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
 
     public func transport(_ transport: SIPTransport, received r: ReceivedMessage) {
         if r.message.isRequest {
+            metrics.receivedRequest(r.message.method)
             handleRequest(r)
         } else {
+            metrics.receivedReply(r.message.statusCode ?? 0)
             handleResponse(r)
         }
     }
@@ -173,6 +177,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
             checked = try m.validate()
         } catch {
             logger.info("bad request from \(r.proto.rawValue):\(r.sourceIP):\(r.sourcePort): \(error)")
+            metrics.droppedRequest(.malformed)
             if m.method != .ack {
                 var code = error.statusCode
                 var reason = error.reasonPhrase
@@ -185,6 +190,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
         if m.method != .ack && m.method != .cancel {
             let unsupported = m.optionTags(.proxyRequire)
             if !unsupported.isEmpty {
+                metrics.droppedRequest(.badExtension)
                 sendReply(to: r, request: m, code: 420, reason: "Bad Extension", extraHeaders: [("Unsupported", unsupported.joined(separator: ", "))])
                 return
             }
@@ -289,6 +295,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
     /// Sends a reply generated here, statelessly. `topVia`: the first Via
     /// value to write instead of the request's.
     func sendReply(to r: ReceivedMessage, request: SIPMessage, topVia: Via.Stamp? = nil, code: Int, reason: String, extraHeaders: [(String, String)] = [], toTag: String? = nil, toHasTag: Bool? = nil) {
+        metrics.sentReply(code)
         let headers = replyHeaders(to: r, code: code, reason: reason, extraHeaders: extraHeaders)
         let tag = toTag ?? localTag(request)
         // Nobody would read a failure below info level: no future, and the
@@ -455,17 +462,20 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
             checked = try m.validate()
         } catch {
             logger.info("bad response from \(r.proto.rawValue):\(r.sourceIP):\(r.sourcePort) dropped: \(error)")
+            metrics.droppedReply(.malformed)
             return
         }
         let top = checked.topVia
         guard isMyself(host: top.host, port: top.port ?? (top.transport == "TLS" ? 5061 : 5060)) else {
             logger.info("response from \(r.sourceIP):\(r.sourcePort) whose top Via is not ours dropped")
+            metrics.droppedReply(.viaNotOurs)
             return
         }
         // A response passes back through at most as many hops as a request
         // can take (Max-Forwards 70): a longer Via list is forged or broken.
         if m.headerValues(.via).count > Self.maxResponseVias {
             logger.info("response from \(r.sourceIP):\(r.sourcePort) with more than \(Self.maxResponseVias) Via values dropped")
+            metrics.droppedReply(.tooManyVias)
             return
         }
         if transactions.handleResponse(r, checked: checked) { return }
@@ -476,6 +486,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
         // forged response must not make us a reflector.
         guard let b = top.branch, Matching.isStatelessBranch(b) else {
             logger.debug("response from \(r.sourceIP):\(r.sourcePort) matches no transaction: dropped")
+            metrics.droppedReply(.noTransaction)
             return
         }
         // Stateless: pop our Via and send on by the next one.
@@ -483,7 +494,10 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
         ctx.routeKind = .reply
         ctx.status = m.statusCode
         if let idx = script.mainReply {
-            if run(block: idx, ctx) == .drop { return }
+            if run(block: idx, ctx) == .drop {
+                metrics.droppedReply(.script)
+                return
+            }
         }
         ctx.message.popFirstValue(.via)
         forwardResponse(ctx.message)
@@ -500,14 +514,17 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
         let bare = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
         if bare == "255.255.255.255" || bare.hasPrefix("224.") || bare.lowercased().hasPrefix("ff") && bare.utf8.contains(0x3A) {
             logger.info("response to broadcast/multicast address \(bare) dropped")
+            metrics.droppedReply(.broadcast)
             return
         }
         if isMyself(host: bare, port: port) {
             logger.info("response whose next Via is this proxy itself dropped")
+            metrics.droppedReply(.loop)
             return
         }
         var dest = Destination(proto: proto, host: bare, port: port)
         if proto != .udp, let c = transport.findConnection(proto: proto, ip: bare, port: Int(port)) { dest.connectionID = c.id }
+        metrics.forwardedReply(m.statusCode ?? 0)
         transport.send(m.serialized(), to: dest).whenFailure { [logger, dest] e in logger.info("response to \(dest) not sent: \(e)") }
     }
 }

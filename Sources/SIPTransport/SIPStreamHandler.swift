@@ -150,6 +150,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
         if isTLS, let t = settings.handshakeTimeout {
             handshakeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: t) { [weak self] in
                 guard let self, let c = self.connection else { return }
+                self.transport.counters.add(\.tlsHandshakeTimeouts)
                 c.closeReason = .handshakeTimeout(t.nanoseconds / 1_000_000_000)
                 context.close(promise: nil)
             }
@@ -179,6 +180,8 @@ final class SIPStreamHandler: ChannelDuplexHandler {
     /// Set when the peer's verified chain had more intermediate CAs than
     /// `tls_verify_depth` allows (the depth).
     var chainLongerThan: Int?
+    /// The TLS handshake completed (later errors are not handshake failures).
+    private var handshakeDone = false
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         if let c = connection {
@@ -186,7 +189,8 @@ final class SIPStreamHandler: ChannelDuplexHandler {
             if let depth = chainLongerThan {
                 reason = "the peer's certificate chain is longer than tls_verify_depth=\(depth) allows (at most \(depth) intermediate CA certificate\(depth == 1 ? "" : "s") between it and a trusted CA)"
             }
-            if isTLS && c.tls == nil {
+            if isTLS && c.tls == nil && !handshakeDone {
+                transport.counters.add(\.tlsHandshakesFailed)
                 c.closeReason = .handshakeFailed(reason)
                 logger.warning("TLS handshake with \(c.remote.ipAddress ?? "?"):\(c.remote.port ?? 0) on \(listener) failed: \(reason)")
             } else {
@@ -199,6 +203,8 @@ final class SIPStreamHandler: ChannelDuplexHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let e = event as? TLSUserEvent, case .handshakeCompleted = e {
             handshakeTimer?.cancel()
+            handshakeDone = true
+            transport.counters.add(\.tlsHandshakesCompleted)
             handshakeCompleted(context)
             // The cipher suite is known: the sniffer leaves the per-message
             // path (one handler hop fewer per read and per write). Removed
@@ -234,6 +240,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
             let why = "the peer's certificate (\(info.peerSubject ?? "?")) is revoked by tls_crl"
             logger.warning("TLS connection with \(c.remote.ipAddress ?? "?"):\(c.remote.port ?? 0) refused: \(why)")
             c.closeReason = .verificationFailed(why)
+            transport.counters.add(\.tlsVerificationRefusals)
             c.failPending(SIPTransportError.tlsVerificationFailed(why))
             context.close(promise: nil)
             return
@@ -254,6 +261,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
                         let why = "server certificate does not name '\(name)' (RFC 5922: SAN sip: URI or DNS name, CN only without SAN\(domain.domain.allowWildcardCertificates ? "" : ", no wildcards"))"
                         logger.warning("TLS connection to \(c.remote.ipAddress ?? "?"):\(c.remote.port ?? 0) refused: \(why)")
                         c.closeReason = .verificationFailed(why)
+                        transport.counters.add(\.tlsVerificationRefusals)
                         c.failPending(SIPTransportError.tlsVerificationFailed(why))
                         context.close(promise: nil)
                         return

@@ -24,6 +24,14 @@ public struct TransportCounterValues: Sendable, Equatable {
     public var handshakeEvictions = 0
     /// Connections closed because a started message did not complete within `tcp_msg_read_timeout`.
     public var messageReadTimeouts = 0
+    /// Inbound and outbound TLS handshakes that completed.
+    public var tlsHandshakesCompleted = 0
+    /// TLS handshakes that failed (an alert, no shared cipher, a certificate not trusted, not TLS, …).
+    public var tlsHandshakesFailed = 0
+    /// TLS handshakes closed by `tls_handshake_timeout`.
+    public var tlsHandshakeTimeouts = 0
+    /// TLS connections closed right after their handshake by our checks (a revoked certificate, a server name that does not match, RFC 5922).
+    public var tlsVerificationRefusals = 0
     /// Octets now queued on connections whose peers do not keep up (counted against `tcp_wq_max`).
     public var queuedBytes = 0
     /// The most octets one connection ever had queued.

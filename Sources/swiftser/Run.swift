@@ -82,6 +82,20 @@ struct Run: ParsableCommand {
         } catch {
             logger.warning("control socket \(config.core.controlSocket) not available: \(error)")
         }
+        var http: HTTPStatusServer?
+        if let address = config.core.httpListen {
+            let server = HTTPStatusServer(core: core, address: address, logger: logger)
+            do {
+                try server.start(group: group)
+                http = server
+            } catch {
+                logger.error("cannot open http_listen \(address.host):\(address.port): \(error)")
+                control.stop()
+                transport.shutdown()
+                try? group.syncShutdownGracefully()
+                throw ExitCode(1)
+            }
+        }
         let pidPath = pidFile ?? config.core.pidFile
         if let pidPath {
             do {
@@ -149,6 +163,7 @@ struct Run: ParsableCommand {
         }
         logger.notice("stopping")
         purge.cancel()
+        http?.stop()
         control.stop()
         // Connections close (TLS with close_notify) before the loops stop.
         transport.shutdown(waitForClose: !forced)

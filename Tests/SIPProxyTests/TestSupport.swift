@@ -170,6 +170,8 @@ final class TestProxy: @unchecked Sendable {
     let control: ControlServer
     let log = LogCapture()
     let location: LocationService
+    /// The `http_listen` listener, when the config names one.
+    private(set) var http: HTTPStatusServer?
 
     init(_ text: String, dir givenDir: String? = nil, files: [String: String] = [:], locationFile: String? = nil) throws {
         dir = givenDir ?? makeTempDir("proxy")
@@ -192,7 +194,13 @@ final class TestProxy: @unchecked Sendable {
         control = ControlServer(core: core, config: config, logger: logger)
         do {
             try control.start(group: group)
+            if let address = config.core.httpListen {
+                let server = HTTPStatusServer(core: core, address: address, logger: logger)
+                try server.start(group: group)
+                http = server
+            }
         } catch {
+            control.stop()
             transport.shutdown()
             try? group.syncShutdownGracefully()
             throw error
@@ -204,6 +212,7 @@ final class TestProxy: @unchecked Sendable {
     }
 
     func stop() {
+        http?.stop()
         control.stop()
         transport.shutdown()
         try? group.syncShutdownGracefully()

@@ -21,6 +21,10 @@ final class ServerTransaction: @unchecked Sendable { // state read and written o
     /// The wake-up scheduled for `machine.nextDeadline`.
     var timer: TimerWheel.Timer?
     var timerDue: Millis?
+    /// When it was made, for the request → final response latency.
+    let created: Millis
+    /// A final response went upstream (its latency is recorded once).
+    var finalSent = false
 
     /// What replies made here copy, taken from the request when the
     /// transaction is made (on the thread running its script), so building
@@ -44,7 +48,8 @@ final class ServerTransaction: @unchecked Sendable { // state read and written o
     /// Bumped with every new wake-up; a wake-up of an older one is stale.
     var timerGeneration: UInt64 = 0
 
-    init(key: TransactionKey, ctx: MessageContext, shard: Int, machine: ProxyTransaction) {
+    init(key: TransactionKey, ctx: MessageContext, shard: Int, machine: ProxyTransaction, created: Millis) {
+        self.created = created
         self.key = key
         self.ctx = ctx
         self.shard = shard
@@ -104,7 +109,7 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
     /// statelessly), no key is built for an incoming request.
     private let count = ManagedAtomic<Int>(0)
     private var isEmpty: Bool { count.load(ordering: .relaxed) == 0 }
-    /// Live transactions (read-only; drain waits for it to reach 0).
+    /// Live transactions (Kamailio's tmx `active_transactions`; drain waits for it to reach 0).
     var activeCount: Int { count.load(ordering: .relaxed) }
 
     func shardIndex(_ k: TransactionKey) -> Int {
@@ -157,6 +162,15 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
             switch u { case .forward(_, let s), .local(let s): status = s }
             if status == t.machine.server.lastStatus { t.lastResponse = bytes }
             e.upstream.append(bytes)
+            let metrics = core.metrics
+            switch u {
+            case .forward(_, let status):
+                metrics.forwardedReply(status)
+                if status >= 200 && !t.finalSent { recordFinal(t, metrics) }
+            case .local(let status):
+                metrics.sentReply(status)
+                if status >= 200 && !t.finalSent { recordFinal(t, metrics) }
+            }
         } else if a.resendUpstream, let bytes = t.lastResponse {
             e.upstream.append(bytes)
         }
@@ -248,6 +262,12 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
         perform(e, for: t)
     }
 
+    /// The first final response of `t` (call with its shard's lock held).
+    private func recordFinal(_ t: ServerTransaction, _ metrics: ProxyMetrics) {
+        t.finalSent = true
+        metrics.finalResponseLatency.record(ms: clock() - t.created)
+    }
+
     private func perform(_ e: Effects, for t: ServerTransaction) {
         for bytes in e.upstream {
             core.transport.reply(bytes, to: t.request).whenFailure { [logger = core.logger, request = t.request] error in
@@ -255,6 +275,7 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
             }
         }
         for s in e.sends {
+            core.metrics.forwardedRequest()
             let f = core.transport.send(s.bytes, to: s.to)
             if let i = s.branch {
                 f.whenFailure { [weak self, weak t] error in
@@ -359,7 +380,7 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
         let (t, isNew): (ServerTransaction, Bool) = s.lock.withLock {
             if let t = s.servers[k] { return (t, false) }
             let machine = ProxyTransaction(isInvite: isInvite, upstreamReliable: ctx.received.proto != .udp, settings: settings, now: now)
-            let t = ServerTransaction(key: k, ctx: ctx, shard: index, machine: machine)
+            let t = ServerTransaction(key: k, ctx: ctx, shard: index, machine: machine, created: now)
             s.servers[k] = t
             count.wrappingIncrement(ordering: .relaxed)
             rescheduleLocked(t, shard: s)
