@@ -17,12 +17,13 @@ func eventually(_ timeout: TimeInterval = 10, _ condition: () -> Bool) -> Bool {
 
 @Suite("Hardening: the transport under attack (issue 15)", .serialized)
 struct HardeningTests {
-    /// A response whose top Via is the proxy's and whose next Via names a
+    /// A response whose top Via is the proxy's (a branch of a request it
+    /// forwarded statelessly, so it goes on by its Via) and whose next Via names a
     /// destination `sendto` refuses (port 0: EINVAL on Linux), so the
     /// stateless forward fails on the UDP listener's socket.
     static func forgedResponse(proxyPort: UInt16, n: Int) -> String {
         "SIP/2.0 200 OK\r\n"
-            + "Via: SIP/2.0/UDP 127.0.0.1:\(proxyPort);branch=z9hG4bK-forged\(n)\r\n"
+            + "Via: SIP/2.0/UDP 127.0.0.1:\(proxyPort);branch=z9hG4bKf0aaaaaaaaaaaaa-forged\(n)\r\n"
             + "Via: SIP/2.0/UDP 127.0.0.1:5060;rport=0;branch=z9hG4bK-victim\(n)\r\n"
             + "From: <sip:a@example.com>;tag=f\(n)\r\nTo: <sip:b@example.com>;tag=t\(n)\r\n"
             + "Call-ID: forged-\(n)@example.com\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
