@@ -202,6 +202,14 @@ public struct SIPMessage: Sendable {
         return out
     }
 
+    /// How many values a list-valued header has across all its lines,
+    /// counted without building an array.
+    public func listValueCount(_ name: SIPHeaderName) -> Int {
+        var n = 0
+        for e in entries where e.name == name { SIPHeaderField.forEachListValue(value(e)) { _ in n += 1 } }
+        return n
+    }
+
     /// The text value of the first field with this name.
     public func headerValue(_ name: String) -> String? { header(named: name)?.valueString }
 

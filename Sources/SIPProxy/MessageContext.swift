@@ -93,10 +93,8 @@ final class MessageContext: @unchecked Sendable { // used by one thread at a tim
     /// The transaction shard, written into the branch parameters made for
     /// this request so responses find it directly.
     var transactionShard = 0
-    /// RFC 3261 §16.4: how many Route values naming this proxy the core
-    /// took off the top of the request (two for a double Record-Route),
-    /// and whether the request came with a route set at all (loose_route()).
-    var ownRoutesPopped = 0
+    /// RFC 3261 §16.4: whether the request came with a route set at all
+    /// (loose_route()); the core took this proxy's own values off its top.
     var hadRouteSet = false
     /// Route values are left once ours were taken off.
     var routesRemain = false

@@ -232,12 +232,12 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
         ctx.routesRemain = true
         guard let first = routes.first, isMyself(uri: first.uri) else { return }
         ctx.message.popFirstValue(.route)
-        ctx.ownRoutesPopped = 1
+        var popped = 1
         if first.uri.parameter("r2") == "on", routes.count > 1, isMyself(uri: routes[1].uri) {
             ctx.message.popFirstValue(.route)
-            ctx.ownRoutesPopped = 2
+            popped = 2
         }
-        ctx.routesRemain = routes.count > ctx.ownRoutesPopped
+        ctx.routesRemain = routes.count > popped
     }
 
     /// Adds `received` when the source differs from the sent-by, and fills
@@ -473,7 +473,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
         }
         // A response passes back through at most as many hops as a request
         // can take (Max-Forwards 70): a longer Via list is forged or broken.
-        if m.headerValues(.via).count > Self.maxResponseVias {
+        if m.listValueCount(.via) > Self.maxResponseVias {
             logger.info("response from \(r.sourceIP):\(r.sourcePort) with more than \(Self.maxResponseVias) Via values dropped")
             metrics.droppedReply(.tooManyVias)
             return

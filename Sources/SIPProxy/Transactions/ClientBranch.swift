@@ -50,7 +50,6 @@ struct ClientBranch: Equatable, Sendable {
 
     var isDone: Bool { finalStatus != nil || state == .terminated || state == .accepted }
     var isTerminated: Bool { state == .terminated && (cancel == .none || cancel == .done || cancel == .held) }
-    var hadProvisional: Bool { state == .proceeding }
     var nextDeadline: Millis? { earliest(earliest(retransmitAt, timeoutAt), earliest(cancelRetransmitAt, cancelEndAt)) }
 
     /// What happened to the branch in one event, for the response context.

@@ -123,12 +123,6 @@ struct ProxyTransaction: Equatable, Sendable {
         return (a.upstream != nil, finish(a))
     }
 
-    /// The upstream connection failed: nothing more can be sent up.
-    mutating func upstreamTransportError(now: Millis) -> Actions {
-        server.transportError()
-        return finish(Actions())
-    }
-
     // MARK: Branches
 
     /// Why a new branch is refused.

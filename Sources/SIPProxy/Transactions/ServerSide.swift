@@ -125,14 +125,6 @@ struct ServerSide: Equatable, Sendable {
         return false
     }
 
-    /// The shell could not deliver to the client (§17.2.4): nothing more to
-    /// send; kept until its timers end only when it still absorbs.
-    mutating func transportError() {
-        guard state != .terminated else { return }
-        if state == .trying || state == .proceeding { return } // the response context decides
-        retransmitAt = nil
-    }
-
     /// Ends the server side at once (the request was never answerable).
     mutating func terminate() {
         state = .terminated

@@ -49,7 +49,6 @@ struct BranchMask: Equatable, Sendable, Sequence {
     var bits: UInt64 = 0
 
     static let none = BranchMask()
-    static func single(_ i: Int) -> BranchMask { var m = BranchMask(); m.insert(i); return m }
 
     var isEmpty: Bool { bits == 0 }
     var count: Int { bits.nonzeroBitCount }
@@ -58,7 +57,6 @@ struct BranchMask: Equatable, Sendable, Sequence {
         guard i >= 0 && i < Self.capacity else { return }
         bits |= 1 << UInt64(i)
     }
-    mutating func formUnion(_ o: BranchMask) { bits |= o.bits }
 
     func makeIterator() -> Iterator { Iterator(rest: bits) }
     struct Iterator: IteratorProtocol {
