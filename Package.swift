@@ -111,6 +111,12 @@ let package = Package(
             exclude: []
         ),
         .testTarget(name: "SIPConfigTests", dependencies: ["SIPConfig"]),
-        .testTarget(name: "SIPTransportTests", dependencies: ["SIPTransport", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "SIPTransportTests", dependencies: [
+            "SIPTransport", "SIPConfig", "SIPCore",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "NIOTLS", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
     ]
 )
