@@ -195,6 +195,28 @@ struct RoutingRuleTests {
         #expect(Self.sample(proxy, "swiftser_fwd_replies_total") == 0)
     }
 
+    @Test("A response to a stateless forward is never sent to one of our own addresses")
+    func neverToOurselves() throws {
+        let proxy = try TestProxy("listen=udp:127.0.0.1:0\n" + Self.script)
+        defer { proxy.stop() }
+        let port = proxy.port(.udp)
+        let r = try Self.received(proxy, """
+        SIP/2.0 200 OK\r
+        Via: SIP/2.0/UDP 127.0.0.1:\(port);branch=z9hG4bKf0aaaaaaaaaaaaacccc\r
+        Via: SIP/2.0/UDP 127.0.0.1:\(port);branch=z9hG4bK-again\r
+        From: <sip:a@localhost>;tag=1\r
+        To: <sip:b@localhost>;tag=2\r
+        Call-ID: self-1\r
+        CSeq: 1 OPTIONS\r
+        Content-Length: 0\r
+        \r
+
+        """)
+        proxy.core.handleResponse(r)
+        #expect(Self.sample(proxy, "swiftser_drop_replies_total", label: "\"loop\"") == 1)
+        #expect(Self.sample(proxy, "swiftser_fwd_replies_total") == 0)
+    }
+
     @Test("A response with more Via values than the limit is refused")
     func tooManyVias() throws {
         let proxy = try TestProxy("listen=udp:127.0.0.1:0\n" + Self.script)
