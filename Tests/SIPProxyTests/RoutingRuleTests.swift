@@ -123,6 +123,27 @@ struct RoutingRuleTests {
         #expect(!only.routesRemain)
     }
 
+    @Test("A branch prepared after a DNS look-up uses the request as it was at t_relay(), whatever the script does to its context meanwhile")
+    func snapshotForLateBranch() throws {
+        let proxy = try TestProxy("listen=udp:127.0.0.1:0\n" + Self.script)
+        defer { proxy.stop() }
+        let ctx = try Self.context(proxy, Self.request("sip:bob@127.0.0.1:5093"))
+        ctx.recordRoute = true
+        ctx.maxBreadthPerBranch = 7
+        let snapshot = ctx.snapshotForBranch()
+        // The request's thread goes on with its script.
+        ctx.message.setRequestURI("sip:carol@127.0.0.1:5092")
+        ctx.destinationURI = "sip:127.0.0.1:5091"
+        ctx.recordRoute = false
+        ctx.maxBreadthPerBranch = nil
+        let out = try Self.prepare(proxy, snapshot)
+        #expect(out.message.requestURIString == "sip:bob@127.0.0.1:5093")
+        #expect(out.destination.port == 5093)
+        #expect(out.message.headerValue(.recordRoute) != nil)
+        #expect(out.message.headerValue("Max-Breadth") == "7")
+        #expect(snapshot !== ctx)
+    }
+
     // MARK: Loops (§16.3 step 4)
 
     @Test("A request that comes back unchanged is a loop (482); one whose Request-URI changed is a spiral and goes on")
