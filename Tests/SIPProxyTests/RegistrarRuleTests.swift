@@ -108,6 +108,26 @@ struct RegistrarRuleTests {
         #expect(Set(ctx.targets.map(\.uri)) == ["sip:alice@127.0.0.1:5902", "sip:alice@127.0.0.1:5909"])
     }
 
+    @Test("RFC 5626: when the most recent flow's connection is gone, the instance's other live flow is rung (fail-over)")
+    func flowFailover() throws {
+        let proxy = try TestProxy("listen=udp:127.0.0.1:0\nlisten=tcp:127.0.0.1:0\nalias=\"localhost\"\n" + Self.script)
+        defer { proxy.stop() }
+        let now = Int64(Date().timeIntervalSince1970)
+        func flow(_ regID: UInt32, proto: String, expires: Int64) -> LocationService.Binding {
+            LocationService.Binding(aor: "alice@localhost", contact: "sip:alice@127.0.0.1:\(5900 + Int(regID));transport=\(proto)", expires: now + expires, q: nil,
+                                    callID: "c", cseq: 1, instance: "<urn:uuid:00000000-0000-0000-0000-000000000003>", regID: regID, path: [],
+                                    proto: proto, receivedIP: "127.0.0.1", receivedPort: 5900 + Int(regID), connectionID: nil, userAgent: nil,
+                                    socket: "\(proto):127.0.0.1:5060")
+        }
+        // The newer flow is over TCP with no connection left; the older is UDP.
+        try proxy.location.replace(aor: "alice@localhost", with: [flow(1, proto: "udp", expires: 100), flow(2, proto: "tcp", expires: 200)])
+        let m = try SIPMessage.parse("MESSAGE sip:alice@localhost SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5000;branch=z9hG4bK1\r\nFrom: <sip:b@localhost>;tag=1\r\nTo: <sip:alice@localhost>\r\nCall-ID: x\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+        let r = ReceivedMessage(message: m, source: try SocketAddress(ipAddress: "127.0.0.1", port: 5000), listener: proxy.transport.listeners[0], proto: .udp, connection: nil)
+        let ctx = MessageContext(received: r)
+        #expect(proxy.core.registrarLookup(ctx, table: "location") == 1)
+        #expect(ctx.targets.map(\.uri) == ["sip:alice@127.0.0.1:5901;transport=udp"])
+    }
+
     @Test("REGISTERs for one AOR from 8 threads at once lose no binding (§10.3: one AOR's REGISTERs are serialised)")
     func concurrentRegisters() throws {
         let file = makeTempDir("loc") + "/location.db"
