@@ -5,12 +5,14 @@ import Foundation
 /// route script. Every error found is reported, each with file, line,
 /// column and a caret line.
 public enum ConfigLoader {
-    public static func load(file: String, defines: [String: String] = [:],
+    /// `functions`: the script functions the route script may call
+    /// (SIPProxy's `ScriptFunctions.catalogue`).
+    public static func load(file: String, functions: FunctionCatalogue, defines: [String: String] = [:],
                             readFile: @escaping Lexer.FileReader = { try String(contentsOfFile: $0, encoding: .utf8) }) throws(ConfigErrors) -> Config {
         var lexer = Lexer(defines: defines, readFile: readFile)
         let tokens = lexer.tokenize(file: file)
         let dir = absoluteDirectory((file as NSString).deletingLastPathComponent)
-        return try build(tokens: tokens, lexer: lexer, file: file, directory: dir, readFile: readFile)
+        return try build(tokens: tokens, lexer: lexer, file: file, directory: dir, functions: functions, readFile: readFile)
     }
 
     /// The folder as an absolute path: a relative one is taken against the
@@ -25,17 +27,18 @@ public enum ConfigLoader {
     }
 
     /// Loads config text (tests, `swiftser check -e`).
-    public static func load(text: String, file: String = "<config>", directory: String = ".",
+    public static func load(text: String, file: String = "<config>", directory: String = ".", functions: FunctionCatalogue,
                             readFile: @escaping Lexer.FileReader = { try String(contentsOfFile: $0, encoding: .utf8) }) throws(ConfigErrors) -> Config {
         var lexer = Lexer(readFile: readFile)
         let tokens = lexer.tokenize(text: text, file: file)
-        return try build(tokens: tokens, lexer: lexer, file: file, directory: absoluteDirectory(directory), readFile: readFile)
+        return try build(tokens: tokens, lexer: lexer, file: file, directory: absoluteDirectory(directory), functions: functions, readFile: readFile)
     }
 
-    static func build(tokens: [Token], lexer: Lexer, file: String, directory: String, readFile: @escaping Lexer.FileReader) throws(ConfigErrors) -> Config {
-        var parser = Parser(tokens: tokens, sourceLine: { lexer.line($0) })
+    static func build(tokens: [Token], lexer: Lexer, file: String, directory: String, functions: FunctionCatalogue,
+                      readFile: @escaping Lexer.FileReader) throws(ConfigErrors) -> Config {
+        var parser = Parser(tokens: tokens, functions: functions, sourceLine: { lexer.line($0) })
         parser.parseConfig()
-        var b = Builder(config: Config(file: file, configDirectory: directory), sourceLine: { lexer.line($0) }, readFile: readFile)
+        var b = Builder(config: Config(file: file, configDirectory: directory), functions: functions, sourceLine: { lexer.line($0) }, readFile: readFile)
         b.diagnostics = lexer.diagnostics + parser.diagnostics
         b.apply(parser)
         let errors = b.diagnostics.filter { $0.severity == .error }
@@ -49,6 +52,7 @@ public enum ConfigLoader {
 /// Applies parsed assignments and blocks to the typed model.
 struct Builder {
     var config: Config
+    let functions: FunctionCatalogue
     let sourceLine: (SourceLocation) -> String?
     let readFile: Lexer.FileReader
     var diagnostics: [ConfigDiagnostic] = []
@@ -128,8 +132,8 @@ struct Builder {
             config.listens.removeAll { $0.proto == .tls }
         }
         buildDomains(global: tlsGlobal, blocks: p.domains + profileBlocks)
-        ScriptChecker(config: config, sourceLine: sourceLine).check(into: &diagnostics)
-        if let loc = RelayCheck.openRelay(config.script) {
+        ScriptChecker(config: config, functions: functions, sourceLine: sourceLine).check(into: &diagnostics)
+        if let loc = RelayCheck.openRelay(config.script, functions: functions) {
             config.openRelay = loc
             warning(loc, "this script relays requests without authenticating them (auth_check, proxy_authorize, is_peer_verified) or checking their source (src_ip, $si): anyone can use it as an open relay")
         }

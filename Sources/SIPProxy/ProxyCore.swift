@@ -415,7 +415,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
         reloadLock.withLock {
             let fresh: Config
             do throws(ConfigErrors) {
-                fresh = try ConfigLoader.load(file: config.file, defines: defines)
+                fresh = try ConfigLoader.load(file: config.file, functions: ScriptFunctions.catalogue, defines: defines)
             } catch {
                 logger.error("route script reload failed, the running script stays in use:\n\(error)")
                 return .failure(.invalid(error.diagnostics))

@@ -9,7 +9,7 @@ enum Startup {
     /// Loads the config or prints every error and exits 1.
     static func loadConfig(_ options: ConfigOptions) -> Config {
         do {
-            return try ConfigLoader.load(file: options.file, defines: options.defineMap)
+            return try ConfigLoader.load(file: options.file, functions: ScriptFunctions.catalogue, defines: options.defineMap)
         } catch {
             FileHandle.standardError.write(Data((error.description + "\n").utf8))
             let n = error.diagnostics.count
