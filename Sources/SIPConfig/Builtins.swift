@@ -99,11 +99,13 @@ public enum Builtins {
         "tls_peer_server_name": (false, false),
         "null": (false, false), "af": (false, false),
         "au": (false, false), "ad": (false, false), "ar": (false, false), "adu": (false, false), "aa": (false, false),
+        "sht": (true, true),
     ]
 
     /// Modules a config may load: each is provided natively by SwiftSER.
     public static let modules: Set<String> = [
         "tls", "sl", "tm", "tmx", "rr", "maxfwd", "registrar", "usrloc", "textops", "siputils",
         "xlog", "pv", "kex", "corex", "sanity", "ctl", "jsonrpcs", "auth", "auth_db", "pike",
+        "permissions", "htable",
     ]
 }

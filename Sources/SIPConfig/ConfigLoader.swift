@@ -320,6 +320,37 @@ struct Builder {
             if let v = positive(value) {
                 if v > 10_000_000 { error(loc, "pike max_entries above 10000000 is refused") } else { config.pike.maxEntries = v }
             }
+        case ("htable", "htable"):
+            if let spec = htable(value) {
+                if config.htables.contains(where: { $0.name == spec.name }) {
+                    error(loc, "htable '\(spec.name)' is declared twice")
+                } else {
+                    config.htables.append(spec)
+                }
+            }
+        case ("htable", _):
+            warning(value.nameLocation, "modparam htable/\(name) has no effect in SwiftSER")
+        case ("permissions", "address_file"):
+            config.permissions.addressFile = value.text.isEmpty ? nil : path(value.text)
+        case ("permissions", "max_address_entries"):
+            if let v = positive(value) {
+                if v > 1_000_000 { error(loc, "permissions max_address_entries above 1000000 is refused") } else { config.permissions.maxAddressEntries = v }
+            }
+        case ("permissions", "db_url"), ("permissions", "address_table"), ("permissions", "grp_col"), ("permissions", "ip_addr_col"),
+             ("permissions", "mask_col"), ("permissions", "port_col"), ("permissions", "db_mode"), ("permissions", "peer_tag_avp"):
+            warning(value.nameLocation, "modparam permissions/\(name) has no effect in SwiftSER (the address table is read from address_file)")
+        case ("sanity", "default_checks"):
+            if let v = int(value) {
+                if v < 0 || v > 16383 { error(loc, "sanity default_checks must be a sum of check numbers, 0 to 16383") } else { config.sanity.defaultChecks = v }
+            }
+        case ("sanity", "uri_checks"):
+            if let v = int(value) {
+                if v < 0 || v > 7 { error(loc, "sanity uri_checks must be 0 to 7 (1 Request-URI, 2 From, 4 To)") } else { config.sanity.uriChecks = v }
+            }
+        case ("sanity", "proxy_require"):
+            config.sanity.proxyRequire = value.text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        case ("sanity", "autodrop"):
+            if let v = int(value) { config.sanity.autodrop = v != 0 }
         case ("pike", "pike_log_level"):
             warning(value.nameLocation, "modparam pike/\(name) has no effect in SwiftSER")
         case ("auth", "secret"):
@@ -383,6 +414,46 @@ struct Builder {
         default:
             error(value.nameLocation, "unknown \(module) module parameter '\(name)'")
         }
+    }
+
+    /// `name=>size=8;autoexpire=300;initval=0;updateexpire=1;` (Kamailio's syntax).
+    mutating func htable(_ value: Assignment) -> HTableSpec? {
+        let loc = value.valueLocation
+        guard let arrow = value.text.range(of: "=>") else {
+            error(loc, "htable needs 'name=>attributes', e.g. \"ipban=>size=8;autoexpire=300;\"")
+            return nil
+        }
+        let name = value.text[..<arrow.lowerBound].trimmingCharacters(in: .whitespaces)
+        guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }) else {
+            error(loc, "htable name '\(name)' must be letters, digits, '_' or '-'")
+            return nil
+        }
+        var spec = HTableSpec(name: name)
+        for attr in value.text[arrow.upperBound...].split(separator: ";") {
+            let parts = attr.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard let key = parts.first, !key.isEmpty else { continue }
+            let number = parts.count > 1 ? Int(parts[1]) : nil
+            switch key {
+            case "size":
+                guard let n = number, (1...16).contains(n) else { error(loc, "htable \(name): size must be 1 to 16 (2^size slots)"); return nil }
+                spec.size = n
+            case "autoexpire":
+                guard let n = number, (0...31_536_000).contains(n) else { error(loc, "htable \(name): autoexpire must be 0 to 31536000 seconds"); return nil }
+                spec.autoexpire = n
+            case "initval":
+                guard let n = number else { error(loc, "htable \(name): initval must be a number"); return nil }
+                spec.initval = n
+            case "updateexpire":
+                guard let n = number else { error(loc, "htable \(name): updateexpire must be 0 or 1"); return nil }
+                spec.updateExpire = n != 0
+            case "dbtable", "dbmode", "dmqreplicate", "cols", "coldelim", "colnull":
+                warning(loc, "htable \(name): '\(key)' has no effect in SwiftSER (tables live in memory)")
+            default:
+                error(loc, "htable \(name): unknown attribute '\(key)'")
+                return nil
+            }
+        }
+        return spec
     }
 
     // MARK: TLS domains

@@ -33,7 +33,17 @@ struct ScriptChecker {
                 error(v.location, "$\(v.name) takes no argument")
             }
             if assigning && !spec.assignable {
-                error(v.location, "$\(v.name) cannot be assigned; assignable are $ru, $rU, $rd, $rp, $du, $var(…), $avp(…)")
+                error(v.location, "$\(v.name) cannot be assigned; assignable are $ru, $rU, $rd, $rp, $du, $var(…), $avp(…), $sht(…)")
+            }
+            if v.name == "sht", let a = v.argument, !a.isEmpty {
+                if let arrow = a.range(of: "=>"), !a[arrow.upperBound...].isEmpty {
+                    let table = String(a[..<arrow.lowerBound])
+                    if !config.htables.contains(where: { $0.name == table }) {
+                        error(v.location, "$sht(\(a)): there is no htable '\(table)'; declare it with modparam(\"htable\", \"htable\", \"\(table)=>size=8;\")")
+                    }
+                } else {
+                    error(v.location, "$sht needs table=>key, e.g. $sht(ipban=>$si)")
+                }
             }
         }
 

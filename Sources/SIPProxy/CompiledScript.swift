@@ -20,6 +20,8 @@ final class CompiledScript: @unchecked Sendable { // built once at load, read-on
         case hdr(String), variable(String), avp(String)
         case tlsVersion, tlsCipher, tlsPeerSubject, tlsPeerSubjectCN, tlsPeerIssuer, tlsPeerVerified, tlsPeerServerName, null
         case au, ad, ar, adu, aa
+        /// `$sht(table=>key)`: the key may hold pseudo-variables.
+        case sht(table: String, key: [FormatPart])
     }
 
     indirect enum Expr {
@@ -93,6 +95,8 @@ final class CompiledScript: @unchecked Sendable { // built once at load, read-on
     /// calculate_ha1, use_domain (the secret, the nonce-count table, the
     /// default algorithms and the database are fixed at start).
     let auth: AuthSettings
+    /// sanity: default_checks, uri_checks, proxy_require, autodrop.
+    let sanity: SanitySettings
 
     func index(_ kind: RouteScript.Kind, _ name: String) -> Int? {
         blocks.firstIndex { $0.kind == kind && $0.name == name }
@@ -105,6 +109,7 @@ final class CompiledScript: @unchecked Sendable { // built once at load, read-on
         registrar = config.registrar
         recordRoute = config.recordRoute
         auth = config.auth
+        sanity = config.sanity
         // Indices first so references resolve in any order.
         blocks = script.blocks.map { Block(kind: $0.kind, name: $0.name, body: []) }
         for (i, b) in script.blocks.enumerated() { blocks[i].body = b.body.map(compile) }
@@ -155,6 +160,10 @@ final class CompiledScript: @unchecked Sendable { // built once at load, read-on
         case "ar": return .ar
         case "adu": return .adu
         case "aa": return .aa
+        case "sht":
+            let a = v.argument ?? ""
+            guard let arrow = a.range(of: "=>") else { return .sht(table: a, key: []) }
+            return .sht(table: String(a[..<arrow.lowerBound]), key: parseFormat(String(a[arrow.upperBound...])))
         default: return .variable(v.name) // unreachable: the checker refused unknown names
         }
     }

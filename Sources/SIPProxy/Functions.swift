@@ -2,7 +2,9 @@ import Foundation
 import Logging
 import SIPConfig
 import SIPCore
+import SIPTLS
 import SIPTransport
+import X509
 
 extension ProxyCore {
     /// Runs a script function through the implementation its call was
@@ -151,7 +153,47 @@ extension ProxyCore {
     /// www_authorize / www_authenticate (with its method argument) / proxy_authorize.
     func authorize(_ c: CompiledScript.Call, _ ctx: MessageContext, _ kind: AuthKind) -> Int {
         let method = kind == .www && c.args.count > 2 ? arg(c, 2, ctx) : nil
-        return counted(authAuthorize(ctx, kind, realm: arg(c, 0, ctx), table: arg(c, 1, ctx), method: method).rawValue)
+        let r = counted(authAuthorize(ctx, kind, realm: arg(c, 0, ctx), table: arg(c, 1, ctx), method: method).rawValue)
+        if r > 0 { ctx.authenticated = true }
+        return r
+    }
+
+    /// tls_peer_verified_from(): the request came over a TLS connection
+    /// whose peer certificate verified and names the From URI's domain
+    /// (RFC 5922 §7.2: a `sip:` URI in the subjectAltName, else a DNS name
+    /// there, else — with no subjectAltName — the subject CN; no
+    /// wildcards). A trusted peer proxy or PBX is then authenticated by
+    /// its certificate instead of digest.
+    func tlsPeerVerifiedFrom(_ ctx: MessageContext) -> Int {
+        guard let tls = ctx.received.tls, tls.peerVerified, let der = tls.peerCertificateDER,
+              let cert = try? Certificate(derEncoded: der),
+              let from = (try? ctx.received.message.from()) ?? nil, from.uri.isSIP, !from.uri.host.isEmpty else { return -1 }
+        guard PeerIdentity.matches(cert, domain: from.uri.host, allowWildcards: false) else { return -1 }
+        ctx.authenticated = true
+        return 1
+    }
+
+    /// sanity_check([msg_checks[, uri_checks]]): Kamailio's sanity checks
+    /// on the request as received; a failure is answered here (400, 416,
+    /// 420 with Unsupported, 505; never an ACK) and then stops the script
+    /// (autodrop=1, the default) or returns false.
+    func sanityCheck(_ c: CompiledScript.Call, _ ctx: MessageContext) -> Int {
+        let settings = ctx.script?.sanity ?? script.sanity
+        let checks = c.args.isEmpty ? settings.defaultChecks : Int(arg(c, 0, ctx)) ?? settings.defaultChecks
+        let uris = c.args.count > 1 ? Int(arg(c, 1, ctx)) ?? settings.uriChecks : settings.uriChecks
+        guard let failure = SanityCheck.check(ctx.received.message, checks: .init(rawValue: checks), uris: .init(rawValue: uris),
+                                              supported: settings.proxyRequire) else { return 1 }
+        metrics.droppedRequest(.sanity)
+        reply(ctx, code: failure.status, reason: failure.reason, extraHeaders: failure.extraHeaders)
+        return settings.autodrop ? 0 : -1
+    }
+
+    /// allow_source_address([group]): the source address and port match an
+    /// entry of the address table in `group` (default 1).
+    func allowSourceAddress(_ c: CompiledScript.Call, _ ctx: MessageContext) -> Int {
+        let group = c.args.isEmpty ? 1 : Int(arg(c, 0, ctx)) ?? -1
+        guard group > 0 else { return -1 }
+        return permissions.table.match(ip: ctx.received.sourceIP, port: ctx.received.sourcePort, group: group) != nil ? 1 : -1
     }
 
     /// pike_check_req(): Kamailio's -1 when the source is flooding, 1 otherwise.
@@ -180,8 +222,8 @@ extension ProxyCore {
     }
 
     /// Replies to the request being processed, through its transaction
-    /// when there is one.
-    func reply(_ ctx: MessageContext, code: Int, reason: String, stateful: Bool = false) {
+    /// when there is one (`extraHeaders` go only into a stateless reply).
+    func reply(_ ctx: MessageContext, code: Int, reason: String, stateful: Bool = false, extraHeaders: [(String, String)] = []) {
         guard ctx.received.message.isRequest, ctx.received.message.method != .ack, !ctx.duplicate else { return }
         ctx.replied = true
         if stateful || ctx.transaction != nil {
@@ -190,7 +232,7 @@ extension ProxyCore {
                 return
             }
         }
-        sendReply(ctx, code: code, reason: reason)
+        sendReply(ctx, code: code, reason: reason, extraHeaders: extraHeaders)
     }
 
     /// loose_route(): true when the request came with a route set. The

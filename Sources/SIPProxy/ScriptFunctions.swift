@@ -56,6 +56,7 @@ public enum ScriptFunctions {
         ScriptFunction("is_peer_verified", 0...0, "tls", roles: .authenticates) { _, _, ctx in
             ctx.received.tls?.peerVerified == true ? 1 : -1
         },
+        ScriptFunction("tls_peer_verified_from", 0...0, "tls", roles: .authenticates) { $0.tlsPeerVerifiedFrom($2) },
         // sl
         ScriptFunction("sl_send_reply", 2...2, "sl", rules: [.replyCode(0)]) { $0.slSendReply($1, $2) },
         ScriptFunction("sl_reply_error", 0...0, "sl") { $0.slReplyError($2) },
@@ -114,7 +115,7 @@ public enum ScriptFunctions {
             $0.xlog($1, $2)
         },
         // sanity
-        ScriptFunction("sanity_check", 0...2, "sanity") { _, _, ctx in (try? ctx.message.validate()) != nil ? 1 : -1 },
+        ScriptFunction("sanity_check", 0...2, "sanity") { $0.sanityCheck($1, $2) },
         // auth
         ScriptFunction("www_challenge", 2...3, "auth") { $0.challenge($1, $2, .www) },
         ScriptFunction("proxy_challenge", 2...3, "auth") { $0.challenge($1, $2, .proxy) },
@@ -129,7 +130,25 @@ public enum ScriptFunctions {
         ScriptFunction("proxy_authorize", 2...2, "auth_db", roles: .authenticates) { $0.authorize($1, $2, .proxy) },
         ScriptFunction("proxy_authenticate", 2...2, "auth_db", roles: .authenticates) { $0.authorize($1, $2, .proxy) },
         ScriptFunction("auth_check", 3...3, "auth_db", roles: .authenticates) { p, c, ctx in
-            p.counted(p.authCheck(ctx, realm: p.arg(c, 0, ctx), table: p.arg(c, 1, ctx), flags: Int(p.arg(c, 2, ctx)) ?? 0))
+            let r = p.counted(p.authCheck(ctx, realm: p.arg(c, 0, ctx), table: p.arg(c, 1, ctx), flags: Int(p.arg(c, 2, ctx)) ?? 0))
+            if r > 0 { ctx.authenticated = true }
+            return r
+        },
+        // permissions
+        ScriptFunction("allow_source_address", 0...1, "permissions", roles: .authenticates) { $0.allowSourceAddress($1, $2) },
+        ScriptFunction("allow_source_address_group", 0...0, "permissions", roles: .authenticates) { p, _, ctx in
+            p.permissions.table.match(ip: ctx.received.sourceIP, port: ctx.received.sourcePort)?.group ?? -1
+        },
+        // htable
+        ScriptFunction("sht_rm", 2...2, "htable") { p, c, ctx in
+            guard let t = p.htables[p.arg(c, 0, ctx)] else { return -1 }
+            t.remove(p.arg(c, 1, ctx))
+            return 1
+        },
+        ScriptFunction("sht_reset", 1...1, "htable") { p, c, ctx in
+            guard let t = p.htables[p.arg(c, 0, ctx)] else { return -1 }
+            t.reset()
+            return 1
         },
         // pike
         ScriptFunction("pike_check_req", 0...0, "pike") { p, _, ctx in p.pikeCheck(ctx) },
