@@ -112,6 +112,12 @@ let package = Package(
         ),
         // The checker is tested against the real table of script functions (SIPProxy's).
         .testTarget(name: "SIPConfigTests", dependencies: ["SIPConfig", "SIPProxy"]),
-        .testTarget(name: "SIPTransportTests", dependencies: ["SIPTransport", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "SIPTransportTests", dependencies: [
+            "SIPTransport", "SIPConfig", "SIPCore",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "NIOTLS", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
     ]
 )

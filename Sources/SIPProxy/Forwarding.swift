@@ -235,8 +235,10 @@ extension ProxyCore {
             }
             return true
         } catch .needsLookup(let name) {
+            // Sent from the look-up's thread: a copy, not the request's context.
+            let snapshot = ctx.snapshotForBranch()
             transport.dns.lookup(name, .naptr).whenComplete { [weak self] _ in
-                _ = self?.forwardStateless(ctx, forced: forced, mayDefer: false)
+                _ = self?.forwardStateless(snapshot, forced: forced, mayDefer: false)
             }
             return true
         } catch {

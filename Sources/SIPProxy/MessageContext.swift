@@ -153,4 +153,26 @@ final class MessageContext: @unchecked Sendable { // used by one thread at a tim
         self.edited = received.message
         self.checked = checked
     }
+
+    /// A copy of what `ProxyCore.prepare` reads, for a branch prepared
+    /// later on another thread (after a DNS look-up): this context belongs
+    /// to the request's thread, whose script may go on changing it. Made
+    /// on the request's thread.
+    func snapshotForBranch() -> MessageContext {
+        let c = MessageContext(received: received, checked: checked)
+        c.edited = message
+        c.stamped = stamped
+        c.destinationURI = destinationURI
+        c.targets = targets
+        c.recordRoute = recordRoute
+        c.recordRouteParams = recordRouteParams
+        c.maxForwardsDone = maxForwardsDone
+        c.maxBreadthPerBranch = maxBreadthPerBranch
+        c.script = script
+        c.transactionShard = transactionShard
+        c.loopHash = loopHash
+        c.hadRouteSet = hadRouteSet
+        c.routesRemain = routesRemain
+        return c
+    }
 }

@@ -12,8 +12,8 @@ public enum CloseReason: Sendable, Equatable, CustomStringConvertible {
     case limit(String)
     /// No TLS handshake within `tls_handshake_timeout` (seconds).
     case handshakeTimeout(Int64)
-    /// The TLS handshake failed (the plain reason).
-    case handshakeFailed(String)
+    /// The TLS handshake failed (why, as a case).
+    case handshakeFailed(TLSFailure)
     /// The peer's certificate did not pass the checks after the handshake.
     case verificationFailed(String)
     /// Any other error on an established connection (the plain reason).

@@ -42,8 +42,10 @@ final class SIPStreamHandler: ChannelDuplexHandler {
     }
 
     /// Last read or write, for the idle lifetime (kept here rather than in
-    /// an IdleStateHandler: one handler hop fewer per message).
-    private var lastActivity = NIODeadline.now()
+    /// an IdleStateHandler: one handler hop fewer per message). Times come
+    /// from the event loop's clock (`EventLoop.now`: the system clock on a
+    /// real loop, the virtual one on an `EmbeddedEventLoop` in tests).
+    private var lastActivity = NIODeadline.uptimeNanoseconds(0)
     private var idleTimer: Scheduled<Void>?
 
     private let transport: SIPTransport
@@ -144,7 +146,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
         }
         registered?.succeed(c)
         if outbound { transport.registerOutbound(c) }
-        lastActivity = .now()
+        lastActivity = context.eventLoop.now
         armIdleTimer(context, at: lastActivity + settings.idleLifetime)
         logger.debug("\(c) opened on \(listener)")
         if isTLS, let t = settings.handshakeTimeout {
@@ -185,16 +187,14 @@ final class SIPStreamHandler: ChannelDuplexHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         if let c = connection {
-            var reason = TLSFailureReason.describe(error)
-            if let depth = chainLongerThan {
-                reason = "the peer's certificate chain is longer than tls_verify_depth=\(depth) allows (at most \(depth) intermediate CA certificate\(depth == 1 ? "" : "s") between it and a trusted CA)"
-            }
+            var reason = TLSFailure(error)
+            if let depth = chainLongerThan { reason = .chainTooLong(depth: depth) }
             if isTLS && c.tls == nil && !handshakeDone {
                 transport.counters.add(\.tlsHandshakesFailed)
                 c.closeReason = .handshakeFailed(reason)
                 logger.warning("TLS handshake with \(c.remote.ipAddress ?? "?"):\(c.remote.port ?? 0) on \(listener) failed: \(reason)")
             } else {
-                c.closeReason = .error(reason)
+                c.closeReason = .error(reason.description)
             }
         }
         context.close(promise: nil)
@@ -285,7 +285,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard let c = connection else { return }
         c.inReadBatch = true
-        lastActivity = .now()
+        lastActivity = context.eventLoop.now
         var buf = unwrapInboundIn(data)
         buf.withUnsafeReadableBytes { framer.append($0) }
         buf.moveReaderIndex(forwardBy: buf.readableBytes)
@@ -360,7 +360,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
         idleTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
             guard let self, self.connection != nil else { return }
             let due = self.lastActivity + self.settings.idleLifetime
-            if due <= .now() {
+            if due <= context.eventLoop.now {
                 self.connection?.closeReason = .idle
                 context.close(promise: nil)
             } else {
@@ -438,7 +438,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
             promise?.fail(SIPTransportError.connectionClosed(connection?.closeReason?.description ?? "closing"))
             return
         }
-        lastActivity = .now()
+        lastActivity = context.eventLoop.now
         let size = unwrapOutboundIn(data).readableBytes
         // A long batch of replies goes out in parts: what waits unflushed
         // stays within half the bound.

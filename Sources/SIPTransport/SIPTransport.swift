@@ -264,19 +264,23 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
     public func reply(_ bytes: [UInt8], to r: ReceivedMessage) -> EventLoopFuture<Void> {
         if let c = r.connection {
             if c.isOpen { return c.send(ByteBuffer(bytes: bytes)) }
-            // The connection is gone (RFC 3261 §18.2.2): a new one to the
-            // address it came from and the port of the Via's sent-by (the
-            // client's old ephemeral port listens no more); over TLS the
-            // certificate must name the sent-by host.
-            guard let via = try? r.message.topVia() else {
+            guard let d = Self.reconnectDestination(for: r) else {
                 return group.next().makeFailedFuture(SIPTransportError.connectionClosed("no Via to answer by"))
             }
-            let port = via.port ?? r.proto.defaultPort
-            let sentBy = via.hostName
-            return send(bytes, to: Destination(proto: r.proto, host: r.sourceIP, port: port,
-                                               tlsServerName: r.proto == .tls ? sentBy : nil))
+            return send(bytes, to: d)
         }
         return sendUDP(bytes, to: r.source, from: r.listener)
+    }
+
+    /// Where a response goes when the connection its request came on is
+    /// gone (RFC 3261 §18.2.2): a new connection to the address the request
+    /// came from (the Via's `received`) and the port of the Via's sent-by
+    /// (the client's old ephemeral port listens no more); over TLS the
+    /// certificate must name the sent-by host. Nil without a Via.
+    static func reconnectDestination(for r: ReceivedMessage) -> Destination? {
+        guard let via = try? r.message.topVia() else { return nil }
+        let port = via.port ?? r.proto.defaultPort
+        return Destination(proto: r.proto, host: r.sourceIP, port: port, tlsServerName: r.proto == .tls ? via.hostName : nil)
     }
 
     /// `reply(_:to:)` for a caller that does not need the outcome: no

@@ -162,6 +162,27 @@ struct AuthFlowTests {
         #expect(proxy.location.bindings(for: "alice@localhost").first?.contact == "sip:alice@127.0.0.1:5998")
     }
 
+    @Test("SIPp registers with its [authentication] scenario (MD5, qop=auth) over UDP and TCP; a wrong password binds nothing",
+          arguments: ["u1", "t1"])
+    func sippRegister(transport: String) throws {
+        let proxy = try authProxy(extra: "listen=tcp:127.0.0.1:0", challengeArgs: "\"$td\", \"1\", \"MD5\"")
+        defer { proxy.stop() }
+        let port = proxy.port(transport == "u1" ? .udp : .tcp)
+        func sipp(_ password: String) -> Subprocess.Result {
+            Subprocess.run("sipp", ["-sf", Paths.peers + "/sipp-register-auth.xml", "-t", transport, "-i", "127.0.0.1",
+                                    "-s", "alice", "-au", "alice", "-ap", password, "-m", "1", "-nostdin",
+                                    "-timeout", "10s", "-timeout_error", "-max_socket", "10", "127.0.0.1:\(port)"], timeout: 20)
+        }
+        let bad = sipp("wrong")
+        #expect(bad.status != 0)
+        #expect(proxy.location.all().isEmpty)
+        let good = sipp("secret")
+        #expect(good.status == 0, "\(good.out) \(good.err)")
+        let bound = proxy.location.bindings(for: "alice@localhost")
+        #expect(bound.count == 1)
+        #expect(bound.first?.contact.hasPrefix("sip:alice@127.0.0.1:") == true)
+    }
+
     @Test("www_authenticate(realm, table, method): the digest is checked with the given method")
     func methodOverride() throws {
         for (method, expected) in [("MESSAGE", "RESPONSE 200"), ("REGISTER", "RESPONSE 401")] {

@@ -1,6 +1,7 @@
 import Foundation
 import SIPConfig
 import SIPTLS
+import SIPTransport
 import Testing
 
 /// Replies tell the client what the proxy saw of its certificate.
@@ -61,13 +62,10 @@ struct TLSVerificationTests {
             #expect(response == "RESPONSE SIP/2.0 200 \(expected)", "verify=\(verify) require=\(require) cert=\(cert): \(r.out) \(r.err)")
         } else {
             #expect(response == nil, "verify=\(verify) require=\(require) cert=\(cert) must fail: \(r.out)")
-            // The failure is logged with the peer and a plain reason.
-            #expect(proxy.log.wait(for: "TLS handshake with 127.0.0.1:"), "\(proxy.log.lines)")
-            let reason = proxy.log.lines.first { $0.contains("TLS handshake with 127.0.0.1:") } ?? ""
-            switch cert {
-            case .none: #expect(reason.contains("no client certificate"), "\(reason)")
-            default: #expect(reason.contains("certificate not trusted"), "\(reason)")
-            }
+            // The connection closes with the reason as a case.
+            let expected: [TLSFailure] = cert == .none ? [.noClientCertificate, .certificateRequired] : [.notTrusted]
+            #expect(proxy.closes.wait { if case .handshakeFailed(let f) = $0 { expected.contains(f) } else { false } }, "\(proxy.closes.reasons)")
+            #expect(proxy.transport.counters.values.tlsHandshakesFailed >= 1)
         }
     }
 }
@@ -94,7 +92,7 @@ struct OpenSSLClientTests {
         let r = OpenSSLClientTests.sClient(proxy.port(.tls), [flag, "-CAfile", pki.caFile])
         #expect(OpenSSLClientTests.negotiated(r) == ok, "\(method) with \(flag): \(r.out) \(r.err)")
         if !ok {
-            #expect(proxy.log.wait(for: "protocol version"), "\(proxy.log.lines)")
+            #expect(proxy.closes.wait { if case .handshakeFailed(let f) = $0 { f.isVersionMismatch } else { false } }, "\(proxy.closes.reasons)")
         }
     }
 
@@ -125,7 +123,7 @@ struct OpenSSLClientTests {
         #expect((chacha.out + chacha.err).contains("Ciphersuite: ECDHE-ECDSA-CHACHA20-POLY1305"), "\(chacha.err)")
         let aes = OpenSSLClientTests.sClient(proxy.port(.tls), ["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"])
         #expect(!OpenSSLClientTests.negotiated(aes))
-        #expect(proxy.log.wait(for: "no shared cipher"), "\(proxy.log.lines)")
+        #expect(proxy.closes.wait { $0 == .handshakeFailed(.noSharedCipher) || $0 == .handshakeFailed(.noCiphersAvailable) }, "\(proxy.closes.reasons)")
     }
 
     @Test("tls_curves limits the key-exchange groups (openssl s_client -groups)")
@@ -267,7 +265,8 @@ struct CRLTests {
         defer { proxy.stop() }
         let r1 = Subprocess.sipclient(["--proto", "tls", "--port", String(proxy.port(.tls)), "--options", "--cert", bad, "--key", badKey, "--wait", "2"])
         #expect(!r1.out.contains("RESPONSE"), "\(r1.out)")
-        #expect(proxy.log.wait(for: "is revoked by tls_crl"), "\(proxy.log.lines)")
+        #expect(proxy.closes.wait { if case .verificationFailed = $0 { true } else { false } }, "\(proxy.closes.reasons)")
+        #expect(proxy.transport.counters.values.tlsVerificationRefusals == 1)
         let r2 = Subprocess.sipclient(["--proto", "tls", "--port", String(proxy.port(.tls)), "--options", "--cert", good, "--key", goodKey])
         #expect(r2.out.contains("RESPONSE SIP/2.0 200 Verified phone2"), "\(r2.out)")
     }
@@ -303,7 +302,7 @@ struct VerifyDepthTests {
                 #expect(r.out.contains("RESPONSE SIP/2.0 200 Verified phone9"), "\(r.out)\n\(proxy.log.lines)")
             } else {
                 #expect(!r.out.contains("RESPONSE"), "\(r.out)")
-                #expect(proxy.log.wait(for: "longer than tls_verify_depth=0 allows"), "\(proxy.log.lines)")
+                #expect(proxy.closes.wait { $0 == .handshakeFailed(.chainTooLong(depth: 0)) }, "\(proxy.closes.reasons)")
             }
         }
     }

@@ -159,6 +159,33 @@ struct CapturingLogHandler: LogHandler {
     }
 }
 
+/// Between the transport and the core of a proxy under test: records the
+/// typed reason of every connection close, and passes everything on.
+final class CloseRecorder: SIPTransportDelegate {
+    let core: ProxyCore
+    private let box = NIOLockedValueBox<[CloseReason]>([])
+    init(core: ProxyCore) { self.core = core }
+
+    var reasons: [CloseReason] { box.withLockedValue { $0 } }
+
+    func transport(_ transport: SIPTransport, received r: ReceivedMessage) { core.transport(transport, received: r) }
+
+    func transport(_ transport: SIPTransport, closed connection: SIPConnection, reason: CloseReason) {
+        box.withLockedValue { $0.append(reason) }
+        core.transport(transport, closed: connection, reason: reason)
+    }
+
+    /// Waits (bounded) until a close whose reason `matches` was recorded.
+    func wait(timeout: TimeInterval = 5, for matches: (CloseReason) -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if reasons.contains(where: matches) { return true }
+            usleep(20_000)
+        }
+        return reasons.contains(where: matches)
+    }
+}
+
 /// A whole SwiftSER (transport, TLS, proxy, registrar) running in the test
 /// process on loopback, from config text. Its folder is CFG_DIR.
 final class TestProxy: @unchecked Sendable {
@@ -169,6 +196,8 @@ final class TestProxy: @unchecked Sendable {
     let core: ProxyCore
     let control: ControlServer
     let log = LogCapture()
+    /// Every connection close, with its reason.
+    let closes: CloseRecorder
     let location: LocationService
     /// The `http_listen` listener, when the config names one.
     private(set) var http: HTTPStatusServer?
@@ -190,7 +219,8 @@ final class TestProxy: @unchecked Sendable {
         transport = SIPTransport(config: config, tls: tls, group: group, logger: logger)
         try transport.start()
         core = ProxyCore(config: config, transport: transport, location: location, logger: logger)
-        transport.delegate = core
+        closes = CloseRecorder(core: core)
+        transport.delegate = closes
         control = ControlServer(core: core, config: config, logger: logger)
         do {
             try control.start(group: group)

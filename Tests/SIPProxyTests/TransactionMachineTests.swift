@@ -1,3 +1,4 @@
+import SIPConfig
 import Testing
 @testable import SIPProxy
 
@@ -128,6 +129,47 @@ struct TransactionMachineTests {
         r.respond(486, on: c)
         r.run(until: 0)
         #expect(r.t.branches[c].state == .terminated)
+    }
+
+    @Test("Timer K is T4 over UDP and 0 over a stream (by the downstream transport); retransmitted finals are absorbed meanwhile")
+    func timerK() {
+        var u = Drive(invite: false, upstreamReliable: true)
+        let b = u.branch()
+        u.respond(404, on: b)
+        #expect(u.t.branches[b].state == .completed)
+        u.run(until: 4_999)
+        u.respond(404, on: b)
+        #expect(u.upstreamFinals == [404])
+        #expect(u.t.branches[b].state == .completed)
+        u.run(until: 5_000)
+        #expect(u.t.branches[b].state == .terminated)
+
+        var r = Drive(invite: false, upstreamReliable: false)
+        let c = r.branch(reliable: true)
+        r.respond(404, on: c)
+        r.run(until: 0)
+        #expect(r.t.branches[c].state == .terminated)
+    }
+
+    @Test("T1, T2, T4, fr_timer, fr_inv_timer and max_branches come from the config; Timer C is more than 3 minutes by default (§16.6 step 11)")
+    func settingsFromConfig() {
+        let defaults = Config(file: "t.cfg", configDirectory: "/tmp").transactions
+        #expect(TimerSettings(defaults).timerC > 180_000)
+        var c = defaults
+        c.t1 = 250
+        c.t2 = 2_000
+        c.t4 = 3_000
+        c.finalResponseTimeout = 10_000
+        c.inviteFinalResponseTimeout = 200_000
+        c.maxBranches = 4
+        let s = TimerSettings(c)
+        #expect(s.t1 == 250 && s.t2 == 2_000 && s.t4 == 3_000 && s.finalResponse == 10_000 && s.timerC == 200_000 && s.maxBranches == 4)
+        #expect(s.sixtyFourT1 == 16_000)
+        // Timer A runs from the configured T1.
+        var d = Drive(settings: s)
+        let b = d.branch()
+        d.run(until: 10_000)
+        #expect(d.sends(b) == [0, 250, 750, 1_750, 3_750, 7_750])
     }
 
     @Test("RFC 6026: a 2xx is forwarded, never retransmitted by the proxy; more 2xx go up; the INVITE's retransmissions are absorbed")

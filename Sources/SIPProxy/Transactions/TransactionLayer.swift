@@ -432,19 +432,34 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
         }
         let targets = ctx.targets.isEmpty ? [Target(uri: ctx.message.requestURIString ?? "", destination: nil)] : ctx.targets
         ctx.targets = []
-        // RFC 5393: parallel branches share the request's Max-Breadth (60
-        // when it has none); more branches than that is 440.
         if targets.count > 1 {
-            let breadth = ctx.received.message.headerValue("Max-Breadth").flatMap { Int($0.trimmingCharacters(in: .whitespaces)) } ?? 60
-            if targets.count > breadth {
+            switch Self.splitBreadth(ctx.received.message.headerValue("Max-Breadth"), branches: targets.count) {
+            case .exceeded:
                 ctx.lastError = (440, "Max-Breadth Exceeded")
                 reply(t, code: 440, reason: "Max-Breadth Exceeded")
                 ctx.replied = true
                 return false
+            case .perBranch(let n):
+                ctx.maxBreadthPerBranch = n
             }
-            ctx.maxBreadthPerBranch = breadth / targets.count
         }
         return createBranches(ctx, t, targets)
+    }
+
+    enum BreadthSplit: Equatable {
+        /// Each parallel branch carries this Max-Breadth.
+        case perBranch(Int)
+        /// The request's breadth cannot cover that many branches: 440.
+        case exceeded
+    }
+
+    /// RFC 5393: parallel branches share the request's Max-Breadth (60
+    /// when it has none or it is not a number), evenly, at least one each;
+    /// more branches than that is 440.
+    static func splitBreadth(_ header: String?, branches: Int) -> BreadthSplit {
+        let breadth = header.flatMap { Int($0.trimmingCharacters(in: .whitespaces)) } ?? 60
+        guard branches > 0 else { return .perBranch(breadth) }
+        return branches > breadth ? .exceeded : .perBranch(breadth / branches)
     }
 
     /// One branch per target. A target whose next hop needs a NAPTR look-up
@@ -494,9 +509,13 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
             guard let i = added else { continue }
             created += 1
             if let name = lookup {
+                // The branch is prepared on the look-up's thread: from a copy
+                // made now, not from this context, which the request's
+                // script may still be using and changing.
+                let snapshot = ctx.snapshotForBranch()
                 core.transport.dns.lookup(name, .naptr).whenComplete { [weak self, weak t] _ in
                     guard let self, let t else { return }
-                    self.resolveBranch(t, i, ctx: ctx)
+                    self.resolveBranch(t, i, ctx: snapshot)
                 }
             }
         }
