@@ -110,7 +110,8 @@ let package = Package(
             ],
             exclude: []
         ),
-        .testTarget(name: "SIPConfigTests", dependencies: ["SIPConfig"]),
+        // The checker is tested against the real table of script functions (SIPProxy's).
+        .testTarget(name: "SIPConfigTests", dependencies: ["SIPConfig", "SIPProxy"]),
         .testTarget(name: "SIPTransportTests", dependencies: [
             "SIPTransport", "SIPConfig", "SIPCore",
             .product(name: "NIOCore", package: "swift-nio"),

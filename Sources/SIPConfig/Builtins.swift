@@ -1,68 +1,86 @@
-/// The functions, keywords and pseudo-variables the route script may use:
-/// what `swiftser check` knows, and what SIPProxy implements.
-public enum Builtins {
-    /// Argument count range and the module that provides each function.
-    public struct Function: Sendable {
-        public var minArgs: Int
-        public var maxArgs: Int
-        public var module: String
-        /// Arguments that name a route block of this kind (by index).
-        public var routeArgument: (index: Int, kind: RouteScript.Kind)?
-        /// The kinds of route block it may be called from (nil: any), as
-        /// Kamailio's module docs list them; `swiftser check` refuses a call
-        /// elsewhere.
-        public var routes: Set<RouteScript.Kind>? = nil
+/// What the checker knows of one script function: its name, how many
+/// arguments it takes, the module that provides it, where it may be called
+/// and which argument names a route. SIPConfig only defines the type; the
+/// rows live with their implementations in SIPProxy (`ScriptFunctions`),
+/// which hands them to `ConfigLoader` as a `FunctionCatalogue`.
+public struct FunctionSignature: Sendable {
+    /// An argument that names a route block of a kind (`route(X)`,
+    /// `t_on_failure(X)`): a bare word there is the route's name.
+    public struct RouteArgument: Sendable {
+        public var index: Int
+        public var kind: RouteScript.Kind
+        public init(_ index: Int, _ kind: RouteScript.Kind) {
+            self.index = index
+            self.kind = kind
+        }
     }
 
-    public static let functions: [String: Function] = [
-        "forward": Function(minArgs: 0, maxArgs: 2, module: "core"),
-        "forward_udp": Function(minArgs: 0, maxArgs: 2, module: "core"),
-        "forward_tcp": Function(minArgs: 0, maxArgs: 2, module: "core"),
-        "forward_tls": Function(minArgs: 0, maxArgs: 2, module: "core"),
-        "send": Function(minArgs: 0, maxArgs: 2, module: "core"),
-        "route": Function(minArgs: 1, maxArgs: 1, module: "core", routeArgument: (0, .request)),
-        "setflag": Function(minArgs: 1, maxArgs: 1, module: "core"),
-        "resetflag": Function(minArgs: 1, maxArgs: 1, module: "core"),
-        "isflag": Function(minArgs: 1, maxArgs: 1, module: "core"),
-        "is_peer_verified": Function(minArgs: 0, maxArgs: 0, module: "tls"),
-        "sl_send_reply": Function(minArgs: 2, maxArgs: 2, module: "sl"),
-        "sl_reply_error": Function(minArgs: 0, maxArgs: 0, module: "sl"),
-        "t_relay": Function(minArgs: 0, maxArgs: 2, module: "tm", routes: [.request, .failure]),
-        "t_reply": Function(minArgs: 2, maxArgs: 2, module: "tm", routes: [.request, .failure]),
-        "t_on_failure": Function(minArgs: 1, maxArgs: 1, module: "tm", routeArgument: (0, .failure)),
-        "t_on_reply": Function(minArgs: 1, maxArgs: 1, module: "tm", routeArgument: (0, .reply)),
-        "t_on_branch": Function(minArgs: 1, maxArgs: 1, module: "tm", routeArgument: (0, .branch)),
-        "t_check_trans": Function(minArgs: 0, maxArgs: 0, module: "tm"),
-        "t_newtran": Function(minArgs: 0, maxArgs: 0, module: "tm"),
-        "t_is_canceled": Function(minArgs: 0, maxArgs: 0, module: "tm"),
-        "t_check_status": Function(minArgs: 1, maxArgs: 1, module: "tm"),
-        "record_route": Function(minArgs: 0, maxArgs: 1, module: "rr"),
-        "loose_route": Function(minArgs: 0, maxArgs: 0, module: "rr"),
-        "save": Function(minArgs: 1, maxArgs: 2, module: "registrar"),
-        "lookup": Function(minArgs: 1, maxArgs: 2, module: "registrar"),
-        "registered": Function(minArgs: 1, maxArgs: 2, module: "registrar"),
-        "mf_process_maxfwd_header": Function(minArgs: 1, maxArgs: 1, module: "maxfwd"),
-        "append_hf": Function(minArgs: 1, maxArgs: 2, module: "textops"),
-        "remove_hf": Function(minArgs: 1, maxArgs: 1, module: "textops"),
-        "is_present_hf": Function(minArgs: 1, maxArgs: 1, module: "textops"),
-        "is_method": Function(minArgs: 1, maxArgs: 1, module: "textops"),
-        "has_totag": Function(minArgs: 0, maxArgs: 0, module: "siputils"),
-        "uri_param": Function(minArgs: 1, maxArgs: 2, module: "siputils"),
-        "xlog": Function(minArgs: 1, maxArgs: 2, module: "xlog"),
-        "sanity_check": Function(minArgs: 0, maxArgs: 2, module: "sanity"),
-        "www_challenge": Function(minArgs: 2, maxArgs: 3, module: "auth"),
-        "proxy_challenge": Function(minArgs: 2, maxArgs: 3, module: "auth"),
-        "auth_challenge": Function(minArgs: 2, maxArgs: 3, module: "auth"),
-        "consume_credentials": Function(minArgs: 0, maxArgs: 0, module: "auth"),
-        "has_credentials": Function(minArgs: 1, maxArgs: 1, module: "auth"),
-        "www_authorize": Function(minArgs: 2, maxArgs: 2, module: "auth_db"),
-        "www_authenticate": Function(minArgs: 2, maxArgs: 3, module: "auth_db"),
-        "proxy_authorize": Function(minArgs: 2, maxArgs: 2, module: "auth_db"),
-        "proxy_authenticate": Function(minArgs: 2, maxArgs: 2, module: "auth_db"),
-        "auth_check": Function(minArgs: 3, maxArgs: 3, module: "auth_db"),
-        "pike_check_req": Function(minArgs: 0, maxArgs: 0, module: "pike"),
-    ]
+    /// A check of a literal argument made when the config loads.
+    public enum ArgumentRule: Sendable {
+        /// The argument at this index is a reply code, 100…699.
+        case replyCode(Int)
+        /// With exactly `whenCount` arguments, the one at `index` is one of `values`.
+        case oneOf(index: Int, values: [String], whenCount: Int)
+    }
 
+    /// What a function does that script-wide checks look for.
+    public struct Roles: OptionSet, Sendable {
+        public let rawValue: Int
+        public init(rawValue: Int) { self.rawValue = rawValue }
+        /// Sends the request on (the open-relay check).
+        public static let relays = Roles(rawValue: 1)
+        /// Authenticates the request or its peer, or checks its source.
+        public static let authenticates = Roles(rawValue: 2)
+    }
+
+    public var name: String
+    public var minArgs: Int
+    public var maxArgs: Int
+    public var module: String
+    /// The kinds of route block it may be called from (nil: any), as
+    /// Kamailio's module docs list them; `swiftser check` refuses a call
+    /// elsewhere.
+    public var routes: Set<RouteScript.Kind>?
+    public var routeArgument: RouteArgument?
+    public var rules: [ArgumentRule]
+    public var roles: Roles
+
+    public init(_ name: String, args: ClosedRange<Int>, module: String, routes: Set<RouteScript.Kind>? = nil,
+                routeArgument: RouteArgument? = nil, rules: [ArgumentRule] = [], roles: Roles = []) {
+        self.name = name
+        self.minArgs = args.lowerBound
+        self.maxArgs = args.upperBound
+        self.module = module
+        self.routes = routes
+        self.routeArgument = routeArgument
+        self.rules = rules
+        self.roles = roles
+    }
+}
+
+/// The script functions a config may call, by name: what the parser (route
+/// name arguments), the checker and the open-relay check read.
+public struct FunctionCatalogue: Sendable {
+    public let byName: [String: FunctionSignature]
+    /// Names given by more than one row (the first row is kept).
+    public let duplicates: [String]
+
+    public init(_ rows: [FunctionSignature]) {
+        var byName: [String: FunctionSignature] = [:]
+        var duplicates: [String] = []
+        for r in rows {
+            if byName[r.name] != nil { duplicates.append(r.name) } else { byName[r.name] = r }
+        }
+        self.byName = byName
+        self.duplicates = duplicates
+    }
+
+    public subscript(name: String) -> FunctionSignature? { byName[name] }
+}
+
+/// The keywords and pseudo-variables the route script may use, and the
+/// modules a config may load.
+public enum Builtins {
     /// Bare keywords usable as operands.
     public static let keywords: Set<String> = ["method", "uri", "src_ip", "src_port", "dst_ip", "dst_port", "proto", "af", "status", "myself"]
 
@@ -81,11 +99,13 @@ public enum Builtins {
         "tls_peer_server_name": (false, false),
         "null": (false, false), "af": (false, false),
         "au": (false, false), "ad": (false, false), "ar": (false, false), "adu": (false, false), "aa": (false, false),
+        "sht": (true, true),
     ]
 
     /// Modules a config may load: each is provided natively by SwiftSER.
     public static let modules: Set<String> = [
         "tls", "sl", "tm", "tmx", "rr", "maxfwd", "registrar", "usrloc", "textops", "siputils",
         "xlog", "pv", "kex", "corex", "sanity", "ctl", "jsonrpcs", "auth", "auth_db", "pike",
+        "permissions", "htable",
     ]
 }

@@ -5,12 +5,14 @@ import Foundation
 /// route script. Every error found is reported, each with file, line,
 /// column and a caret line.
 public enum ConfigLoader {
-    public static func load(file: String, defines: [String: String] = [:],
+    /// `functions`: the script functions the route script may call
+    /// (SIPProxy's `ScriptFunctions.catalogue`).
+    public static func load(file: String, functions: FunctionCatalogue, defines: [String: String] = [:],
                             readFile: @escaping Lexer.FileReader = { try String(contentsOfFile: $0, encoding: .utf8) }) throws(ConfigErrors) -> Config {
         var lexer = Lexer(defines: defines, readFile: readFile)
         let tokens = lexer.tokenize(file: file)
         let dir = absoluteDirectory((file as NSString).deletingLastPathComponent)
-        return try build(tokens: tokens, lexer: lexer, file: file, directory: dir, readFile: readFile)
+        return try build(tokens: tokens, lexer: lexer, file: file, directory: dir, functions: functions, readFile: readFile)
     }
 
     /// The folder as an absolute path: a relative one is taken against the
@@ -25,17 +27,18 @@ public enum ConfigLoader {
     }
 
     /// Loads config text (tests, `swiftser check -e`).
-    public static func load(text: String, file: String = "<config>", directory: String = ".",
+    public static func load(text: String, file: String = "<config>", directory: String = ".", functions: FunctionCatalogue,
                             readFile: @escaping Lexer.FileReader = { try String(contentsOfFile: $0, encoding: .utf8) }) throws(ConfigErrors) -> Config {
         var lexer = Lexer(readFile: readFile)
         let tokens = lexer.tokenize(text: text, file: file)
-        return try build(tokens: tokens, lexer: lexer, file: file, directory: absoluteDirectory(directory), readFile: readFile)
+        return try build(tokens: tokens, lexer: lexer, file: file, directory: absoluteDirectory(directory), functions: functions, readFile: readFile)
     }
 
-    static func build(tokens: [Token], lexer: Lexer, file: String, directory: String, readFile: @escaping Lexer.FileReader) throws(ConfigErrors) -> Config {
-        var parser = Parser(tokens: tokens, sourceLine: { lexer.line($0) })
+    static func build(tokens: [Token], lexer: Lexer, file: String, directory: String, functions: FunctionCatalogue,
+                      readFile: @escaping Lexer.FileReader) throws(ConfigErrors) -> Config {
+        var parser = Parser(tokens: tokens, functions: functions, sourceLine: { lexer.line($0) })
         parser.parseConfig()
-        var b = Builder(config: Config(file: file, configDirectory: directory), sourceLine: { lexer.line($0) }, readFile: readFile)
+        var b = Builder(config: Config(file: file, configDirectory: directory), functions: functions, sourceLine: { lexer.line($0) }, readFile: readFile)
         b.diagnostics = lexer.diagnostics + parser.diagnostics
         b.apply(parser)
         let errors = b.diagnostics.filter { $0.severity == .error }
@@ -49,6 +52,7 @@ public enum ConfigLoader {
 /// Applies parsed assignments and blocks to the typed model.
 struct Builder {
     var config: Config
+    let functions: FunctionCatalogue
     let sourceLine: (SourceLocation) -> String?
     let readFile: Lexer.FileReader
     var diagnostics: [ConfigDiagnostic] = []
@@ -128,8 +132,8 @@ struct Builder {
             config.listens.removeAll { $0.proto == .tls }
         }
         buildDomains(global: tlsGlobal, blocks: p.domains + profileBlocks)
-        ScriptChecker(config: config, sourceLine: sourceLine).check(into: &diagnostics)
-        if let loc = RelayCheck.openRelay(config.script) {
+        ScriptChecker(config: config, functions: functions, sourceLine: sourceLine).check(into: &diagnostics)
+        if let loc = RelayCheck.openRelay(config.script, functions: functions) {
             config.openRelay = loc
             warning(loc, "this script relays requests without authenticating them (auth_check, proxy_authorize, is_peer_verified) or checking their source (src_ip, $si): anyone can use it as an open relay")
         }
@@ -316,6 +320,37 @@ struct Builder {
             if let v = positive(value) {
                 if v > 10_000_000 { error(loc, "pike max_entries above 10000000 is refused") } else { config.pike.maxEntries = v }
             }
+        case ("htable", "htable"):
+            if let spec = htable(value) {
+                if config.htables.contains(where: { $0.name == spec.name }) {
+                    error(loc, "htable '\(spec.name)' is declared twice")
+                } else {
+                    config.htables.append(spec)
+                }
+            }
+        case ("htable", _):
+            warning(value.nameLocation, "modparam htable/\(name) has no effect in SwiftSER")
+        case ("permissions", "address_file"):
+            config.permissions.addressFile = value.text.isEmpty ? nil : path(value.text)
+        case ("permissions", "max_address_entries"):
+            if let v = positive(value) {
+                if v > 1_000_000 { error(loc, "permissions max_address_entries above 1000000 is refused") } else { config.permissions.maxAddressEntries = v }
+            }
+        case ("permissions", "db_url"), ("permissions", "address_table"), ("permissions", "grp_col"), ("permissions", "ip_addr_col"),
+             ("permissions", "mask_col"), ("permissions", "port_col"), ("permissions", "db_mode"), ("permissions", "peer_tag_avp"):
+            warning(value.nameLocation, "modparam permissions/\(name) has no effect in SwiftSER (the address table is read from address_file)")
+        case ("sanity", "default_checks"):
+            if let v = int(value) {
+                if v < 0 || v > 16383 { error(loc, "sanity default_checks must be a sum of check numbers, 0 to 16383") } else { config.sanity.defaultChecks = v }
+            }
+        case ("sanity", "uri_checks"):
+            if let v = int(value) {
+                if v < 0 || v > 7 { error(loc, "sanity uri_checks must be 0 to 7 (1 Request-URI, 2 From, 4 To)") } else { config.sanity.uriChecks = v }
+            }
+        case ("sanity", "proxy_require"):
+            config.sanity.proxyRequire = value.text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        case ("sanity", "autodrop"):
+            if let v = int(value) { config.sanity.autodrop = v != 0 }
         case ("pike", "pike_log_level"):
             warning(value.nameLocation, "modparam pike/\(name) has no effect in SwiftSER")
         case ("auth", "secret"):
@@ -379,6 +414,46 @@ struct Builder {
         default:
             error(value.nameLocation, "unknown \(module) module parameter '\(name)'")
         }
+    }
+
+    /// `name=>size=8;autoexpire=300;initval=0;updateexpire=1;` (Kamailio's syntax).
+    mutating func htable(_ value: Assignment) -> HTableSpec? {
+        let loc = value.valueLocation
+        guard let arrow = value.text.range(of: "=>") else {
+            error(loc, "htable needs 'name=>attributes', e.g. \"ipban=>size=8;autoexpire=300;\"")
+            return nil
+        }
+        let name = value.text[..<arrow.lowerBound].trimmingCharacters(in: .whitespaces)
+        guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }) else {
+            error(loc, "htable name '\(name)' must be letters, digits, '_' or '-'")
+            return nil
+        }
+        var spec = HTableSpec(name: name)
+        for attr in value.text[arrow.upperBound...].split(separator: ";") {
+            let parts = attr.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard let key = parts.first, !key.isEmpty else { continue }
+            let number = parts.count > 1 ? Int(parts[1]) : nil
+            switch key {
+            case "size":
+                guard let n = number, (1...16).contains(n) else { error(loc, "htable \(name): size must be 1 to 16 (2^size slots)"); return nil }
+                spec.size = n
+            case "autoexpire":
+                guard let n = number, (0...31_536_000).contains(n) else { error(loc, "htable \(name): autoexpire must be 0 to 31536000 seconds"); return nil }
+                spec.autoexpire = n
+            case "initval":
+                guard let n = number else { error(loc, "htable \(name): initval must be a number"); return nil }
+                spec.initval = n
+            case "updateexpire":
+                guard let n = number else { error(loc, "htable \(name): updateexpire must be 0 or 1"); return nil }
+                spec.updateExpire = n != 0
+            case "dbtable", "dbmode", "dmqreplicate", "cols", "coldelim", "colnull":
+                warning(loc, "htable \(name): '\(key)' has no effect in SwiftSER (tables live in memory)")
+            default:
+                error(loc, "htable \(name): unknown attribute '\(key)'")
+                return nil
+            }
+        }
+        return spec
     }
 
     // MARK: TLS domains

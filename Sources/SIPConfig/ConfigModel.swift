@@ -18,6 +18,10 @@ public struct Config: Sendable {
     public var recordRoute = RecordRouteSettings()
     public var auth = AuthSettings()
     public var pike = PikeSettings()
+    public var sanity = SanitySettings()
+    public var permissions = PermissionsSettings()
+    /// htable tables (`modparam("htable", "htable", "name=>size=8;autoexpire=300;")`).
+    public var htables: [HTableSpec] = []
     /// Where the script relays without authenticating or checking the
     /// source of requests (an open relay); nil when it does not.
     public var openRelay: SourceLocation?
@@ -337,6 +341,54 @@ public struct RegistrarSettings: Sendable, Equatable {
     public var database = "var/location.sqlite"
     /// usrloc `db_mode`: 0 memory only, 1 write-through to SQLite (the only two implemented).
     public var dbMode = 1
+}
+
+/// sanity module parameters (sanity_check()).
+public struct SanitySettings: Sendable, Equatable {
+    /// `default_checks`: the checks sanity_check() runs without arguments,
+    /// a sum of check numbers (Kamailio's default 3047).
+    public var defaultChecks = 3047
+    /// `uri_checks`: the URIs the parse check reads: 1 Request-URI, 2 From, 4 To (7).
+    public var uriChecks = 7
+    /// `proxy_require`: the Proxy-Require options this proxy supports
+    /// (comma-separated; none by default). Any other option gets 420, from
+    /// the core before the script runs and from sanity_check().
+    public var proxyRequire: [String] = []
+    /// `autodrop`: after answering a failed request, stop the script (1,
+    /// Kamailio's default) or return false (0).
+    public var autodrop = true
+    public init() {}
+}
+
+/// One htable table.
+public struct HTableSpec: Sendable, Equatable {
+    public var name: String
+    /// `size`: the table has 2^size slots (Kamailio's meaning); SwiftSER
+    /// holds at most 2^size × `entriesPerSlot` entries in all. 1 to 16; 4 when not given.
+    public var size = 4
+    /// `autoexpire`: seconds an entry lives after it was set (0: for ever).
+    public var autoexpire = 0
+    /// `initval`: what a key not in the table reads as (nil: `$null`).
+    public var initval: Int?
+    /// `updateexpire`: setting an entry again restarts its expiry (1, the default).
+    public var updateExpire = true
+
+    /// Entries per slot SwiftSER allows on average (the cap of a table).
+    public static let entriesPerSlot = 64
+    /// Entries the table may hold.
+    public var capacity: Int { (1 << size) * HTableSpec.entriesPerSlot }
+
+    public init(name: String) { self.name = name }
+}
+
+/// permissions module parameters (allow_source_address()).
+public struct PermissionsSettings: Sendable, Equatable {
+    /// `address_file`: the address table (group, address or range, port,
+    /// tag per line); nil: no table, allow_source_address() is false.
+    public var addressFile: String?
+    /// `max_address_entries` (SwiftSER): lines the table may hold.
+    public var maxAddressEntries = 10_000
+    public init() {}
 }
 
 /// pike module parameters (per-source request rate).

@@ -43,6 +43,8 @@ struct Parser {
     var tokens: [Token]
     var pos = 0
     var diagnostics: [ConfigDiagnostic] = []
+    /// The script functions: which argument of each names a route.
+    let functions: FunctionCatalogue
     let sourceLine: (SourceLocation) -> String?
 
     // Results
@@ -52,8 +54,9 @@ struct Parser {
     var modparams: [(module: String, name: String, value: Assignment)] = []
     var script = RouteScript()
 
-    init(tokens: [Token], sourceLine: @escaping (SourceLocation) -> String?) {
+    init(tokens: [Token], functions: FunctionCatalogue, sourceLine: @escaping (SourceLocation) -> String?) {
         self.tokens = tokens
+        self.functions = functions
         self.sourceLine = sourceLine
     }
 
@@ -400,7 +403,7 @@ struct Parser {
     mutating func parseCallArguments(name: String, location: SourceLocation) throws(Bail) -> Call {
         try expectPunct("(", "after \(name)")
         var args: [Expression] = []
-        let routeArg = Builtins.functions[name]?.routeArgument?.index
+        let routeArg = functions[name]?.routeArgument?.index
         if !current.isPunct(")") {
             repeat {
                 // route(NAME), t_on_failure(NAME): a bare name is the route's name.

@@ -1,20 +1,16 @@
 /// Finds a script that relays requests without ever authenticating them or
 /// checking where they come from: an open relay. `swiftser check` and the
 /// proxy's start print the warning; `Config.openRelay` records it.
+/// Which functions relay and which authenticate comes from their
+/// signatures' roles.
 struct RelayCheck {
-    /// Functions that authenticate a request or its peer.
-    static let authenticating: Set<String> = [
-        "www_authorize", "www_authenticate", "proxy_authorize", "proxy_authenticate", "auth_check", "is_peer_verified",
-    ]
-    /// Functions that send a request on.
-    static let relaying: Set<String> = ["t_relay", "forward", "forward_udp", "forward_tcp", "forward_tls", "send"]
     /// Operands that check the source of a request.
     static let sourceKeywords: Set<String> = ["src_ip"]
     static let sourceVariables: Set<String> = ["si", "tls_peer_verified"]
 
     /// The first relaying call when nothing in the script authenticates or
     /// checks a source; nil otherwise.
-    static func openRelay(_ script: RouteScript) -> SourceLocation? {
+    static func openRelay(_ script: RouteScript, functions: FunctionCatalogue) -> SourceLocation? {
         var relay: SourceLocation?
         var guarded = false
         func visitExpr(_ e: Expression) {
@@ -30,8 +26,9 @@ struct RelayCheck {
             }
         }
         func visitCall(_ c: Call) {
-            if authenticating.contains(c.name) { guarded = true }
-            if relaying.contains(c.name), relay == nil { relay = c.location }
+            let roles = functions[c.name]?.roles ?? []
+            if roles.contains(.authenticates) { guarded = true }
+            if roles.contains(.relays), relay == nil { relay = c.location }
             for a in c.arguments { visitExpr(a) }
         }
         func visitBody(_ body: [Statement]) {

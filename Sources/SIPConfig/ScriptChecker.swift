@@ -2,9 +2,11 @@
 /// number of arguments, their module is loaded, pseudo-variables exist and
 /// are assignable where assigned, named routes exist, route() calls do not
 /// recurse, `break` stands in a loop or switch, literal reply codes are
-/// valid, and literal regular expressions compile.
+/// valid, and literal regular expressions compile. What it knows of each
+/// function comes from `functions` (SIPProxy's table of script functions).
 struct ScriptChecker {
     let config: Config
+    let functions: FunctionCatalogue
     let sourceLine: (SourceLocation) -> String?
 
     func check(into diagnostics: inout [ConfigDiagnostic]) {
@@ -31,12 +33,22 @@ struct ScriptChecker {
                 error(v.location, "$\(v.name) takes no argument")
             }
             if assigning && !spec.assignable {
-                error(v.location, "$\(v.name) cannot be assigned; assignable are $ru, $rU, $rd, $rp, $du, $var(…), $avp(…)")
+                error(v.location, "$\(v.name) cannot be assigned; assignable are $ru, $rU, $rd, $rp, $du, $var(…), $avp(…), $sht(…)")
+            }
+            if v.name == "sht", let a = v.argument, !a.isEmpty {
+                if let arrow = a.range(of: "=>"), !a[arrow.upperBound...].isEmpty {
+                    let table = String(a[..<arrow.lowerBound])
+                    if !config.htables.contains(where: { $0.name == table }) {
+                        error(v.location, "$sht(\(a)): there is no htable '\(table)'; declare it with modparam(\"htable\", \"htable\", \"\(table)=>size=8;\")")
+                    }
+                } else {
+                    error(v.location, "$sht needs table=>key, e.g. $sht(ipban=>$si)")
+                }
             }
         }
 
         func checkCall(_ c: Call, in block: RouteScript.Block) {
-            guard let f = Builtins.functions[c.name] else {
+            guard let f = functions[c.name] else {
                 error(c.location, "unknown function '\(c.name)'")
                 return
             }
@@ -69,17 +81,21 @@ struct ScriptChecker {
                     }
                 }
             }
-            if c.name == "sl_send_reply" || c.name == "t_reply", let first = c.arguments.first {
-                var code: Int? = nil
-                if case .number(let n, _) = first { code = n }
-                if case .string(let s, _) = first { code = Int(s) ?? -1 }
-                if let code, !(100...699).contains(code) {
-                    error(first.location, "reply code must be between 100 and 699")
+            for rule in f.rules {
+                switch rule {
+                case .replyCode(let i) where i < c.arguments.count:
+                    var code: Int? = nil
+                    if case .number(let n, _) = c.arguments[i] { code = n }
+                    if case .string(let s, _) = c.arguments[i] { code = Int(s) ?? -1 }
+                    if let code, !(100...699).contains(code) {
+                        error(c.arguments[i].location, "reply code must be between 100 and 699")
+                    }
+                case .oneOf(let i, let values, let count) where c.arguments.count == count && i < count:
+                    if case .string(let v, let loc) = c.arguments[i], !values.contains(v) {
+                        error(loc, "\(c.name) argument \(i + 1) must be one of \(values.joined(separator: ", "))")
+                    }
+                default: break
                 }
-            }
-            if c.name == "xlog", c.arguments.count == 2, case .string(let level, let loc) = c.arguments[0],
-               !["L_ALERT", "L_CRIT", "L_ERR", "L_WARN", "L_NOTICE", "L_INFO", "L_DBG"].contains(level) {
-                error(loc, "xlog level must be one of L_ALERT, L_CRIT, L_ERR, L_WARN, L_NOTICE, L_INFO, L_DBG")
             }
             for a in c.arguments { checkExpression(a, in: block) }
         }

@@ -20,18 +20,9 @@ final class CompiledScript: @unchecked Sendable { // built once at load, read-on
         case hdr(String), variable(String), avp(String)
         case tlsVersion, tlsCipher, tlsPeerSubject, tlsPeerSubjectCN, tlsPeerIssuer, tlsPeerVerified, tlsPeerServerName, null
         case au, ad, ar, adu, aa
+        /// `$sht(table=>key)`: the key may hold pseudo-variables.
+        case sht(table: String, key: [FormatPart])
     }
-
-    enum Function {
-        case forward(TransportChoice), route, setflag, resetflag, isflag, isPeerVerified
-        case slSendReply, slReplyError, tRelay, tReply, tOnFailure, tOnReply, tOnBranch, tCheckTrans, tNewTran, tIsCanceled, tCheckStatus
-        case recordRoute, looseRoute, save, lookup, registered, maxfwd, appendHF, removeHF, isPresentHF, isMethod, hasTotag, uriParam
-        case xlog, sanityCheck
-        case wwwChallenge, proxyChallenge, authChallenge, consumeCredentials, hasCredentials, wwwAuthorize, proxyAuthorize, authCheck
-        case pikeCheckReq
-    }
-
-    enum TransportChoice { case any, udp, tcp, tls, send }
 
     indirect enum Expr {
         case string(String)
@@ -55,7 +46,9 @@ final class CompiledScript: @unchecked Sendable { // built once at load, read-on
     }
 
     struct Call {
-        var function: Function
+        /// The implementation of the function's row in `ScriptFunctions.table`,
+        /// bound once here: running a call looks no name up.
+        var run: ScriptFunction.Implementation
         var args: [Expr]
         /// Index of the route block a route/t_on_* argument names.
         var routeIndex: Int?
@@ -102,6 +95,8 @@ final class CompiledScript: @unchecked Sendable { // built once at load, read-on
     /// calculate_ha1, use_domain (the secret, the nonce-count table, the
     /// default algorithms and the database are fixed at start).
     let auth: AuthSettings
+    /// sanity: default_checks, uri_checks, proxy_require, autodrop.
+    let sanity: SanitySettings
 
     func index(_ kind: RouteScript.Kind, _ name: String) -> Int? {
         blocks.firstIndex { $0.kind == kind && $0.name == name }
@@ -114,6 +109,7 @@ final class CompiledScript: @unchecked Sendable { // built once at load, read-on
         registrar = config.registrar
         recordRoute = config.recordRoute
         auth = config.auth
+        sanity = config.sanity
         // Indices first so references resolve in any order.
         blocks = script.blocks.map { Block(kind: $0.kind, name: $0.name, body: []) }
         for (i, b) in script.blocks.enumerated() { blocks[i].body = b.body.map(compile) }
@@ -164,6 +160,10 @@ final class CompiledScript: @unchecked Sendable { // built once at load, read-on
         case "ar": return .ar
         case "adu": return .adu
         case "aa": return .aa
+        case "sht":
+            let a = v.argument ?? ""
+            guard let arrow = a.range(of: "=>") else { return .sht(table: a, key: []) }
+            return .sht(table: String(a[..<arrow.lowerBound]), key: parseFormat(String(a[arrow.upperBound...])))
         default: return .variable(v.name) // unreachable: the checker refused unknown names
         }
     }
@@ -225,33 +225,22 @@ final class CompiledScript: @unchecked Sendable { // built once at load, read-on
         }
     }
 
-    static let functionTable: [String: Function] = [
-        "forward": .forward(.any), "forward_udp": .forward(.udp), "forward_tcp": .forward(.tcp), "forward_tls": .forward(.tls),
-        "send": .forward(.send), "route": .route, "setflag": .setflag, "resetflag": .resetflag, "isflag": .isflag,
-        "is_peer_verified": .isPeerVerified, "sl_send_reply": .slSendReply, "sl_reply_error": .slReplyError,
-        "t_relay": .tRelay, "t_reply": .tReply, "t_on_failure": .tOnFailure, "t_on_reply": .tOnReply, "t_on_branch": .tOnBranch,
-        "t_check_trans": .tCheckTrans, "t_newtran": .tNewTran, "t_is_canceled": .tIsCanceled, "t_check_status": .tCheckStatus,
-        "record_route": .recordRoute, "loose_route": .looseRoute, "save": .save, "lookup": .lookup, "registered": .registered,
-        "mf_process_maxfwd_header": .maxfwd, "append_hf": .appendHF, "remove_hf": .removeHF, "is_present_hf": .isPresentHF,
-        "is_method": .isMethod, "has_totag": .hasTotag, "uri_param": .uriParam, "xlog": .xlog, "sanity_check": .sanityCheck,
-        "www_challenge": .wwwChallenge, "proxy_challenge": .proxyChallenge, "auth_challenge": .authChallenge,
-        "consume_credentials": .consumeCredentials, "has_credentials": .hasCredentials, "www_authorize": .wwwAuthorize,
-        "www_authenticate": .wwwAuthorize, "proxy_authorize": .proxyAuthorize, "proxy_authenticate": .proxyAuthorize, "auth_check": .authCheck,
-        "pike_check_req": .pikeCheckReq,
-    ]
+    /// A call of a function the checker did not know (it refused the
+    /// config before this is reached): false.
+    static let unknownFunction = ScriptFunction("", 0...0, "core") { _, _, _ in -1 }
 
     func compile(_ c: SIPConfig.Call) -> Call {
-        let f = CompiledScript.functionTable[c.name]!
+        let row = ScriptFunctions.byName[c.name] ?? CompiledScript.unknownFunction
         var args = c.arguments.map(compile)
-        let routeArg = Builtins.functions[c.name]?.routeArgument?.index
-        for i in args.indices where i != routeArg {
+        let routeArg = row.signature.routeArgument
+        for i in args.indices where i != routeArg?.index {
             if case .string(let text) = args[i], text.contains("$") {
                 let parts = CompiledScript.parseFormat(text)
                 if parts.contains(where: { if case .pv = $0 { return true }; return false }) { args[i] = .format(parts) }
             }
         }
-        var call = Call(function: f, args: args, routeIndex: nil, format: nil, regex: nil, location: c.location)
-        if let ra = Builtins.functions[c.name]?.routeArgument, ra.index < c.arguments.count {
+        var call = Call(run: row.run, args: args, routeIndex: nil, format: nil, regex: nil, location: c.location)
+        if let ra = routeArg, ra.index < c.arguments.count {
             var name = ""
             switch c.arguments[ra.index] {
             case .string(let s, _): name = s
@@ -261,11 +250,12 @@ final class CompiledScript: @unchecked Sendable { // built once at load, read-on
             }
             call.routeIndex = index(ra.kind, name)
         }
-        if case .xlog = f, case .string(let fmt, _)? = c.arguments.last {
-            call.format = CompiledScript.parseFormat(fmt)
-        }
-        if case .tCheckStatus = f, case .string(let p, _)? = c.arguments.first {
-            call.regex = try? NSRegularExpression(pattern: p)
+        switch row.prepare {
+        case .formatLast:
+            if case .string(let fmt, _)? = c.arguments.last { call.format = CompiledScript.parseFormat(fmt) }
+        case .regexFirst:
+            if case .string(let p, _)? = c.arguments.first { call.regex = try? NSRegularExpression(pattern: p) }
+        case .none: break
         }
         return call
     }

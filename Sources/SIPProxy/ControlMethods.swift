@@ -37,8 +37,8 @@ struct ControlMethods {
     typealias Outcome = Result<Any, JSONRPC.Failure>
 
     static let names: [String] = [
-        "cfg.get", "cfg.reload", "cfg.set", "core.info", "core.psx", "core.uptime", "core.version", "stats.get_statistics",
-        "system.listMethods", "tls.info", "tls.list", "tls.options", "tls.reload", "ul.dump", "ul.lookup", "ul.rm",
+        "cfg.get", "cfg.reload", "cfg.set", "core.info", "core.psx", "core.uptime", "core.version",
+        "htable.delete", "htable.dump", "htable.get", "permissions.addressDump", "permissions.addressReload", "stats.get_statistics", "system.listMethods", "tls.info", "tls.list", "tls.options", "tls.reload", "ul.dump", "ul.lookup", "ul.rm",
     ]
 
     func run(_ method: String, _ p: [Any]) -> Outcome {
@@ -114,6 +114,44 @@ struct ControlMethods {
                                                     data: diagnostics.map(\.description)))
                 }
             }
+        case "htable.dump":
+            return htable(p, count: 1).map { t, _ -> Any in
+                t.entries().map { e -> [String: Any] in
+                    var d: [String: Any] = ["name": e.key, "value": ControlMethods.json(e.value)]
+                    if let left = e.secondsLeft { d["expires"] = left }
+                    return d
+                }
+            }
+        case "htable.get":
+            return htable(p, count: 2).flatMap { t, key -> Outcome in
+                guard let v = t.get(key) else { return .failure(.notFound("key not found")) }
+                let item: [String: Any] = ["name": key, "value": ControlMethods.json(v)]
+                return .success(["item": item] as [String: Any])
+            }
+        case "htable.delete":
+            return htable(p, count: 2).map { t, key -> Any in
+                t.remove(key)
+                return "ok"
+            }
+        case "permissions.addressReload":
+            return noParams(p).flatMap { _ -> Outcome in
+                guard core.permissions.file != nil else { return .failure(.failed("no address_file is configured (modparam permissions address_file)")) }
+                switch core.permissions.reload() {
+                case .success(let n):
+                    server.logger.notice("address table reloaded: \(n) entries")
+                    return .success(["reloaded": true, "entries": n] as [String: Any])
+                case .failure(let why):
+                    return .failure(.failed("address table not reloaded, the running one stays in use: \(why)"))
+                }
+            }
+        case "permissions.addressDump":
+            return plain(p) {
+                core.permissions.table.entries.map { e -> [String: Any] in
+                    var d: [String: Any] = ["group": e.group, "address": e.network.description, "port": e.port]
+                    if let t = e.tag { d["tag"] = t }
+                    return d
+                }
+            }
         case "stats.get_statistics", "stats.fetch":
             return statistics(p)
         default:
@@ -149,6 +187,23 @@ struct ControlMethods {
         }
         guard let at = text.lastIndex(of: "@") else { return text.lowercased() }
         return String(text[..<at]) + "@" + text[text.index(after: at)...].lowercased()
+    }
+
+    /// `htable.dump NAME` / `htable.get NAME KEY` / `htable.delete NAME KEY`.
+    func htable(_ p: [Any], count: Int) -> Result<(HTable, String), JSONRPC.Failure> {
+        guard p.count == count, let name = p[0] as? String, count == 1 || (p[1] as? String).map({ !$0.isEmpty }) == true else {
+            return .failure(.invalidParams(count == 1 ? "expected the table name: [\"ipban\"]" : "expected the table name and a key: [\"ipban\", \"192.0.2.7\"]"))
+        }
+        guard let t = core.htables[name] else { return .failure(.notFound("htable '\(name)' not found")) }
+        return .success((t, count == 2 ? (p[1] as? String ?? "") : ""))
+    }
+
+    static func json(_ v: Value) -> Any {
+        switch v {
+        case .int(let n): return n
+        case .str(let s): return s
+        case .null: return NSNull()
+        }
     }
 
     /// `cfg.get core debug` / `cfg.set core debug N`: only core.debug exists.

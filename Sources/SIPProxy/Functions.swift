@@ -2,176 +2,207 @@ import Foundation
 import Logging
 import SIPConfig
 import SIPCore
+import SIPTLS
 import SIPTransport
+import X509
 
 extension ProxyCore {
-    /// Runs a script function. Returns Kamailio's convention: > 0 true,
-    /// < 0 false, 0 stop the script.
+    /// Runs a script function through the implementation its call was
+    /// bound to at compile time.
+    @inline(__always)
     func call(_ c: CompiledScript.Call, _ ctx: MessageContext) -> Int {
-        func arg(_ i: Int) -> String { i < c.args.count ? eval(c.args[i], ctx).string : "" }
-        switch c.function {
-        case .slSendReply:
-            guard ctx.received.message.isRequest else { return -1 }
-            let code = Int(arg(0)) ?? 500
-            reply(ctx, code: code, reason: arg(1))
-            return 1
-        case .slReplyError:
-            let (code, reason) = ctx.lastError ?? (500, "Server Internal Error")
-            reply(ctx, code: code, reason: reason)
-            return 1
-        case .tReply:
-            let code = Int(arg(0)) ?? 500
-            reply(ctx, code: code, reason: arg(1), stateful: true)
-            return 1
-        case .forward(let choice):
-            var forced: (TransportProtocol?, String, UInt16?)? = nil
-            if !c.args.isEmpty {
-                let proto: TransportProtocol? = {
-                    switch choice {
-                    case .udp: return .udp
-                    case .tcp: return .tcp
-                    case .tls: return .tls
-                    default: return nil
-                    }
-                }()
-                forced = (proto, arg(0), c.args.count > 1 ? UInt16(arg(1)) : nil)
-            } else if case .udp = choice {
-                forced = (.udp, "", nil)
-            } else if case .tcp = choice {
-                forced = (.tcp, "", nil)
-            } else if case .tls = choice {
-                forced = (.tls, "", nil)
-            }
-            return forwardStateless(ctx, forced: forced) ? 1 : -1
-        case .tRelay:
-            return transactions.relay(ctx) ? 1 : -1
-        case .route:
-            guard let idx = c.routeIndex, let script = ctx.script else { return -1 }
-            switch run(block: RouteBlock(script: script, index: idx), ctx) {
-            case .drop, .exit: return 0
-            case .returned(let v): return v
-            default: return 1
-            }
-        case .setflag:
-            if let n = Int(arg(0)), (0..<64).contains(n) { ctx.flags |= 1 << UInt64(n) }
-            return 1
-        case .resetflag:
-            if let n = Int(arg(0)), (0..<64).contains(n) { ctx.flags &= ~(1 << UInt64(n)) }
-            return 1
-        case .isflag:
-            if let n = Int(arg(0)), (0..<64).contains(n) { return ctx.flags & (1 << UInt64(n)) != 0 ? 1 : -1 }
-            return -1
-        case .isPeerVerified:
-            return ctx.received.tls?.peerVerified == true ? 1 : -1
-        case .tOnFailure:
-            ctx.failureRoute = ctx.script.flatMap { s in c.routeIndex.map { RouteBlock(script: s, index: $0) } }
-            return 1
-        case .tOnReply:
-            ctx.replyRoute = ctx.script.flatMap { s in c.routeIndex.map { RouteBlock(script: s, index: $0) } }
-            return 1
-        case .tOnBranch:
-            ctx.branchRoute = ctx.script.flatMap { s in c.routeIndex.map { RouteBlock(script: s, index: $0) } }
-            return 1
-        case .tCheckTrans:
-            return transactions.exists(for: ctx.message) ? 1 : -1
-        case .tNewTran:
-            return transactions.newServerTransaction(ctx) != nil ? 1 : -1
-        case .tIsCanceled:
-            guard let t = ctx.transaction else { return -1 }
-            return transactions.isCanceled(t) ? 1 : -1
-        case .tCheckStatus:
-            guard let status = ctx.status else { return -1 }
-            let s = String(status)
-            let re = c.regex ?? (try? NSRegularExpression(pattern: arg(0)))
-            return re?.firstMatch(in: s, range: NSRange(s.startIndex..., in: s)) != nil ? 1 : -1
-        case .recordRoute:
-            ctx.recordRoute = true
-            if !c.args.isEmpty { ctx.recordRouteParams = arg(0) }
-            return 1
-        case .looseRoute:
-            return looseRoute(ctx) ? 1 : -1
-        case .save:
-            return registrarSave(ctx, table: arg(0)) ? 1 : -1
-        case .lookup:
-            return registrarLookup(ctx, table: arg(0))
-        case .registered:
-            guard let s = ctx.message.requestURIString, let u = try? SIPURI.parse(s) else { return -1 }
-            return location.bindings(for: LocationService.aor(u)).isEmpty ? -1 : 1
-        case .maxfwd:
-            guard ctx.received.message.isRequest else { return -1 }
-            let limit = UInt8(clamping: Int(arg(0)) ?? 70)
-            guard let current = try? ctx.message.maxForwards() else {
-                ctx.message.setMaxForwards(limit)
-                ctx.maxForwardsDone = true
-                return 1
-            }
-            if current == 0 { return -1 }
-            ctx.message.setMaxForwards(min(current - 1, limit))
+        c.run(self, c, ctx)
+    }
+
+    /// Argument `i` of a call, evaluated ("" when not given).
+    func arg(_ c: CompiledScript.Call, _ i: Int, _ ctx: MessageContext) -> String {
+        i < c.args.count ? eval(c.args[i], ctx).string : ""
+    }
+
+    // The implementations of the rows of `ScriptFunctions.table` that need
+    // more than a line. Each returns Kamailio's convention: > 0 true,
+    // < 0 false, 0 stop the script.
+
+    func slSendReply(_ c: CompiledScript.Call, _ ctx: MessageContext) -> Int {
+        guard ctx.received.message.isRequest else { return -1 }
+        reply(ctx, code: Int(arg(c, 0, ctx)) ?? 500, reason: arg(c, 1, ctx))
+        return 1
+    }
+
+    func slReplyError(_ ctx: MessageContext) -> Int {
+        let (code, reason) = ctx.lastError ?? (500, "Server Internal Error")
+        reply(ctx, code: code, reason: reason)
+        return 1
+    }
+
+    func tReply(_ c: CompiledScript.Call, _ ctx: MessageContext) -> Int {
+        reply(ctx, code: Int(arg(c, 0, ctx)) ?? 500, reason: arg(c, 1, ctx), stateful: true)
+        return 1
+    }
+
+    enum TransportChoice { case any, udp, tcp, tls, send }
+
+    /// forward(), forward_udp/tcp/tls(), send(): stateless forwarding, to
+    /// the arguments' host and port when given.
+    func forward(_ c: CompiledScript.Call, _ ctx: MessageContext, _ choice: TransportChoice) -> Int {
+        var proto: TransportProtocol?
+        switch choice {
+        case .udp: proto = .udp
+        case .tcp: proto = .tcp
+        case .tls: proto = .tls
+        case .any, .send: proto = nil
+        }
+        var forced: (TransportProtocol?, String, UInt16?)? = nil
+        if !c.args.isEmpty {
+            forced = (proto, arg(c, 0, ctx), c.args.count > 1 ? UInt16(arg(c, 1, ctx)) : nil)
+        } else if let proto {
+            forced = (proto, "", nil)
+        }
+        return forwardStateless(ctx, forced: forced) ? 1 : -1
+    }
+
+    /// route(NAME): runs a request route; its `return` value is the result.
+    func callRoute(_ c: CompiledScript.Call, _ ctx: MessageContext) -> Int {
+        guard let idx = c.routeIndex, let script = ctx.script else { return -1 }
+        switch run(block: RouteBlock(script: script, index: idx), ctx) {
+        case .drop, .exit: return 0
+        case .returned(let v): return v
+        default: return 1
+        }
+    }
+
+    func setFlag(_ c: CompiledScript.Call, _ ctx: MessageContext, _ on: Bool) -> Int {
+        if let n = Int(arg(c, 0, ctx)), (0..<64).contains(n) {
+            if on { ctx.flags |= 1 << UInt64(n) } else { ctx.flags &= ~(1 << UInt64(n)) }
+        }
+        return 1
+    }
+
+    func isFlag(_ c: CompiledScript.Call, _ ctx: MessageContext) -> Int {
+        if let n = Int(arg(c, 0, ctx)), (0..<64).contains(n) { return ctx.flags & (1 << UInt64(n)) != 0 ? 1 : -1 }
+        return -1
+    }
+
+    func tCheckStatus(_ c: CompiledScript.Call, _ ctx: MessageContext) -> Int {
+        guard let status = ctx.status else { return -1 }
+        let s = String(status)
+        let re = c.regex ?? (try? NSRegularExpression(pattern: arg(c, 0, ctx)))
+        return re?.firstMatch(in: s, range: NSRange(s.startIndex..., in: s)) != nil ? 1 : -1
+    }
+
+    /// registered(table): the Request-URI's AOR has bindings.
+    func registered(_ ctx: MessageContext) -> Int {
+        guard let s = ctx.message.requestURIString, let u = try? SIPURI.parse(s) else { return -1 }
+        return location.bindings(for: LocationService.aor(u)).isEmpty ? -1 : 1
+    }
+
+    func processMaxForwards(_ c: CompiledScript.Call, _ ctx: MessageContext) -> Int {
+        guard ctx.received.message.isRequest else { return -1 }
+        let limit = UInt8(clamping: Int(arg(c, 0, ctx)) ?? 70)
+        guard let current = try? ctx.message.maxForwards() else {
+            ctx.message.setMaxForwards(limit)
             ctx.maxForwardsDone = true
             return 1
-        case .appendHF:
-            var text = arg(0)
-            while text.hasSuffix("\n") || text.hasSuffix("\r") { text.removeLast() }
-            guard let colon = text.firstIndex(of: ":") else { return -1 }
-            ctx.message.appendHeader(String(text[..<colon]).trimmingCharacters(in: .whitespaces),
-                                     text[text.index(after: colon)...].trimmingCharacters(in: .whitespaces))
-            return 1
-        case .removeHF:
-            return ctx.message.removeHeaders(named: arg(0)) > 0 ? 1 : -1
-        case .isPresentHF:
-            return ctx.message.header(named: arg(0)) != nil ? 1 : -1
-        case .isMethod:
-            return Self.listContains(arg(0), methodName(ctx.received.message)) ? 1 : -1
-        case .hasTotag:
-            if let checked = ctx.checked { return checked.toTag != nil ? 1 : -1 }
-            return ((try? ctx.message.to()) ?? nil)?.tag != nil ? 1 : -1
-        case .uriParam:
-            guard let s = ctx.message.requestURIString, let u = try? SIPURI.parse(s), let v = u.parameter(arg(0)) else { return -1 }
-            if c.args.count > 1 { return v == arg(1) ? 1 : -1 }
-            return 1
-        case .xlog:
-            let levelName = c.args.count == 2 ? arg(0) : "L_ERR"
-            let text = c.format.map { format($0, ctx) } ?? arg(c.args.count - 1)
-            let msg = Logger.Message(stringLiteral: text.hasSuffix("\n") ? String(text.dropLast()) : text)
-            switch levelName {
-            case "L_ALERT", "L_CRIT": logger.critical(msg)
-            case "L_ERR": logger.error(msg)
-            case "L_WARN": logger.warning(msg)
-            case "L_NOTICE": logger.notice(msg)
-            case "L_INFO": logger.info(msg)
-            default: logger.debug(msg)
-            }
-            return 1
-        case .wwwChallenge, .proxyChallenge, .authChallenge:
-            var kind: AuthKind = .www
-            if case .proxyChallenge = c.function { kind = .proxy }
-            if case .authChallenge = c.function, ctx.received.message.method != .register { kind = .proxy }
-            let flags = Int(arg(1)) ?? 0
-            let r = authChallenge(ctx, kind, realm: arg(0), flags: flags, algorithms: c.args.count > 2 ? arg(2) : nil)
-            if r < 0 && flags & 4 == 0, let method = ctx.received.message.method, method != .ack && method != .cancel {
-                reply(ctx, code: 500, reason: "Server Internal Error")
-            }
-            return r
-        case .wwwAuthorize:
-            return counted(authAuthorize(ctx, .www, realm: arg(0), table: arg(1), method: c.args.count > 2 ? arg(2) : nil).rawValue)
-        case .proxyAuthorize:
-            return counted(authAuthorize(ctx, .proxy, realm: arg(0), table: arg(1)).rawValue)
-        case .authCheck:
-            return counted(authCheck(ctx, realm: arg(0), table: arg(1), flags: Int(arg(2)) ?? 0))
-        case .consumeCredentials:
-            return consumeCredentials(ctx)
-        case .hasCredentials:
-            return hasCredentials(ctx, realm: arg(0))
-        case .pikeCheckReq:
-            // Kamailio: -1 when the source is flooding, 1 otherwise.
-            if pike.hit(ctx.received.sourceIP, now: DispatchTime.now().uptimeNanoseconds / 1_000_000) {
-                metrics.pikeBlockedRequest()
-                return -1
-            }
-            return 1
-        case .sanityCheck:
-            return (try? ctx.message.validate()) != nil ? 1 : -1
         }
+        if current == 0 { return -1 }
+        ctx.message.setMaxForwards(min(current - 1, limit))
+        ctx.maxForwardsDone = true
+        return 1
+    }
+
+    func appendHeader(_ c: CompiledScript.Call, _ ctx: MessageContext) -> Int {
+        var text = arg(c, 0, ctx)
+        while text.hasSuffix("\n") || text.hasSuffix("\r") { text.removeLast() }
+        guard let colon = text.firstIndex(of: ":") else { return -1 }
+        ctx.message.appendHeader(String(text[..<colon]).trimmingCharacters(in: .whitespaces),
+                                 text[text.index(after: colon)...].trimmingCharacters(in: .whitespaces))
+        return 1
+    }
+
+    func uriParam(_ c: CompiledScript.Call, _ ctx: MessageContext) -> Int {
+        guard let s = ctx.message.requestURIString, let u = try? SIPURI.parse(s), let v = u.parameter(arg(c, 0, ctx)) else { return -1 }
+        if c.args.count > 1 { return v == arg(c, 1, ctx) ? 1 : -1 }
+        return 1
+    }
+
+    func xlog(_ c: CompiledScript.Call, _ ctx: MessageContext) -> Int {
+        let levelName = c.args.count == 2 ? arg(c, 0, ctx) : "L_ERR"
+        let text = c.format.map { format($0, ctx) } ?? arg(c, c.args.count - 1, ctx)
+        let msg = Logger.Message(stringLiteral: text.hasSuffix("\n") ? String(text.dropLast()) : text)
+        switch levelName {
+        case "L_ALERT", "L_CRIT": logger.critical(msg)
+        case "L_ERR": logger.error(msg)
+        case "L_WARN": logger.warning(msg)
+        case "L_NOTICE": logger.notice(msg)
+        case "L_INFO": logger.info(msg)
+        default: logger.debug(msg)
+        }
+        return 1
+    }
+
+    /// www_challenge / proxy_challenge / auth_challenge.
+    func challenge(_ c: CompiledScript.Call, _ ctx: MessageContext, _ kind: AuthKind) -> Int {
+        let flags = Int(arg(c, 1, ctx)) ?? 0
+        let r = authChallenge(ctx, kind, realm: arg(c, 0, ctx), flags: flags, algorithms: c.args.count > 2 ? arg(c, 2, ctx) : nil)
+        if r < 0 && flags & 4 == 0, let method = ctx.received.message.method, method != .ack && method != .cancel {
+            reply(ctx, code: 500, reason: "Server Internal Error")
+        }
+        return r
+    }
+
+    /// www_authorize / www_authenticate (with its method argument) / proxy_authorize.
+    func authorize(_ c: CompiledScript.Call, _ ctx: MessageContext, _ kind: AuthKind) -> Int {
+        let method = kind == .www && c.args.count > 2 ? arg(c, 2, ctx) : nil
+        let r = counted(authAuthorize(ctx, kind, realm: arg(c, 0, ctx), table: arg(c, 1, ctx), method: method).rawValue)
+        if r > 0 { ctx.authenticated = true }
+        return r
+    }
+
+    /// tls_peer_verified_from(): the request came over a TLS connection
+    /// whose peer certificate verified and names the From URI's domain
+    /// (RFC 5922 §7.2: a `sip:` URI in the subjectAltName, else a DNS name
+    /// there, else — with no subjectAltName — the subject CN; no
+    /// wildcards). A trusted peer proxy or PBX is then authenticated by
+    /// its certificate instead of digest.
+    func tlsPeerVerifiedFrom(_ ctx: MessageContext) -> Int {
+        guard let tls = ctx.received.tls, tls.peerVerified, let der = tls.peerCertificateDER,
+              let cert = try? Certificate(derEncoded: der),
+              let from = (try? ctx.received.message.from()) ?? nil, from.uri.isSIP, !from.uri.host.isEmpty else { return -1 }
+        guard PeerIdentity.matches(cert, domain: from.uri.host, allowWildcards: false) else { return -1 }
+        ctx.authenticated = true
+        return 1
+    }
+
+    /// sanity_check([msg_checks[, uri_checks]]): Kamailio's sanity checks
+    /// on the request as received; a failure is answered here (400, 416,
+    /// 420 with Unsupported, 505; never an ACK) and then stops the script
+    /// (autodrop=1, the default) or returns false.
+    func sanityCheck(_ c: CompiledScript.Call, _ ctx: MessageContext) -> Int {
+        let settings = ctx.script?.sanity ?? script.sanity
+        let checks = c.args.isEmpty ? settings.defaultChecks : Int(arg(c, 0, ctx)) ?? settings.defaultChecks
+        let uris = c.args.count > 1 ? Int(arg(c, 1, ctx)) ?? settings.uriChecks : settings.uriChecks
+        guard let failure = SanityCheck.check(ctx.received.message, checks: .init(rawValue: checks), uris: .init(rawValue: uris),
+                                              supported: settings.proxyRequire) else { return 1 }
+        metrics.droppedRequest(.sanity)
+        reply(ctx, code: failure.status, reason: failure.reason, extraHeaders: failure.extraHeaders)
+        return settings.autodrop ? 0 : -1
+    }
+
+    /// allow_source_address([group]): the source address and port match an
+    /// entry of the address table in `group` (default 1).
+    func allowSourceAddress(_ c: CompiledScript.Call, _ ctx: MessageContext) -> Int {
+        let group = c.args.isEmpty ? 1 : Int(arg(c, 0, ctx)) ?? -1
+        guard group > 0 else { return -1 }
+        return permissions.table.match(ip: ctx.received.sourceIP, port: ctx.received.sourcePort, group: group) != nil ? 1 : -1
+    }
+
+    /// pike_check_req(): Kamailio's -1 when the source is flooding, 1 otherwise.
+    func pikeCheck(_ ctx: MessageContext) -> Int {
+        if pike.hit(ctx.received.sourceIP, now: DispatchTime.now().uptimeNanoseconds / 1_000_000) {
+            metrics.pikeBlockedRequest()
+            return -1
+        }
+        return 1
     }
 
     /// True when `name` is one of the `|`-separated entries of `list`
@@ -191,8 +222,8 @@ extension ProxyCore {
     }
 
     /// Replies to the request being processed, through its transaction
-    /// when there is one.
-    func reply(_ ctx: MessageContext, code: Int, reason: String, stateful: Bool = false) {
+    /// when there is one (`extraHeaders` go only into a stateless reply).
+    func reply(_ ctx: MessageContext, code: Int, reason: String, stateful: Bool = false, extraHeaders: [(String, String)] = []) {
         guard ctx.received.message.isRequest, ctx.received.message.method != .ack, !ctx.duplicate else { return }
         ctx.replied = true
         if stateful || ctx.transaction != nil {
@@ -201,7 +232,7 @@ extension ProxyCore {
                 return
             }
         }
-        sendReply(ctx, code: code, reason: reason)
+        sendReply(ctx, code: code, reason: reason, extraHeaders: extraHeaders)
     }
 
     /// loose_route(): true when the request came with a route set. The

@@ -4,7 +4,7 @@ import Foundation
 /// comparisons: IPv4 or IPv6, with a prefix length (a plain address is a
 /// /32 or /128). An IPv4-mapped IPv6 source (::ffff:a.b.c.d) matches IPv4
 /// ranges.
-struct IPNetwork: Sendable, Equatable {
+struct IPNetwork: Sendable, Equatable, CustomStringConvertible {
     let bytes: [UInt8]
     let prefix: Int
 
@@ -25,6 +25,16 @@ struct IPNetwork: Sendable, Equatable {
         self.prefix = p
     }
 
+    /// `address/prefix`, the address as inet_ntop writes it.
+    var description: String {
+        var text = [CChar](repeating: 0, count: 64)
+        let ok = bytes.withUnsafeBufferPointer { b in
+            inet_ntop(bytes.count == 4 ? AF_INET : AF_INET6, b.baseAddress, &text, socklen_t(text.count)) != nil
+        }
+        let address = ok ? String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "?"
+        return "\(address)/\(prefix)"
+    }
+
     /// The 4 or 16 octets of an address literal (no brackets), or nil.
     static func addressBytes(_ s: String) -> [UInt8]? {
         guard s.utf8.count <= 64 else { return nil }
@@ -39,7 +49,13 @@ struct IPNetwork: Sendable, Equatable {
     func contains(_ address: String) -> Bool {
         var a = address
         if a.hasPrefix("[") && a.hasSuffix("]") { a = String(a.dropFirst().dropLast()) }
-        guard var b = IPNetwork.addressBytes(a) else { return false }
+        guard let b = IPNetwork.addressBytes(a) else { return false }
+        return contains(addressBytes: b)
+    }
+
+    /// True when the address of these 4 or 16 octets is in this range.
+    func contains(addressBytes given: [UInt8]) -> Bool {
+        var b = given
         if b.count == 16 && bytes.count == 4 && b[0..<10].allSatisfy({ $0 == 0 }) && b[10] == 0xFF && b[11] == 0xFF {
             b = Array(b[12..<16])
         }

@@ -262,6 +262,7 @@ extension ProxyCore {
         case .ar: return authPV(ctx) { $0.realm }
         case .adu: return authPV(ctx) { $0.uri }
         case .aa: return authPV(ctx) { $0.algorithm.rawValue }
+        case .sht(let table, let key): return htables[table]?.get(format(key, ctx)) ?? .null
         }
     }
 
@@ -275,6 +276,14 @@ extension ProxyCore {
         case .variable(let n): ctx.vars[n] = v
         case .avp(let n): ctx.avps[n] = v
         case .du: ctx.destinationURI = v == .null ? nil : v.string
+        case .sht(let table, let key):
+            guard let t = htables[table] else { return }
+            let k = format(key, ctx)
+            if v == .null {
+                t.remove(k)
+            } else if !t.set(k, v) {
+                logger.warning("htable \(table) is full (\(t.capacity) entries); a key was not stored")
+            }
         case .ru:
             if ctx.message.isRequest { ctx.message.setRequestURI(v.string) }
         case .rU, .rd, .rp:

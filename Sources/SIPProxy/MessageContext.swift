@@ -4,7 +4,7 @@ import SIPTransport
 
 /// A script value: Kamailio's pseudo-variables are strings or integers,
 /// or null when unset.
-enum Value: Equatable {
+enum Value: Equatable, Sendable {
     case null
     case int(Int)
     case str(String)
@@ -86,6 +86,9 @@ final class MessageContext: @unchecked Sendable { // used by one thread at a tim
     /// and the header they came from (consume_credentials, $au, …).
     var authCredentials: DigestCredentials?
     var authHeader: SIPHeaderName?
+    /// www_authorize, proxy_authorize, auth_check or tls_peer_verified_from()
+    /// accepted the request (save() then lists every binding in its 200).
+    var authenticated = false
     /// The last authorize found a stale nonce: the next challenge says stale=true.
     var authStale = false
     /// The last error reply a function would give (for sl_reply_error).

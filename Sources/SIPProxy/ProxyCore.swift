@@ -55,6 +55,10 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
     public let subscribers: SubscriberStore
     /// Per-source request rates (pike module).
     let pike: PikeTable
+    /// The address table of allow_source_address() (permissions module).
+    let permissions: AddressPermissions
+    /// The htable tables ($sht), kept across script reloads.
+    let htables: HTables
     /// Counters and gauges (`/metrics`), and the readiness a drain clears.
     public let metrics = ProxyMetrics()
 
@@ -74,6 +78,12 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
         let p = config.pike
         self.pike = PikeTable(windowMs: UInt64(p.samplingTimeUnit) * 1000, density: p.reqsDensityPerUnit,
                               removeLatencyMs: UInt64(p.removeLatency) * 1000, capacity: p.maxEntries)
+        self.htables = HTables(config.htables)
+        let permissions = AddressPermissions(file: config.permissions.addressFile, maxEntries: config.permissions.maxAddressEntries)
+        self.permissions = permissions
+        if case .failure(let why) = permissions.reload() {
+            logger.error("\(why); allow_source_address() matches nothing until permissions.addressReload succeeds")
+        }
         if let subscribers {
             self.subscribers = subscribers
         } else {
@@ -186,9 +196,10 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
             }
             return
         }
-        // RFC 3261 §16.3 step 5: Proxy-Require with options we do not support.
-        if m.method != .ack && m.method != .cancel {
-            let unsupported = m.optionTags(.proxyRequire)
+        // RFC 3261 §16.3 step 5: Proxy-Require with options we do not support
+        // (modparam sanity/proxy_require lists those we do).
+        if m.method != .ack && m.method != .cancel, m.headerValue(.proxyRequire) != nil {
+            let unsupported = SanityCheck.unsupported(m.optionTags(.proxyRequire), supported: script.sanity.proxyRequire)
             if !unsupported.isEmpty {
                 metrics.droppedRequest(.badExtension)
                 sendReply(to: r, request: m, code: 420, reason: "Bad Extension", extraHeaders: [("Unsupported", unsupported.joined(separator: ", "))])
@@ -415,7 +426,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
         reloadLock.withLock {
             let fresh: Config
             do throws(ConfigErrors) {
-                fresh = try ConfigLoader.load(file: config.file, defines: defines)
+                fresh = try ConfigLoader.load(file: config.file, functions: ScriptFunctions.catalogue, defines: defines)
             } catch {
                 logger.error("route script reload failed, the running script stays in use:\n\(error)")
                 return .failure(.invalid(error.diagnostics))
@@ -442,6 +453,8 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
         if fresh.tls != config.tls { changed.append("a TLS parameter") }
         if fresh.transactions != config.transactions { changed.append("a tm parameter") }
         if fresh.pike != config.pike { changed.append("a pike parameter") }
+        if fresh.htables != config.htables { changed.append("an htable declaration (tables and their contents are kept until a restart)") }
+        if fresh.permissions != config.permissions { changed.append("a permissions parameter (reload the address file itself with permissions.addressReload)") }
         if fresh.registrar.database != config.registrar.database || fresh.registrar.dbMode != config.registrar.dbMode { changed.append("usrloc db_url/db_mode") }
         var a = fresh.auth, b = config.auth
         (a.nonceExpire, a.nonceAuthMaxDrift, a.checksRegister, a.checksNoDialog, a.checksInDialog, a.calculateHA1, a.useDomain) =

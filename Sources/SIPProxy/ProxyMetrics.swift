@@ -87,8 +87,16 @@ public final class ProxyMetrics: Sendable {
         case malformed
         /// Proxy-Require named an extension we do not support (answered 420).
         case badExtension
+        /// Failed the script's sanity_check() (answered by it).
+        case sanity
 
-        var label: String { self == .malformed ? "malformed" : "bad_extension" }
+        var label: String {
+            switch self {
+            case .malformed: return "malformed"
+            case .badExtension: return "bad_extension"
+            case .sanity: return "sanity"
+            }
+        }
     }
 
     /// Why a reply was not sent on.

@@ -54,7 +54,7 @@ extension ProxyCore {
             }
             current.removeAll()
             do { try location.replace(aor: aor, with: current) } catch { return fail(500, "Server Internal Error (location store)") }
-            replyBindings(ctx, aor: aor, bindings: current, now: now)
+            replyBindings(ctx, aor: aor, bindings: current, now: now, own: [])
             return true
         }
         // A REGISTER with more contacts than an AOR may keep is refused
@@ -166,11 +166,24 @@ extension ProxyCore {
             return fail(500, "Server Internal Error (location store)")
         }
         logger.info("registered \(aor): \(current.count) contact\(current.count == 1 ? "" : "s") (from \(ctx.received.proto.rawValue):\(ctx.received.sourceIP):\(ctx.received.sourcePort))")
-        replyBindings(ctx, aor: aor, bindings: current, now: now)
+        replyBindings(ctx, aor: aor, bindings: current, now: now, own: contacts)
         return true
     }
 
-    func replyBindings(_ ctx: MessageContext, aor: String, bindings: [LocationService.Binding], now: Int64) {
+    /// Answers a REGISTER with 200 and the bindings. The AOR's other
+    /// bindings are listed only to a request the script authenticated
+    /// (www_authorize, proxy_authorize, auth_check, tls_peer_verified_from)
+    /// or that came over a TLS connection whose certificate verified; to
+    /// any other only the contacts the request itself registered are
+    /// returned (a query without Contact gets none), so an anonymous
+    /// REGISTER cannot read where a user is reached, nor make the reply
+    /// many times larger than the request.
+    func replyBindings(_ ctx: MessageContext, aor: String, bindings all: [LocationService.Binding], now: Int64, own: [ContactValue]) {
+        var bindings = all
+        if !ctx.authenticated && ctx.received.tls?.peerVerified != true {
+            let mine = Set(own.compactMap { $0.address?.uriText })
+            bindings = all.filter { mine.contains($0.contact) }
+        }
         var extra: [(String, String)] = bindings.map { b in
             var v = "<\(b.contact)>;expires=\(b.secondsLeft(now: now))"
             if let q = b.q { v += ";q=\(q)" }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SIPConfig
+import SIPProxy
 
 struct Ctl: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -56,7 +57,7 @@ struct Ctl: ParsableCommand {
         if let socket { return socket }
         if let file {
             do {
-                return try ConfigLoader.load(file: file).core.controlSocket
+                return try ConfigLoader.load(file: file, functions: ScriptFunctions.catalogue).core.controlSocket
             } catch {
                 throw ValidationError("cannot read \(file):\n\(error.description)")
             }

@@ -9,7 +9,12 @@ enum Startup {
     /// Loads the config or prints every error and exits 1.
     static func loadConfig(_ options: ConfigOptions) -> Config {
         do {
-            return try ConfigLoader.load(file: options.file, defines: options.defineMap)
+            let config = try ConfigLoader.load(file: options.file, functions: ScriptFunctions.catalogue, defines: options.defineMap)
+            if let problem = ModuleFiles.addressFileProblem(config) {
+                FileHandle.standardError.write(Data("error: \(problem)\n1 error in \(options.file)\n".utf8))
+                Foundation.exit(1)
+            }
+            return config
         } catch {
             FileHandle.standardError.write(Data((error.description + "\n").utf8))
             let n = error.diagnostics.count

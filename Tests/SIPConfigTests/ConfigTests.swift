@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import SIPConfig
+import SIPProxy
 
 /// An in-memory file system for configs with includes and profiles.
 func files(_ map: [String: String]) -> Lexer.FileReader {
@@ -16,7 +17,7 @@ let minimalRoute = "request_route { sl_send_reply(\"200\", \"OK\"); }\n"
 func load(_ text: String, extra: [String: String] = [:]) throws(ConfigErrors) -> Config {
     var all = extra
     all["/etc/swiftser/test.cfg"] = text
-    return try ConfigLoader.load(file: "/etc/swiftser/test.cfg", readFile: files(all))
+    return try ConfigLoader.load(file: "/etc/swiftser/test.cfg", functions: ScriptFunctions.catalogue, readFile: files(all))
 }
 
 func errors(_ text: String, extra: [String: String] = [:]) -> [ConfigDiagnostic] {
@@ -375,14 +376,14 @@ struct ShippedConfigTests {
 
     @Test("etc/swiftser.cfg and etc/tls-example.cfg load", arguments: ["swiftser.cfg", "tls-example.cfg"])
     func loads(name: String) throws {
-        let c = try ConfigLoader.load(file: ShippedConfigTests.repo + "/etc/" + name)
+        let c = try ConfigLoader.load(file: ShippedConfigTests.repo + "/etc/" + name, functions: ScriptFunctions.catalogue)
         #expect(c.script.main != nil)
         #expect(c.listens.contains { $0.proto == .tls })
     }
 
     @Test("the example shows an IP:port domain, an SNI domain and client domains")
     func example() throws {
-        let c = try ConfigLoader.load(file: ShippedConfigTests.repo + "/etc/tls-example.cfg")
+        let c = try ConfigLoader.load(file: ShippedConfigTests.repo + "/etc/tls-example.cfg", functions: ScriptFunctions.catalogue)
         #expect(c.tls.domains.contains { $0.role == .server && $0.address != nil })
         #expect(c.tls.domains.contains { $0.role == .server && $0.serverName == "voice.example.com" })
         #expect(c.tls.domains.contains { $0.role == .client && $0.address != nil })

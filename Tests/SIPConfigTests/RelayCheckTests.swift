@@ -1,5 +1,6 @@
 import Foundation
 import SIPConfig
+import SIPProxy
 import Testing
 
 @Suite("Open relay warning")
@@ -8,7 +9,7 @@ struct RelayCheckTests {
         let dir = NSTemporaryDirectory() + "swiftser-relay-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try ("listen=udp:127.0.0.1:5060\n" + script).write(toFile: dir + "/r.cfg", atomically: true, encoding: .utf8)
-        return try ConfigLoader.load(file: dir + "/r.cfg")
+        return try ConfigLoader.load(file: dir + "/r.cfg", functions: ScriptFunctions.catalogue)
     }
 
     @Test("a script that relays without authentication or a source check is flagged at the relay")
@@ -27,6 +28,6 @@ struct RelayCheckTests {
         #expect(try load("request_route { if (!is_peer_verified()) { drop; } t_relay(); }\n").openRelay == nil)
         #expect(try load("request_route { sl_send_reply(\"404\", \"No\"); }\n").openRelay == nil)
         let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-        #expect(try ConfigLoader.load(file: repo + "/etc/swiftser.cfg").openRelay == nil)
+        #expect(try ConfigLoader.load(file: repo + "/etc/swiftser.cfg", functions: ScriptFunctions.catalogue).openRelay == nil)
     }
 }

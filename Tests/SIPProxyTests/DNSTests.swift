@@ -153,6 +153,6 @@ struct DNSTests {
         #expect(DNSServerAddress("ns.example.com") == nil && DNSServerAddress("1.2.3.4:0") == nil)
         let dir = makeTempDir("dnscfg")
         try "listen=udp:127.0.0.1:0\ndns_server=\"resolver.example\"\nrequest_route { drop; }\n".write(toFile: dir + "/x.cfg", atomically: true, encoding: .utf8)
-        #expect(throws: (any Error).self) { try ConfigLoader.load(file: dir + "/x.cfg") }
+        #expect(throws: (any Error).self) { try ConfigLoader.load(file: dir + "/x.cfg", functions: ScriptFunctions.catalogue) }
     }
 }

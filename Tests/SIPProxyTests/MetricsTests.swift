@@ -138,7 +138,7 @@ struct MetricsTests {
 
     @Test("http_listen: loopback only unless http_listen_public=yes; malformed values refused")
     func listenConfig() throws {
-        func load(_ text: String) throws -> Config { try ConfigLoader.load(text: text + "request_route { exit; }\n") }
+        func load(_ text: String) throws -> Config { try ConfigLoader.load(text: text + "request_route { exit; }\n", functions: ScriptFunctions.catalogue) }
         let ok = try load("http_listen=127.0.0.1:9090\n")
         #expect(ok.core.httpListen == HTTPListenAddress("127.0.0.1:9090"))
         #expect(ok.core.httpListen?.isLoopback == true)

@@ -209,7 +209,7 @@ final class TestProxy: @unchecked Sendable {
         var cfgText = text
         if !cfgText.contains("control_socket") { cfgText = "control_socket=\"ctl.sock\"\n" + cfgText }
         try cfgText.write(toFile: file, atomically: true, encoding: .utf8)
-        config = try ConfigLoader.load(file: file)
+        config = try ConfigLoader.load(file: file, functions: ScriptFunctions.catalogue)
         let capture = log
         let logger = Logger(label: "test-proxy", factory: { _ in CapturingLogHandler(capture: capture) })
         let tls: TLSDomainTable? = config.tls.disabled || !config.listens.contains(where: { $0.proto == .tls }) && config.tls.domains.allSatisfy({ $0.isDefault }) && !FileManager.default.fileExists(atPath: config.tls.defaultServer!.certificate)

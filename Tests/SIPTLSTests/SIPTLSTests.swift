@@ -103,7 +103,7 @@ struct DomainSelectionTests {
           tls_certificate="\(dir)/sni.pem"
           tls_private_key="\(dir)/sni.key" }
         request_route { drop; }
-        """)
+        """, functions: FunctionCatalogue([]))
         let table = try TLSDomainTable.build(config.tls)
         #expect(table.server(local: HostPort(host: "127.0.0.1", port: 5061), serverName: nil).summary.subject.contains("CN=def"))
         #expect(table.server(local: HostPort(host: "127.0.0.2", port: 5061), serverName: nil).summary.subject.contains("CN=lo"))
