@@ -26,6 +26,7 @@ func defaultProxy(_ pki: TestPKI, extra: String = "", script: String? = nil, loc
     loadmodule "auth.so"
     loadmodule "auth_db.so"
     loadmodule "pike.so"
+    loadmodule "sanity.so"
     modparam("usrloc", "db_mode", \(locationFile == nil ? 0 : 1))
     """
     let proxy = try TestProxy("""
