@@ -44,6 +44,7 @@ let package = Package(
             name: "sipload",
             dependencies: [
                 "SIPCore",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

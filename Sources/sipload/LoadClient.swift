@@ -14,6 +14,10 @@ final class LoadClient<In>: ChannelInboundHandler, @unchecked Sendable { // used
         var request: ByteBuffer
         var retransmits: Int
         var stage: Stage
+        /// REGISTER: the number that picks the user, and whether the
+        /// registrar's challenge has been answered.
+        var sequence = 0
+        var answered = false
     }
 
     let id: Int
@@ -45,14 +49,16 @@ final class LoadClient<In>: ChannelInboundHandler, @unchecked Sendable { // used
         sequence += 1
         let callID = "L\(id)-\(sequence)"
         let text: String
+        let unitSequence = id &* 100_003 &+ sequence
         switch scenario {
         case .options: text = factory.options(callID: callID)
-        case .register: text = factory.register(callID: callID, sequence: id &* 100_003 &+ sequence)
+        case .register: text = factory.register(callID: callID, sequence: unitSequence)
         case .call: text = factory.invite(callID: callID)
         }
         let buffer = channel.allocator.buffer(string: text)
         let now = NIODeadline.now()
-        pending[callID] = Pending(started: now, lastSent: now, request: buffer, retransmits: 0, stage: scenario == .call ? .inviting : .single)
+        pending[callID] = Pending(started: now, lastSent: now, request: buffer, retransmits: 0, stage: scenario == .call ? .inviting : .single,
+                                  sequence: unitSequence)
         stats.started()
         write(buffer)
     }
@@ -107,6 +113,10 @@ final class LoadClient<In>: ChannelInboundHandler, @unchecked Sendable { // used
         switch p.stage {
         case .single:
             guard code >= 200 else { return }
+            if (code == 401 || code == 407), scenario == .register, !p.answered, let password = factory.password {
+                answer(callID, p, challenge: message, password: password)
+                return
+            }
             finish(callID, p, ok: code < 300)
         case .inviting:
             guard method == .invite, code >= 200 else { return }
@@ -124,6 +134,23 @@ final class LoadClient<In>: ChannelInboundHandler, @unchecked Sendable { // used
             guard method == .bye, code >= 200 else { return }
             finish(callID, p, ok: code < 300)
         }
+    }
+
+    /// Answers a registrar's digest challenge: the same REGISTER again,
+    /// CSeq 2, with credentials. The unit ends with the answer to that.
+    private func answer(_ callID: String, _ p: Pending, challenge: SIPMessage, password: String) {
+        let values = (challenge.headers(.wwwAuthenticate) + challenge.headers(.proxyAuthenticate)).map(\.valueString)
+        let user = factory.registerUser(sequence: p.sequence)
+        guard let channel,
+              let authorization = DigestAnswer.authorization(challenges: values, user: user, password: password, method: "REGISTER",
+                                                             uri: "sip:\(factory.domain)", cnonce: "c\(callID)")
+        else { finish(callID, p, ok: false); return }
+        let buffer = channel.allocator.buffer(string: factory.register(callID: callID, sequence: p.sequence, cseq: 2, authorization: authorization))
+        pending[callID]?.answered = true
+        pending[callID]?.request = buffer
+        pending[callID]?.lastSent = .now()
+        pending[callID]?.retransmits = 0
+        write(buffer)
     }
 
     private func finish(_ callID: String, _ p: Pending, ok: Bool) {

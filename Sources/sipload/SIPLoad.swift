@@ -37,6 +37,7 @@ struct SIPLoad: ParsableCommand {
     @Option(help: "Seconds before an unanswered unit counts as a timeout.") var timeout = 5.0
     @Option(help: "Domain for From/To and REGISTER.") var domain = "localhost"
     @Option(help: "REGISTER: distinct users cycled through.") var users = 1000
+    @Option(help: "REGISTER: the password of every user user0…userN; a 401/407 challenge is answered with digest (MD5 or SHA-256, qop=auth).") var password: String?
     @Option(help: "call: address the UAS binds (UDP).") var uasHost = "127.0.0.1"
     @Option(help: "call: UAS port (0: any free port).") var uasPort = 0
     @Option(help: "CA file to verify the server (TLS); none: no verification.") var ca: String?
@@ -133,7 +134,9 @@ struct Environment {
         } else {
             uasChannel = nil
         }
-        factory = RequestFactory(proto: c.proto, host: c.host, port: c.port, domain: c.domain, users: c.users, uasHost: c.uasHost, uasPort: uasPort)
+        var requests = RequestFactory(proto: c.proto, host: c.host, port: c.port, domain: c.domain, users: c.users, uasHost: c.uasHost, uasPort: uasPort)
+        requests.password = c.password
+        factory = requests
         sampler = ProcessSampler(pids: c.serverPid)
         timeout = .nanoseconds(Int64(c.timeout * 1e9))
     }

@@ -22,6 +22,9 @@ struct RequestFactory {
     let users: Int
     let uasHost: String
     let uasPort: Int
+    /// REGISTER: the password of every user (digest authentication when the
+    /// registrar challenges); nil: no credentials.
+    var password: String? = nil
 
     private var target: String { host.contains(":") ? "[\(host)]" : host }
     private var via: String { "SIP/2.0/\(proto.uppercased()) \(target):9" }
@@ -31,10 +34,15 @@ struct RequestFactory {
             + "From: <sip:load@\(domain)>;tag=l1\r\nTo: <sip:\(target)>\r\nCall-ID: \(callID)\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
     }
 
-    func register(callID: String, sequence: Int) -> String {
-        let user = "user\(sequence % max(users, 1))"
-        return "REGISTER sip:\(domain) SIP/2.0\r\nVia: \(via);branch=z9hG4bK-\(callID);rport\r\nMax-Forwards: 70\r\n"
-            + "From: <sip:\(user)@\(domain)>;tag=r1\r\nTo: <sip:\(user)@\(domain)>\r\nCall-ID: \(callID)\r\nCSeq: 1 REGISTER\r\n"
+    func registerUser(sequence: Int) -> String { "user\(sequence % max(users, 1))" }
+
+    /// A REGISTER; `cseq` 2 with `authorization` answers a challenge.
+    func register(callID: String, sequence: Int, cseq: Int = 1, authorization: String? = nil) -> String {
+        let user = registerUser(sequence: sequence)
+        let auth = authorization.map { "Authorization: \($0)\r\n" } ?? ""
+        return "REGISTER sip:\(domain) SIP/2.0\r\nVia: \(via);branch=z9hG4bK-\(callID)-\(cseq);rport\r\nMax-Forwards: 70\r\n"
+            + "From: <sip:\(user)@\(domain)>;tag=r1\r\nTo: <sip:\(user)@\(domain)>\r\nCall-ID: \(callID)\r\nCSeq: \(cseq) REGISTER\r\n"
+            + auth
             + "Contact: <sip:\(user)@\(target):9;transport=\(proto)>;expires=3600\r\nExpires: 3600\r\nContent-Length: 0\r\n\r\n"
     }
 
