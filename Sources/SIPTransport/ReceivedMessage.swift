@@ -8,7 +8,7 @@ import SIPCore
 /// A class: it is handed from the transport to the core, the message
 /// context and the transaction layer, and each hand-over is then one
 /// reference instead of a copy of every field.
-public final class ReceivedMessage: @unchecked Sendable { // every stored property is a `let` of a value type; SocketAddress and SIPConnection are safe to share
+public final class ReceivedMessage: @unchecked Sendable { // every stored property is a `let` of a value type; SocketAddress, SIPConnection and UDPReplySocket are safe to share
     public let message: SIPMessage
     /// The peer's address (for UDP the datagram's source).
     public let source: SocketAddress
@@ -24,15 +24,25 @@ public final class ReceivedMessage: @unchecked Sendable { // every stored proper
     /// The source IP as text, made once (a connection keeps its own).
     public let sourceIP: String
     public let sourcePort: Int
+    /// UDP: the socket it arrived on, which sends a stateless reply
+    /// directly (see `UDPReplySocket`).
+    let udpSocket: UDPReplySocket?
 
-    public init(message: SIPMessage, source: SocketAddress, listener: ListenSocket, proto: TransportProtocol, connection: SIPConnection?) {
+    public convenience init(message: SIPMessage, source: SocketAddress, listener: ListenSocket, proto: TransportProtocol, connection: SIPConnection?) {
+        self.init(message: message, source: source, sourceIP: connection?.remoteIP ?? source.ipText ?? "", listener: listener, proto: proto,
+                  connection: connection, udpSocket: nil)
+    }
+
+    init(message: SIPMessage, source: SocketAddress, sourceIP: String, listener: ListenSocket, proto: TransportProtocol, connection: SIPConnection?,
+         udpSocket: UDPReplySocket?) {
         self.message = message
         self.source = source
-        self.sourceIP = connection?.remoteIP ?? source.ipText ?? ""
+        self.sourceIP = sourceIP
         self.sourcePort = source.port ?? 0
         self.listener = listener
         self.proto = proto
         self.connection = connection
+        self.udpSocket = udpSocket
     }
 }
 

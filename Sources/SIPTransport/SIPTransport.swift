@@ -92,11 +92,18 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
             // first handler sends on it itself (see UDPSendHandler).
             let fd = try UDPSendHandler.makeSocket(host: l.host, port: Int(l.port))
             let counters = self.counters, logger = self.logger
+            // One recvmmsg per wake-up takes up to `udpReadBatch` datagrams,
+            // each into its own 64 KiB slot of one receive buffer (SwiftNIO
+            // reuses it once the datagrams are handled). With single reads
+            // SwiftNIO calls recvmsg until it fails with EAGAIN: a second,
+            // empty system call on every wake-up that brings one datagram.
             channel = try DatagramBootstrap(group: group)
-                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65_536))
+                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: Self.udpReadBatch * 65_536))
+                .channelOption(.datagramVectorReadMessageCount, value: Self.udpReadBatch)
+                .channelOption(.maxMessagesPerRead, value: 1)
                 .channelInitializer { [unowned self] ch in
                     ch.addSync([UDPSendHandler(fd: fd, counters: counters, logger: logger),
-                                SIPDatagramHandler(transport: self, listener: box, limits: self.limits)])
+                                SIPDatagramHandler(transport: self, listener: box, limits: self.limits, fd: fd)])
                 }
                 .withBoundSocket(fd).wait()
         case .tcp, .tls:
@@ -116,6 +123,10 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
         box.value = bound
         return (channel, bound)
     }
+
+    /// Datagrams one read of a UDP listener takes at most (its receive
+    /// buffer is this many times 64 KiB).
+    static let udpReadBatch = 16
 
     func streamSettings(_ proto: TransportProtocol) -> SIPStreamHandler.Settings {
         let tls = proto == .tls
@@ -293,6 +304,7 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
         if let c = r.connection {
             return c.isOpen && c.sendUnobserved(size: size, write)
         }
+        if let socket = r.udpSocket, socket.send(size: size, to: r.source, write) { return true }
         guard let ch = udpChannel(from: r.listener, to: r.source) else { return false }
         var buffer = ch.allocator.buffer(capacity: size)
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size, write)

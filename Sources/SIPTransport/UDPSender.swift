@@ -53,28 +53,37 @@ final class UDPSendHandler: ChannelOutboundHandler {
         }
         let envelope = unwrapOutboundIn(data)
         let result: Int = envelope.data.withUnsafeReadableBytes { bytes in
-            envelope.remoteAddress.withSockAddr { addr, size in
-                while true {
-                    let n = sendto(fd, bytes.baseAddress, bytes.count, sendFlags, addr, socklen_t(size))
-                    if n >= 0 { return n }
-                    if errno == EINTR { continue }
-                    return -Int(errno)
-                }
-            }
+            Self.send(fd: fd, bytes, to: envelope.remoteAddress)
         }
         if result >= 0 {
             promise?.succeed(())
             return
         }
-        // Every error fails this datagram only, EAGAIN included (the
-        // socket's send buffer is full: the datagram is dropped as a full
-        // router queue would drop it, and SIP retransmits; nothing queues
-        // without bound).
-        let code = Int32(-result)
+        promise?.fail(Self.failed(code: Int32(-result), to: envelope.remoteAddress, counters: counters, logger: logger))
+    }
+
+    /// One `sendto` of `bytes` on `fd` (retried on EINTR): the octets sent,
+    /// or minus the `errno`.
+    static func send(fd: CInt, _ bytes: UnsafeRawBufferPointer, to address: SocketAddress) -> Int {
+        address.withSockAddr { addr, size in
+            while true {
+                let n = sendto(fd, bytes.baseAddress, bytes.count, sendFlags, addr, socklen_t(size))
+                if n >= 0 { return n }
+                if errno == EINTR { continue }
+                return -Int(errno)
+            }
+        }
+    }
+
+    /// Counts and logs a datagram that could not be sent. Every error fails
+    /// that datagram only, EAGAIN included (the socket's send buffer is
+    /// full: the datagram is dropped as a full router queue would drop it,
+    /// and SIP retransmits; nothing queues without bound).
+    static func failed(code: Int32, to address: SocketAddress, counters: TransportCounters, logger: Logger) -> UDPSendError {
         counters.add(\.udpSendErrors)
-        let error = UDPSendError(code: code, destination: LogText.escaped(envelope.remoteAddress.ipText.map { "\($0):\(envelope.remoteAddress.port ?? 0)" } ?? "\(envelope.remoteAddress)"))
+        let error = UDPSendError(code: code, destination: LogText.escaped(address.ipText.map { "\($0):\(address.port ?? 0)" } ?? "\(address)"))
         logger.info("\(error); the listener stays open")
-        promise?.fail(error)
+        return error
     }
 
     /// Opens and binds the UDP socket of a listener (non-blocking); the
@@ -99,6 +108,54 @@ final class UDPSendHandler: ChannelOutboundHandler {
         guard rc == 0 else { throw IOError(errnoCode: errno, reason: "bind") }
         ok = true
         return fd
+    }
+}
+
+/// A UDP listener's socket as the stateless reply path uses it. A reply
+/// made on the socket's own event loop (a request answered while it is
+/// being received) is written into one scratch buffer and sent with one
+/// `sendto`: no `ByteBuffer` is allocated, and the write does not travel
+/// the channel pipeline (whose `NIOAny` wrapping alone costs four dynamic
+/// casts) nor look the socket up under the transport's lock. Anything else
+/// (another thread, a reply larger than the scratch buffer, a closed
+/// channel) goes the ordinary way through the channel.
+final class UDPReplySocket: @unchecked Sendable { // fd and channel are constants; `scratch` is used only on the channel's event loop
+    let fd: CInt
+    let channel: Channel
+    private let counters: TransportCounters
+    private let logger: Logger
+    /// Allocated on first use, on the loop; the largest UDP payload.
+    private var scratch: UnsafeMutableRawBufferPointer?
+    static let scratchSize = 65_536
+
+    init(fd: CInt, channel: Channel, counters: TransportCounters, logger: Logger) {
+        self.fd = fd
+        self.channel = channel
+        self.counters = counters
+        self.logger = logger
+    }
+
+    deinit { scratch?.deallocate() }
+
+    /// Writes a reply of at most `size` octets with `write` and sends it to
+    /// `address`. False when this path does not apply (the caller then
+    /// sends through the channel); a send that fails is counted and logged
+    /// like any datagram and still returns true (the reply was dealt with).
+    func send(size: Int, to address: SocketAddress, _ write: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
+        // The descriptor is only ours while the channel is open, and the
+        // channel closes on this loop: checked here, it stays open until we return.
+        guard size <= Self.scratchSize, channel.eventLoop.inEventLoop, channel.isActive else { return false }
+        let buffer: UnsafeMutableRawBufferPointer
+        if let scratch {
+            buffer = scratch
+        } else {
+            buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.scratchSize, alignment: 16)
+            scratch = buffer
+        }
+        let n = min(max(write(buffer), 0), buffer.count)
+        let result = UDPSendHandler.send(fd: fd, UnsafeRawBufferPointer(rebasing: buffer[0..<n]), to: address)
+        if result < 0 { _ = UDPSendHandler.failed(code: Int32(-result), to: address, counters: counters, logger: logger) }
+        return true
     }
 }
 

@@ -25,3 +25,19 @@ struct LimitKeyTests {
         #expect(try SocketAddress(ipAddress: ip, port: 5060).limitKey == expected)
     }
 }
+
+@Suite("The source address of a datagram as text")
+struct DatagramSourceTextTests {
+    @Test("an address as SwiftNIO reads it (its host is the numeric text) gives that text", arguments: ["192.0.2.7", "127.0.0.1", "2001:db8::5", "::1"])
+    func numeric(ip: String) throws {
+        let a = try SocketAddress(ipAddress: ip, port: 5060)
+        #expect(SIPDatagramHandler.ipText(a) == ip)
+    }
+
+    @Test("an address made from a name gives its IP, not the name")
+    func named() throws {
+        let a = try SocketAddress.makeAddressResolvingHost("localhost", port: 5060)
+        #expect(SIPDatagramHandler.ipText(a) == a.ipText)
+        #expect(SIPDatagramHandler.ipText(a) != "localhost")
+    }
+}
