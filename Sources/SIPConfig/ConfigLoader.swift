@@ -307,6 +307,8 @@ struct Builder {
         case ("tm", "fr_inv_timer"): if let v = int(value) { config.transactions.inviteFinalResponseTimeout = v }
         case ("tm", "retr_timer1"), ("tm", "t1"): if let v = int(value) { config.transactions.t1 = v }
         case ("tm", "retr_timer2"), ("tm", "t2"): if let v = int(value) { config.transactions.t2 = v }
+        case ("tm", "max_transactions"): if let v = inRange(value, 1...10_000_000) { config.transactions.maxTransactions = v }
+        case ("tm", "max_transactions_per_ip"): if let v = inRange(value, 1...10_000_000) { config.transactions.maxTransactionsPerIP = v }
         case ("rr", "enable_double_rr"): if let v = bool(value) { config.recordRoute.doubleRecordRoute = v }
         case ("rr", "append_fromtag"): if let v = bool(value) { config.recordRoute.appendFromTag = v }
         case ("pike", "sampling_time_unit"): if let v = positive(value) { config.pike.samplingTimeUnit = min(v, 3600) }

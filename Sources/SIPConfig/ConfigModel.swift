@@ -394,6 +394,13 @@ public struct TransactionSettings: Sendable, Equatable {
     /// `max_branches`: most branches one request forks to (Kamailio's
     /// default 12; at most 64).
     public var maxBranches = 12
+    /// tm `max_transactions`: transactions held at once in all; a new
+    /// request beyond it gets 503 with Retry-After (SwiftSER's own
+    /// parameter: Kamailio's bound is its shared memory size).
+    public var maxTransactions = 100_000
+    /// tm `max_transactions_per_ip`: transactions held at once for requests
+    /// from one source address (IPv6 by its /64).
+    public var maxTransactionsPerIP = 10_000
 }
 
 /// rr module parameters.

@@ -35,6 +35,8 @@ public final class ProxyMetrics: Sendable {
     private let authChallenges: CoreMetrics.Counter
     private let authResults: [CoreMetrics.Counter]
     private let pikeBlocked: CoreMetrics.Counter
+    /// New transactions refused at a cap, by `TransactionLimits.Refusal`.
+    private let refusedTransactions: [CoreMetrics.Counter]
 
     // Gauges, set from their sources when scraped.
     private let activeTransactions: CoreMetrics.Gauge
@@ -137,6 +139,7 @@ public final class ProxyMetrics: Sendable {
         authChallenges = counter("swiftser_auth_challenges_total")
         authResults = Self.authOutcomes.map { counter("swiftser_auth_results_total", [("result", $0.1)]) }
         pikeBlocked = counter("swiftser_pike_blocked_total")
+        refusedTransactions = TransactionLimits.Refusal.allCases.map { counter("swiftser_tm_refused_transactions_total", [("limit", $0.parameter)]) }
 
         activeTransactions = gauge("swiftser_active_transactions")
         registeredUsers = gauge("swiftser_registered_users")
@@ -191,6 +194,7 @@ public final class ProxyMetrics: Sendable {
         if let i = Self.authOutcomes.firstIndex(where: { $0.0 == r }) { authResults[i].increment() }
     }
     func pikeBlockedRequest() { pikeBlocked.increment() }
+    func refusedTransaction(_ r: TransactionLimits.Refusal) { refusedTransactions[r.rawValue].increment() }
 
     // MARK: Health
 
