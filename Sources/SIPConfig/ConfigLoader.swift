@@ -218,6 +218,12 @@ struct Builder {
             }
         case "dns_srv_lookup", "dns_srv_lb":
             if let v = bool(a) { config.core.dnsSRVLookup = v }
+        case "dns_max_pending":
+            if let v = inRange(a, 1...100_000) { config.core.dnsMaxPending = v }
+        case "dns_cache_max_entries":
+            if let v = inRange(a, 1...10_000_000) { config.core.dnsCacheMaxEntries = v }
+        case "dns_use_search_list":
+            if let v = bool(a) { config.core.dnsUseSearchList = v }
         case "http_listen":
             if let v = HTTPListenAddress(a.text.trimmingCharacters(in: CharacterSet(charactersIn: "\" "))) {
                 config.core.httpListen = v

@@ -121,6 +121,13 @@ public struct CoreSettings: Sendable, Equatable {
     public var dnsServer: String?
     /// `dns_srv_lookup`: RFC 3263 SRV look-ups for names without a port.
     public var dnsSRVLookup = true
+    /// `dns_max_pending`: DNS look-ups in progress at once; more fail at once.
+    public var dnsMaxPending = 1024
+    /// `dns_cache_max_entries`: answers kept in the DNS cache at most.
+    public var dnsCacheMaxEntries = 10_000
+    /// `dns_use_search_list`: names are also tried with the `search`
+    /// domains of /etc/resolv.conf (as its `ndots` says).
+    public var dnsUseSearchList = true
     /// `dns_try_naptr`: RFC 3263 §4.1 NAPTR look-ups pick the transport for
     /// names given without transport and port.
     public var dnsTryNAPTR = true
@@ -493,7 +500,7 @@ extension Config {
     public var descriptorsNeeded: Int {
         let tcp = listens.contains { $0.proto == .tcp } ? core.tcpMaxConnections : 0
         let tls = listens.contains { $0.proto == .tls } ? self.tls.maxConnectionsWithHandshakes(core) : 0
-        return tcp + tls + core.tcpMaxOutboundConnections + listens.count + 256
+        return tcp + tls + core.tcpMaxOutboundConnections + listens.count + core.dnsMaxPending + 256
     }
 }
 

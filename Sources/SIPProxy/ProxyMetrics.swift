@@ -50,6 +50,10 @@ public final class ProxyMetrics: Sendable {
     /// The transport's counters (`TransportCounterValues`), copied when
     /// scraped; in the order of `transportNames` and `transportValues`.
     private let transportMirrors: [Prometheus.Counter]
+    /// The DNS client's counters (`DNSCounterValues`), copied when scraped.
+    private let dnsMirrors: [Prometheus.Counter]
+    private let dnsPending: CoreMetrics.Gauge
+    private let dnsCacheEntries: CoreMetrics.Gauge
     /// Serialises scrapes (the mirrors are reset and set again).
     private let scrapeLock = NIOLock()
 
@@ -74,6 +78,19 @@ public final class ProxyMetrics: Sendable {
         [v.udpSendErrors, v.queueLimitCloses, v.globalQueueLimitCloses, v.pongsSent, v.pongsSkipped, v.readPauses,
          v.perAddressRefusals, v.poolRefusals, v.handshakeEvictions, v.messageReadTimeouts,
          v.tlsHandshakesCompleted, v.tlsHandshakesFailed, v.tlsHandshakeTimeouts, v.tlsVerificationRefusals]
+    }
+
+    static let dnsNames: [(String, [(String, String)])] = [
+        ("swiftser_dns_queries_total", []),
+        ("swiftser_dns_cache_hits_total", []),
+        ("swiftser_dns_failures_total", [("reason", "timeout")]),
+        ("swiftser_dns_failures_total", [("reason", "error")]),
+        ("swiftser_dns_failures_total", [("reason", "dns_max_pending")]),
+        ("swiftser_dns_cache_evictions_total", []),
+    ]
+
+    static func dnsValues(_ v: DNSCounterValues) -> [Int] {
+        [v.queries, v.cacheHits, v.timeouts, v.errors, v.refused, v.evictions]
     }
 
     /// Request → final response latency of stateful transactions.
@@ -155,6 +172,9 @@ public final class ProxyMetrics: Sendable {
             registry.makeCounter(name: name, labels: labels)
         }
         transportMirrors = Self.transportNames.map { mirror($0.0, $0.1) }
+        dnsMirrors = Self.dnsNames.map { mirror($0.0, $0.1) }
+        dnsPending = gauge("swiftser_dns_pending")
+        dnsCacheEntries = gauge("swiftser_dns_cache_entries")
     }
 
     // MARK: Per message
@@ -227,6 +247,13 @@ public final class ProxyMetrics: Sendable {
         peakQueuedBytes.record(v.peakQueuedBytes)
         peakConnectionQueue.record(v.peakConnectionQueue)
         for (c, n) in zip(transportMirrors, Self.transportValues(v)) {
+            c.reset()
+            c.increment(by: Int64(max(0, n)))
+        }
+        let d = t.dns.counters
+        dnsPending.record(d.pending)
+        dnsCacheEntries.record(d.cacheEntries)
+        for (c, n) in zip(dnsMirrors, Self.dnsValues(d)) {
             c.reset()
             c.increment(by: Int64(max(0, n)))
         }

@@ -335,7 +335,7 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
     public var dns: DNSClient {
         lock.withLock {
             if let c = dnsClient { return c }
-            let c = DNSClient(server: DNSClient.serverAddress(configured: config.core.dnsServer), group: group)
+            let c = DNSClient(settings: DNSSettings(config.core), group: group)
             dnsClient = c
             return c
         }
@@ -364,6 +364,8 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
             }
         }.flatMapError { error in
             if case SIPTransportError.resolveFailed = error { return loop.makeFailedFuture(error) }
+            // Too many look-ups in progress: no other way round it (the system resolver) either.
+            if case DNSError.overloaded = error { return loop.makeFailedFuture(SIPTransportError.resolveFailed("\(srvName) (dns_max_pending)")) }
             return fallback()
         }
     }
@@ -378,8 +380,9 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
             let list = ips.compactMap { try? SocketAddress(ipAddress: $0, port: port) }
             guard !list.isEmpty else { throw SIPTransportError.resolveFailed(host) }
             return list
-        }.flatMapError { _ in
-            self.systemResolve(host, port: port, on: loop).map { [$0] }
+        }.flatMapError { error in
+            if case DNSError.overloaded = error { return loop.makeFailedFuture(SIPTransportError.resolveFailed("\(host) (dns_max_pending)")) }
+            return self.systemResolve(host, port: port, on: loop).map { [$0] }
         }
     }
 
