@@ -136,6 +136,12 @@ struct Builder {
     }
 
     mutating func applyGlobal(_ a: Assignment, tls: inout TLSParams) {
+        if a.name == "tls_server_name" {
+            // At the top level it would belong to the default domains, which
+            // by definition have no name: say where it goes instead.
+            error(a.nameLocation, "tls_server_name names an SNI domain and belongs in a TLS domain (tls_server_domain { … }, tls_client_domain[IP:port] { … } or a tls.cfg [server:any] section); the default domains have no name")
+            return
+        }
         if TLSParams.names.contains(a.name) {
             tls.set(a, builder: &self)
             return
@@ -191,6 +197,12 @@ struct Builder {
             if let v = bool(a) { config.tls.disabled = !v }
         case "tls_auto_dev_certificates":
             if let v = bool(a) { config.tls.autoDevelopmentCertificates = v }
+        case "tls_crl_stale":
+            switch a.text.lowercased() {
+            case "warn": config.tls.crlStaleFails = false
+            case "fail": config.tls.crlStaleFails = true
+            default: error(a.valueLocation, "tls_crl_stale must be warn or fail, found '\(a.text)'")
+            }
         case "tls_handshake_timeout":
             if let v = positive(a) { config.tls.handshakeTimeout = v }
         case "tls_send_timeout":

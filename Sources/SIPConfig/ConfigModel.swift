@@ -324,6 +324,10 @@ public struct TLSSettings: Sendable, Equatable {
     /// `tls_auto_dev_certificates=yes`: create a development CA and server
     /// certificate at start when the default domain's files are missing.
     public var autoDevelopmentCertificates = false
+    /// `tls_crl_stale=fail`: a `tls_crl` whose nextUpdate has passed stops
+    /// the start (and refuses peer certificates while it stays stale);
+    /// `warn` (the default): a warning at load.
+    public var crlStaleFails = false
 
     public var defaultServer: TLSDomain? { domains.first { $0.role == .server && $0.isDefault } }
     public var defaultClient: TLSDomain? { domains.first { $0.role == .client && $0.isDefault } }

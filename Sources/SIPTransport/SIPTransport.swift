@@ -8,6 +8,7 @@ import NIOTLS
 import SIPConfig
 import SIPCore
 import SIPTLS
+import X509
 
 /// Every socket SwiftSER serves: the UDP, TCP and TLS listeners of the
 /// config, the connection table, and outbound connections. The seed's
@@ -434,7 +435,14 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
             targetName = name
             identity = "\(client.domain.name)|\(name)"
         }
-        if let c = connections.find(proto: d.proto, ip: ip, port: port, identityKey: d.proto == .tls ? identity : nil) {
+        // RFC 5923 §5 / RFC 5922: a connection the peer opened carries a
+        // request over TLS only when the peer proved, with a verified
+        // certificate, to be the name the request is for; else a new
+        // connection is made and the server's certificate checked.
+        let inboundFits: ((SIPConnection) -> Bool)? = d.proto == .tls ? { [targetName, domain] c in
+            Self.inboundIdentityFits(c.tls, name: targetName, allowWildcards: domain?.domain.allowWildcardCertificates ?? false)
+        } : nil
+        if let c = connections.find(proto: d.proto, ip: ip, port: port, identityKey: d.proto == .tls ? identity : nil, acceptsInbound: inboundFits) {
             return loop.makeSucceededFuture(c)
         }
         let key = ConnectionTable.peerKey(d.proto, ip, port) + "|" + identity
@@ -458,6 +466,14 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
                 .cascade(to: promise)
         }
         return future
+    }
+
+    /// Whether an inbound TLS connection's peer is `name`: its certificate
+    /// verified and naming it (RFC 5922 §7.2).
+    public static func inboundIdentityFits(_ tls: TLSSessionInfo?, name: String?, allowWildcards: Bool) -> Bool {
+        guard let tls, tls.peerVerified, let der = tls.peerCertificateDER, let name,
+              let cert = try? Certificate(derEncoded: der) else { return false }
+        return PeerIdentity.matches(cert, domain: name, allowWildcards: allowWildcards)
     }
 
     /// RFC 1035/1123 host name: 1-253 octets, labels of 1-63 letters,
