@@ -437,10 +437,14 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
         }
         // RFC 5923 §5 / RFC 5922: a connection the peer opened carries a
         // request over TLS only when the peer proved, with a verified
-        // certificate, to be the name the request is for; else a new
-        // connection is made and the server's certificate checked.
+        // certificate, to be the name the request is for, or when the
+        // target is the very IP address and port the peer connected from
+        // (a phone's contact: whoever holds that address is the peer; an
+        // alias never counts); else a new connection is made and the
+        // server's certificate checked.
         let inboundFits: ((SIPConnection) -> Bool)? = d.proto == .tls ? { [targetName, domain] c in
-            Self.inboundIdentityFits(c.tls, name: targetName, allowWildcards: domain?.domain.allowWildcardCertificates ?? false)
+            if let t = targetName, PeerIdentity.isIPLiteral(t), t == ip, c.remoteIP == ip || c.remote.ipAddress == ip, c.remote.port == port { return true }
+            return Self.inboundIdentityFits(c.tls, name: targetName, allowWildcards: domain?.domain.allowWildcardCertificates ?? false)
         } : nil
         if let c = connections.find(proto: d.proto, ip: ip, port: port, identityKey: d.proto == .tls ? identity : nil, acceptsInbound: inboundFits) {
             return loop.makeSucceededFuture(c)
