@@ -419,7 +419,9 @@ private final class AresEngine: @unchecked Sendable { // `queue` and `stopping` 
                     timeoutMs = min(timeoutMs, Int(t.pointee.tv_sec) * 1000 + Int(t.pointee.tv_usec) / 1000)
                 }
             }
-            _ = poll(&pollSet, nfds_t(pollSet.count), Int32(max(0, timeoutMs)))
+            // Nothing in progress: sleep until a question comes.
+            if active.isEmpty { timeoutMs = -1 }
+            _ = poll(&pollSet, nfds_t(pollSet.count), Int32(max(-1, timeoutMs)))
             if pollSet[0].revents != 0 {
                 var n: UInt64 = 0
                 _ = Glibc.read(wake, &n, 8)
