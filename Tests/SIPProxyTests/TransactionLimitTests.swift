@@ -122,6 +122,24 @@ struct TransactionLimitTests {
         return nil
     }
 
+    @Test("t_newtran at the cap returns -1 with last error 503: sl_reply_error answers 503 with Retry-After, once")
+    func newtranAtCap() throws {
+        // Transactions the script makes and never answers are held (until
+        // their timers end them): the first request takes the only place.
+        let proxy = try TestProxy("""
+        listen=tcp:127.0.0.1:0
+        loadmodule "tm.so"
+        loadmodule "sl.so"
+        modparam("tm", "max_transactions", 1)
+        request_route { if (!t_newtran()) { sl_reply_error(); exit; } exit; }
+        """)
+        defer { proxy.stop() }
+        let r = Self.storm(port: proxy.port(.tcp), count: 3, source: "127.0.0.1")
+        #expect(r["503"] == 2 && r["retry-after"] == 2, "\(r)")
+        #expect(proxy.core.activeTransactions == 1)
+        #expect(Self.metric(proxy, "swiftser_tm_refused_transactions_total{limit=\"max_transactions\"}") == 2)
+    }
+
     @Test("an INVITE storm towards a black hole stops at the caps with 503 and Retry-After; the state stays bounded and is given back")
     func inviteStorm() throws {
         let hole = try BlackHole()
