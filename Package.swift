@@ -70,7 +70,7 @@ let package = Package(
         .target(
             name: "SIPTransport",
             dependencies: [
-                "SIPCore", "SIPConfig", "SIPTLS",
+                "SIPCore", "SIPConfig", "SIPTLS", "CAres",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOTLS", package: "swift-nio"),
@@ -81,6 +81,8 @@ let package = Package(
             ]
         ),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        // c-ares (DNS look-ups of SIPTransport's DNSClient).
+        .systemLibrary(name: "CAres", pkgConfig: "libcares", providers: [.apt(["libc-ares-dev"])]),
         // Routing: script interpreter, stateless and stateful forwarding, record-route, registrar, location store.
         .target(
             name: "SIPProxy",

@@ -140,6 +140,12 @@ struct Builder {
     }
 
     mutating func applyGlobal(_ a: Assignment, tls: inout TLSParams) {
+        if a.name == "tls_server_name" {
+            // At the top level it would belong to the default domains, which
+            // by definition have no name: say where it goes instead.
+            error(a.nameLocation, "tls_server_name names an SNI domain and belongs in a TLS domain (tls_server_domain { … }, tls_client_domain[IP:port] { … } or a tls.cfg [server:any] section); the default domains have no name")
+            return
+        }
         if TLSParams.names.contains(a.name) {
             tls.set(a, builder: &self)
             return
@@ -195,6 +201,12 @@ struct Builder {
             if let v = bool(a) { config.tls.disabled = !v }
         case "tls_auto_dev_certificates":
             if let v = bool(a) { config.tls.autoDevelopmentCertificates = v }
+        case "tls_crl_stale":
+            switch a.text.lowercased() {
+            case "warn": config.tls.crlStaleFails = false
+            case "fail": config.tls.crlStaleFails = true
+            default: error(a.valueLocation, "tls_crl_stale must be warn or fail, found '\(a.text)'")
+            }
         case "tls_handshake_timeout":
             if let v = positive(a) { config.tls.handshakeTimeout = v }
         case "tls_send_timeout":
@@ -222,6 +234,12 @@ struct Builder {
             }
         case "dns_srv_lookup", "dns_srv_lb":
             if let v = bool(a) { config.core.dnsSRVLookup = v }
+        case "dns_max_pending":
+            if let v = inRange(a, 1...100_000) { config.core.dnsMaxPending = v }
+        case "dns_cache_max_entries":
+            if let v = inRange(a, 1...10_000_000) { config.core.dnsCacheMaxEntries = v }
+        case "dns_use_search_list":
+            if let v = bool(a) { config.core.dnsUseSearchList = v }
         case "http_listen":
             if let v = HTTPListenAddress(a.text.trimmingCharacters(in: CharacterSet(charactersIn: "\" "))) {
                 config.core.httpListen = v
@@ -311,6 +329,8 @@ struct Builder {
         case ("tm", "fr_inv_timer"): if let v = int(value) { config.transactions.inviteFinalResponseTimeout = v }
         case ("tm", "retr_timer1"), ("tm", "t1"): if let v = int(value) { config.transactions.t1 = v }
         case ("tm", "retr_timer2"), ("tm", "t2"): if let v = int(value) { config.transactions.t2 = v }
+        case ("tm", "max_transactions"): if let v = inRange(value, 1...10_000_000) { config.transactions.maxTransactions = v }
+        case ("tm", "max_transactions_per_ip"): if let v = inRange(value, 1...10_000_000) { config.transactions.maxTransactionsPerIP = v }
         case ("rr", "enable_double_rr"): if let v = bool(value) { config.recordRoute.doubleRecordRoute = v }
         case ("rr", "append_fromtag"): if let v = bool(value) { config.recordRoute.appendFromTag = v }
         case ("pike", "sampling_time_unit"): if let v = positive(value) { config.pike.samplingTimeUnit = min(v, 3600) }

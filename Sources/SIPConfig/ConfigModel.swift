@@ -125,6 +125,13 @@ public struct CoreSettings: Sendable, Equatable {
     public var dnsServer: String?
     /// `dns_srv_lookup`: RFC 3263 SRV look-ups for names without a port.
     public var dnsSRVLookup = true
+    /// `dns_max_pending`: DNS look-ups in progress at once; more fail at once.
+    public var dnsMaxPending = 1024
+    /// `dns_cache_max_entries`: answers kept in the DNS cache at most.
+    public var dnsCacheMaxEntries = 10_000
+    /// `dns_use_search_list`: names are also tried with the `search`
+    /// domains of /etc/resolv.conf (as its `ndots` says).
+    public var dnsUseSearchList = true
     /// `dns_try_naptr`: RFC 3263 §4.1 NAPTR look-ups pick the transport for
     /// names given without transport and port.
     public var dnsTryNAPTR = true
@@ -321,6 +328,10 @@ public struct TLSSettings: Sendable, Equatable {
     /// `tls_auto_dev_certificates=yes`: create a development CA and server
     /// certificate at start when the default domain's files are missing.
     public var autoDevelopmentCertificates = false
+    /// `tls_crl_stale=fail`: a `tls_crl` whose nextUpdate has passed stops
+    /// the start (and refuses peer certificates while it stays stale);
+    /// `warn` (the default): a warning at load.
+    public var crlStaleFails = false
 
     public var defaultServer: TLSDomain? { domains.first { $0.role == .server && $0.isDefault } }
     public var defaultClient: TLSDomain? { domains.first { $0.role == .client && $0.isDefault } }
@@ -446,6 +457,13 @@ public struct TransactionSettings: Sendable, Equatable {
     /// `max_branches`: most branches one request forks to (Kamailio's
     /// default 12; at most 64).
     public var maxBranches = 12
+    /// tm `max_transactions`: transactions held at once in all; a new
+    /// request beyond it gets 503 with Retry-After (SwiftSER's own
+    /// parameter: Kamailio's bound is its shared memory size).
+    public var maxTransactions = 100_000
+    /// tm `max_transactions_per_ip`: transactions held at once for requests
+    /// from one source address (IPv6 by its /64).
+    public var maxTransactionsPerIP = 10_000
 }
 
 /// rr module parameters.
@@ -538,7 +556,7 @@ extension Config {
     public var descriptorsNeeded: Int {
         let tcp = listens.contains { $0.proto == .tcp } ? core.tcpMaxConnections : 0
         let tls = listens.contains { $0.proto == .tls } ? self.tls.maxConnectionsWithHandshakes(core) : 0
-        return tcp + tls + core.tcpMaxOutboundConnections + listens.count + 256
+        return tcp + tls + core.tcpMaxOutboundConnections + listens.count + core.dnsMaxPending + 256
     }
 }
 

@@ -101,9 +101,13 @@ final class MessageContext: @unchecked Sendable { // used by one thread at a tim
     var hadRouteSet = false
     /// Route values are left once ours were taken off.
     var routesRemain = false
-    /// A copy of a request whose transaction another thread already made:
-    /// absorbed as a retransmission; the script's t_relay/t_reply do nothing.
+    /// A copy of a request whose transaction another thread already made
+    /// (absorbed as a retransmission), or a request t_relay answered with
+    /// 503 at the transaction cap: the script's replies send nothing more.
     var duplicate = false
+    /// The transaction cap refused this request a transaction (t_relay,
+    /// t_newtran); a 503 made for it carries Retry-After.
+    var transactionRefused: TransactionLimits.Refusal?
     /// RFC 5393: the Max-Breadth each parallel branch carries.
     var maxBreadthPerBranch: Int?
     /// The loop hash of the request as received (§16.3 step 4), made once.

@@ -296,6 +296,10 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
     /// A stateless reply to the request of `ctx`: its Via as stamped, the
     /// local To tag and what validation knew of the To.
     func sendReply(_ ctx: MessageContext, code: Int, reason: String, extraHeaders: [(String, String)] = []) {
+        // A 503 for a request the transaction cap refused tells when to come back.
+        if code == 503, ctx.transactionRefused != nil, !extraHeaders.contains(where: { $0.0.lowercased() == "retry-after" }) {
+            return sendReply(ctx, code: code, reason: reason, extraHeaders: extraHeaders + [("Retry-After", String(TransactionLimits.retryAfter))])
+        }
         // A stamp not yet written into the message goes straight into the
         // reply, which then copies the rest from the request as received.
         let topVia = ctx.pendingTopVia

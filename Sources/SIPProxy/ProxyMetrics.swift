@@ -35,6 +35,8 @@ public final class ProxyMetrics: Sendable {
     private let authChallenges: CoreMetrics.Counter
     private let authResults: [CoreMetrics.Counter]
     private let pikeBlocked: CoreMetrics.Counter
+    /// New transactions refused at a cap, by `TransactionLimits.Refusal`.
+    private let refusedTransactions: [CoreMetrics.Counter]
 
     // Gauges, set from their sources when scraped.
     private let activeTransactions: CoreMetrics.Gauge
@@ -48,6 +50,10 @@ public final class ProxyMetrics: Sendable {
     /// The transport's counters (`TransportCounterValues`), copied when
     /// scraped; in the order of `transportNames` and `transportValues`.
     private let transportMirrors: [Prometheus.Counter]
+    /// The DNS client's counters (`DNSCounterValues`), copied when scraped.
+    private let dnsMirrors: [Prometheus.Counter]
+    private let dnsPending: CoreMetrics.Gauge
+    private let dnsCacheEntries: CoreMetrics.Gauge
     /// Serialises scrapes (the mirrors are reset and set again).
     private let scrapeLock = NIOLock()
 
@@ -72,6 +78,19 @@ public final class ProxyMetrics: Sendable {
         [v.udpSendErrors, v.queueLimitCloses, v.globalQueueLimitCloses, v.pongsSent, v.pongsSkipped, v.readPauses,
          v.perAddressRefusals, v.poolRefusals, v.handshakeEvictions, v.messageReadTimeouts,
          v.tlsHandshakesCompleted, v.tlsHandshakesFailed, v.tlsHandshakeTimeouts, v.tlsVerificationRefusals]
+    }
+
+    static let dnsNames: [(String, [(String, String)])] = [
+        ("swiftser_dns_queries_total", []),
+        ("swiftser_dns_cache_hits_total", []),
+        ("swiftser_dns_failures_total", [("reason", "timeout")]),
+        ("swiftser_dns_failures_total", [("reason", "error")]),
+        ("swiftser_dns_failures_total", [("reason", "dns_max_pending")]),
+        ("swiftser_dns_cache_evictions_total", []),
+    ]
+
+    static func dnsValues(_ v: DNSCounterValues) -> [Int] {
+        [v.queries, v.cacheHits, v.timeouts, v.errors, v.refused, v.evictions]
     }
 
     /// Request → final response latency of stateful transactions.
@@ -145,6 +164,7 @@ public final class ProxyMetrics: Sendable {
         authChallenges = counter("swiftser_auth_challenges_total")
         authResults = Self.authOutcomes.map { counter("swiftser_auth_results_total", [("result", $0.1)]) }
         pikeBlocked = counter("swiftser_pike_blocked_total")
+        refusedTransactions = TransactionLimits.Refusal.allCases.map { counter("swiftser_tm_refused_transactions_total", [("limit", $0.parameter)]) }
 
         activeTransactions = gauge("swiftser_active_transactions")
         registeredUsers = gauge("swiftser_registered_users")
@@ -160,6 +180,9 @@ public final class ProxyMetrics: Sendable {
             registry.makeCounter(name: name, labels: labels)
         }
         transportMirrors = Self.transportNames.map { mirror($0.0, $0.1) }
+        dnsMirrors = Self.dnsNames.map { mirror($0.0, $0.1) }
+        dnsPending = gauge("swiftser_dns_pending")
+        dnsCacheEntries = gauge("swiftser_dns_cache_entries")
     }
 
     // MARK: Per message
@@ -199,6 +222,7 @@ public final class ProxyMetrics: Sendable {
         if let i = Self.authOutcomes.firstIndex(where: { $0.0 == r }) { authResults[i].increment() }
     }
     func pikeBlockedRequest() { pikeBlocked.increment() }
+    func refusedTransaction(_ r: TransactionLimits.Refusal) { refusedTransactions[r.rawValue].increment() }
 
     // MARK: Health
 
@@ -231,6 +255,13 @@ public final class ProxyMetrics: Sendable {
         peakQueuedBytes.record(v.peakQueuedBytes)
         peakConnectionQueue.record(v.peakConnectionQueue)
         for (c, n) in zip(transportMirrors, Self.transportValues(v)) {
+            c.reset()
+            c.increment(by: Int64(max(0, n)))
+        }
+        let d = t.dns.counters
+        dnsPending.record(d.pending)
+        dnsCacheEntries.record(d.cacheEntries)
+        for (c, n) in zip(dnsMirrors, Self.dnsValues(d)) {
             c.reset()
             c.increment(by: Int64(max(0, n)))
         }

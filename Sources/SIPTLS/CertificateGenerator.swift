@@ -6,7 +6,12 @@ import X509
 
 /// Makes a CA and certificates signed by it (`swiftser certs …`), in place
 /// of the seed's openssl scripts (§1.3.4). Keys are written mode 0600.
+/// These are development certificates: valid `defaultValidDays` (90) unless
+/// told otherwise, and never written over a file that exists.
 public enum CertificateGenerator {
+    /// Days a development CA or certificate is valid by default.
+    public static let defaultValidDays = 90
+
     public enum KeyKind: String, Sendable, CaseIterable {
         case ecdsaP256 = "ec"
         case rsa2048 = "rsa2048"
@@ -28,7 +33,7 @@ public enum CertificateGenerator {
         public var ipAddresses: [String] = []
         /// `sip:domain` URIs (RFC 5922 identities).
         public var sipURIs: [String] = []
-        public var validDays = 825
+        public var validDays = CertificateGenerator.defaultValidDays
         public var key: KeyKind = .ecdsaP256
         /// Validity start, for tests that need an expired certificate.
         public var notBefore = Date().addingTimeInterval(-3600)
@@ -57,7 +62,7 @@ public enum CertificateGenerator {
 
     /// A CA: self-signed, or an intermediate signed by `issuer`. With the
     /// default path length 0 it signs end-entity certificates only.
-    public static func makeCA(commonName: String, validDays: Int = 3650, key kind: KeyKind = .ecdsaP256, notBefore: Date = Date().addingTimeInterval(-3600),
+    public static func makeCA(commonName: String, validDays: Int = defaultValidDays, key kind: KeyKind = .ecdsaP256, notBefore: Date = Date().addingTimeInterval(-3600),
                               maxPathLength: Int = 0, issuer: Issued? = nil) throws -> Issued {
         let key = try makeKey(kind)
         let name = try DistinguishedName {
@@ -114,10 +119,13 @@ public enum CertificateGenerator {
     public enum GeneratorError: Error, CustomStringConvertible {
         case badIPAddress(String)
         case cannotWrite(String, String)
+        /// The file is there already: nothing is written over it.
+        case exists(String)
         public var description: String {
             switch self {
             case .badIPAddress(let s): return "'\(s)' is not an IPv4 or IPv6 address"
             case .cannotWrite(let p, let why): return "cannot write '\(p)': \(why)"
+            case .exists(let p): return "'\(p)' exists already; it is not written over (move it away or choose another name)"
             }
         }
     }
@@ -131,18 +139,25 @@ public enum CertificateGenerator {
         return nil
     }
 
-    /// Writes a certificate (0644) and its key (0600).
+    /// Writes a certificate (0644) and its key (0600); neither is written
+    /// when either file exists.
     public static func write(_ issued: Issued, certificate certPath: String, key keyPath: String) throws {
+        for p in [certPath, keyPath] where FileManager.default.fileExists(atPath: p) { throw GeneratorError.exists(p) }
         try writeFile(certPath, try issued.certificatePEM(), mode: 0o644)
         try writeFile(keyPath, try issued.keyPEM(), mode: 0o600)
     }
 
+    /// Writes a new file; one that exists (or a symbolic link there) is
+    /// never written over (`O_EXCL`).
     public static func writeFile(_ path: String, _ text: String, mode: Int) throws {
         let dir = (path as NSString).deletingLastPathComponent
         if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
         // Create with the final mode so a key is never briefly world-readable.
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode_t(mode))
-        guard fd >= 0 else { throw GeneratorError.cannotWrite(path, String(cString: strerror(errno))) }
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, mode_t(mode))
+        guard fd >= 0 else {
+            if errno == EEXIST { throw GeneratorError.exists(path) }
+            throw GeneratorError.cannotWrite(path, String(cString: strerror(errno)))
+        }
         defer { close(fd) }
         fchmod(fd, mode_t(mode))
         let bytes = Array(text.utf8)

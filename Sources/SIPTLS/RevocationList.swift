@@ -1,3 +1,4 @@
+import Foundation
 import SwiftASN1
 import X509
 
@@ -7,6 +8,15 @@ import X509
 public struct RevocationList: Sendable {
     /// Issuer Name (DER) → revoked serial numbers (big-endian, no leading zeros).
     var revoked: [[UInt8]: Set<[UInt8]>] = [:]
+    /// The earliest `nextUpdate` of the file's CRLs: when a fresher list
+    /// is due. nil when none says.
+    public private(set) var nextUpdate: Date?
+
+    /// True when a CRL of the file is past its `nextUpdate` (RFC 5280
+    /// §5.1.2.5): certificates revoked since are not in it.
+    public func isStale(now: Date = Date()) -> Bool {
+        nextUpdate.map { $0 < now } ?? false
+    }
 
     public var count: Int { revoked.values.reduce(0) { $0 + $1.count } }
 
@@ -51,7 +61,10 @@ public struct RevocationList: Sendable {
         guard let issuer = node else { throw ASN1Error.invalidASN1Object(reason: "no issuer") }
         _ = it.next() // thisUpdate
         node = it.next()
-        if let n = node, n.identifier == .utcTime || n.identifier == .generalizedTime { node = it.next() }
+        if let n = node, n.identifier == .utcTime || n.identifier == .generalizedTime {
+            if let next = RevocationList.date(n) { nextUpdate = min(nextUpdate ?? next, next) }
+            node = it.next()
+        }
         var serials = revoked[Array(issuer.encodedBytes)] ?? []
         if let list = node, list.identifier == .sequence, case .constructed(let entries) = list.content {
             for entry in entries {
@@ -61,6 +74,22 @@ public struct RevocationList: Sendable {
             }
         }
         revoked[Array(issuer.encodedBytes)] = serials
+    }
+
+    /// A UTCTime or GeneralizedTime (RFC 5280 §4.1.2.5) as a Date.
+    static func date(_ node: ASN1Node) -> Date? {
+        var c = DateComponents()
+        if node.identifier == .utcTime, let t = try? UTCTime(derEncoded: node) {
+            (c.year, c.month, c.day, c.hour, c.minute, c.second) = (t.year, t.month, t.day, t.hours, t.minutes, t.seconds)
+        } else if node.identifier == .generalizedTime, let t = try? GeneralizedTime(derEncoded: node) {
+            (c.year, c.month, c.day, c.hour, c.minute, c.second) = (t.year, t.month, t.day, t.hours, t.minutes, t.seconds)
+        } else {
+            return nil
+        }
+        var cal = Calendar(identifier: .gregorian)
+        guard let utc = TimeZone(identifier: "UTC") else { return nil }
+        cal.timeZone = utc
+        return cal.date(from: c)
     }
 
     /// True when the CRL lists this certificate.

@@ -15,14 +15,25 @@ public final class TLSDomainContext: Sendable {
     public let trustedCASubjects: [String]
     /// Certificates `tls_crl` revokes; checked after each handshake.
     public let revocations: RevocationList?
+    /// `tls_crl_stale=fail`.
+    public let crlStaleFails: Bool
 
-    init(domain: TLSDomain, context: NIOSSLContext, summary: CertificateSummary, cipherList: TLSCipherList, trustedCASubjects: [String], revocations: RevocationList?) {
+    init(domain: TLSDomain, context: NIOSSLContext, summary: CertificateSummary, cipherList: TLSCipherList, trustedCASubjects: [String], revocations: RevocationList?,
+         crlStaleFails: Bool = false) {
+        self.crlStaleFails = crlStaleFails
         self.domain = domain
         self.context = context
         self.summary = summary
         self.cipherList = cipherList
         self.trustedCASubjects = trustedCASubjects
         self.revocations = revocations
+    }
+
+    /// True when `tls_crl_stale=fail` and the domain's CRL is past its
+    /// nextUpdate now: a peer certificate cannot be checked against it and
+    /// is refused (fail closed) until a fresh CRL is loaded.
+    public func refusesForStaleCRL(now: Date = Date()) -> Bool {
+        crlStaleFails && (revocations?.isStale(now: now) ?? false)
     }
 
     /// True when the peer's certificate (DER) is listed in `tls_crl`.
@@ -76,13 +87,19 @@ public struct TLSSetupErrors: Error, Sendable, CustomStringConvertible {
 public final class TLSDomainTable: Sendable {
     public let servers: [TLSDomainContext]
     public let clients: [TLSDomainContext]
+    /// The domains used when no other fits (every table has both).
+    public let defaultServer: TLSDomainContext
+    public let defaultClient: TLSDomainContext
     public let warnings: [String]
     public let handshakeTimeout: TimeInterval
     public let sendTimeout: TimeInterval
 
-    init(servers: [TLSDomainContext], clients: [TLSDomainContext], warnings: [String], handshakeTimeout: TimeInterval, sendTimeout: TimeInterval) {
+    init(servers: [TLSDomainContext], clients: [TLSDomainContext], defaultServer: TLSDomainContext, defaultClient: TLSDomainContext,
+         warnings: [String], handshakeTimeout: TimeInterval, sendTimeout: TimeInterval) {
         self.servers = servers
         self.clients = clients
+        self.defaultServer = defaultServer
+        self.defaultClient = defaultClient
         self.warnings = warnings
         self.handshakeTimeout = handshakeTimeout
         self.sendTimeout = sendTimeout
@@ -100,14 +117,19 @@ public final class TLSDomainTable: Sendable {
         var clients: [TLSDomainContext] = []
         for d in settings.domains {
             do {
-                let ctx = try makeContext(d, now: now, warnings: &warnings)
+                let ctx = try makeContext(d, now: now, warnings: &warnings, crlStaleFails: settings.crlStaleFails)
                 if d.role == .server { servers.append(ctx) } else { clients.append(ctx) }
             } catch {
                 errors.append(String(describing: error))
             }
         }
-        if !errors.isEmpty { throw TLSSetupErrors(errors: errors) }
-        return TLSDomainTable(servers: servers, clients: clients, warnings: warnings,
+        let defaultServer = servers.first { $0.domain.isDefault }
+        let defaultClient = clients.first { $0.domain.isDefault }
+        if errors.isEmpty && (defaultServer == nil || defaultClient == nil) {
+            errors.append("no default TLS \(defaultServer == nil ? "server" : "client") domain (one without an address and without tls_server_name)")
+        }
+        guard errors.isEmpty, let defaultServer, let defaultClient else { throw TLSSetupErrors(errors: errors) }
+        return TLSDomainTable(servers: servers, clients: clients, defaultServer: defaultServer, defaultClient: defaultClient, warnings: warnings,
                               handshakeTimeout: TimeInterval(settings.handshakeTimeout), sendTimeout: TimeInterval(settings.sendTimeout))
     }
 
@@ -132,7 +154,7 @@ public final class TLSDomainTable: Sendable {
         }
     }
 
-    static func makeContext(_ d: TLSDomain, now: Date, warnings: inout [String]) throws -> TLSDomainContext {
+    static func makeContext(_ d: TLSDomain, now: Date, warnings: inout [String], crlStaleFails: Bool = false) throws -> TLSDomainContext {
         let identity = try CertificateFiles.loadIdentity(d, now: now)
         warnings.append(contentsOf: identity.warnings)
         let ciphers: TLSCipherList
@@ -189,8 +211,14 @@ public final class TLSDomainTable: Sendable {
             }
         }
         let revocations = try d.crl.map { path throws(TLSFileError) in try RevocationList.load(path, domain: d.name) }
+        if let crl = d.crl, let list = revocations, list.isStale(now: now), let next = list.nextUpdate {
+            let why = "stale: its nextUpdate (\(next)) has passed, so certificates revoked since are not in it; fetch a fresh CRL from its issuer"
+            if crlStaleFails { throw TLSFileError(parameter: "tls_crl", path: crl, reason: why + " (tls_crl_stale=fail)", domain: d.name) }
+            warnings.append("TLS domain \(d.name): tls_crl '\(crl)' is \(why); set tls_crl_stale=fail to refuse to start with a stale CRL")
+        }
         let context = try NIOSSLContext(configuration: config)
-        return TLSDomainContext(domain: d, context: context, summary: identity.summary, cipherList: ciphers, trustedCASubjects: caSubjects, revocations: revocations)
+        return TLSDomainContext(domain: d, context: context, summary: identity.summary, cipherList: ciphers, trustedCASubjects: caSubjects, revocations: revocations,
+                                crlStaleFails: crlStaleFails)
     }
 
     // MARK: Picking a domain
@@ -215,13 +243,13 @@ public final class TLSDomainTable: Sendable {
         if let local, let d = servers.first(where: { $0.domain.serverName == nil && ($0.domain.address.map { TLSDomainTable.sameHost($0.host, local.host) && $0.port == local.port } ?? false) }) {
             return d
         }
-        return servers.first { $0.domain.isDefault }!
+        return defaultServer
     }
 
     /// The client domain for a connection to `remote`: the one for that
     /// IP:port, else the default client domain.
     public func client(remote: HostPort) -> TLSDomainContext {
         clients.first { $0.domain.address.map { TLSDomainTable.sameHost($0.host, remote.host) && $0.port == remote.port } ?? false }
-            ?? clients.first { $0.domain.isDefault }!
+            ?? defaultClient
     }
 }

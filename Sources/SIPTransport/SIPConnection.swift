@@ -313,16 +313,20 @@ final class ConnectionTable: @unchecked Sendable {  // every field is guarded by
 
     func connection(id: UInt64) -> SIPConnection? { lock.withLock { byID[id] } }
 
-    /// An open connection to this peer whose TLS identity matches.
-    func find(proto: TransportProtocol, ip: String, port: Int, identityKey: String?) -> SIPConnection? {
-        lock.withLock {
-            for id in byPeer[ConnectionTable.peerKey(proto, ip, port)] ?? [] {
-                guard let c = byID[id], c.isOpen else { continue }
-                if let identityKey, c.outbound, c.identityKey != identityKey { continue }
+    /// An open connection to this peer whose TLS identity matches: an
+    /// outbound one made for the same identity, or an inbound one that
+    /// `acceptsInbound` takes (all of them when it is nil).
+    func find(proto: TransportProtocol, ip: String, port: Int, identityKey: String?,
+              acceptsInbound: ((SIPConnection) -> Bool)? = nil) -> SIPConnection? {
+        let candidates: [SIPConnection] = lock.withLock {
+            (byPeer[ConnectionTable.peerKey(proto, ip, port)] ?? []).compactMap { id in
+                guard let c = byID[id], c.isOpen else { return nil }
+                if let identityKey, c.outbound, c.identityKey != identityKey { return nil }
                 return c
             }
-            return nil
         }
+        // The inbound check may parse a certificate: outside the lock.
+        return candidates.first { c in c.outbound || acceptsInbound.map { $0(c) } ?? true }
     }
 
     /// Open connections of a protocol (every pool).

@@ -235,9 +235,13 @@ final class SIPStreamHandler: ChannelDuplexHandler {
         info.version = TLSSessionInfo.versionName(ssl?.tlsVersion)
         info.cipher = cipherSuite.map(TLSRecordSniffer.name)
         info.setPeer(ssl?.peerCertificate)
-        // tls_crl: a revoked peer certificate ends the connection.
-        if let domain = outbound ? clientDomain : serverDomain, let der = info.peerCertificateDER, domain.isRevoked(peerDER: der) {
-            let why = "the peer's certificate (\(info.peerSubject ?? "?")) is revoked by tls_crl"
+        // tls_crl: a revoked peer certificate ends the connection; so does
+        // any peer certificate while the CRL is stale with tls_crl_stale=fail.
+        if let domain = outbound ? clientDomain : serverDomain, let der = info.peerCertificateDER,
+           domain.refusesForStaleCRL() || domain.isRevoked(peerDER: der) {
+            let why = domain.refusesForStaleCRL()
+                ? "the peer's certificate (\(info.peerSubject ?? "?")) cannot be checked: tls_crl is past its nextUpdate (tls_crl_stale=fail)"
+                : "the peer's certificate (\(info.peerSubject ?? "?")) is revoked by tls_crl"
             logger.warning("TLS connection with \(c.remote.ipAddress ?? "?"):\(c.remote.port ?? 0) refused: \(why)")
             c.closeReason = .verificationFailed(why)
             transport.counters.add(\.tlsVerificationRefusals)

@@ -8,6 +8,7 @@ import NIOTLS
 import SIPConfig
 import SIPCore
 import SIPTLS
+import X509
 
 /// Every socket SwiftSER serves: the UDP, TCP and TLS listeners of the
 /// config, the connection table, and outbound connections. The seed's
@@ -351,7 +352,7 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
     public var dns: DNSClient {
         lock.withLock {
             if let c = dnsClient { return c }
-            let c = DNSClient(server: DNSClient.serverAddress(configured: config.core.dnsServer), group: group)
+            let c = DNSClient(settings: DNSSettings(config.core), group: group)
             dnsClient = c
             return c
         }
@@ -380,6 +381,8 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
             }
         }.flatMapError { error in
             if case SIPTransportError.resolveFailed = error { return loop.makeFailedFuture(error) }
+            // Too many look-ups in progress: no other way round it (the system resolver) either.
+            if case DNSError.overloaded = error { return loop.makeFailedFuture(SIPTransportError.resolveFailed("\(srvName) (dns_max_pending)")) }
             return fallback()
         }
     }
@@ -394,8 +397,9 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
             let list = ips.compactMap { try? SocketAddress(ipAddress: $0, port: port) }
             guard !list.isEmpty else { throw SIPTransportError.resolveFailed(host) }
             return list
-        }.flatMapError { _ in
-            self.systemResolve(host, port: port, on: loop).map { [$0] }
+        }.flatMapError { error in
+            if case DNSError.overloaded = error { return loop.makeFailedFuture(SIPTransportError.resolveFailed("\(host) (dns_max_pending)")) }
+            return self.systemResolve(host, port: port, on: loop).map { [$0] }
         }
     }
 
@@ -447,7 +451,18 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
             targetName = name
             identity = "\(client.domain.name)|\(name)"
         }
-        if let c = connections.find(proto: d.proto, ip: ip, port: port, identityKey: d.proto == .tls ? identity : nil) {
+        // RFC 5923 §5 / RFC 5922: a connection the peer opened carries a
+        // request over TLS only when the peer proved, with a verified
+        // certificate, to be the name the request is for, or when the
+        // target is the very IP address and port the peer connected from
+        // (a phone's contact: whoever holds that address is the peer; an
+        // alias never counts); else a new connection is made and the
+        // server's certificate checked.
+        let inboundFits: ((SIPConnection) -> Bool)? = d.proto == .tls ? { [targetName, domain] c in
+            if let t = targetName, PeerIdentity.isIPLiteral(t), t == ip, c.remoteIP == ip || c.remote.ipAddress == ip, c.remote.port == port { return true }
+            return Self.inboundIdentityFits(c.tls, name: targetName, allowWildcards: domain?.domain.allowWildcardCertificates ?? false)
+        } : nil
+        if let c = connections.find(proto: d.proto, ip: ip, port: port, identityKey: d.proto == .tls ? identity : nil, acceptsInbound: inboundFits) {
             return loop.makeSucceededFuture(c)
         }
         let key = ConnectionTable.peerKey(d.proto, ip, port) + "|" + identity
@@ -471,6 +486,14 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
                 .cascade(to: promise)
         }
         return future
+    }
+
+    /// Whether an inbound TLS connection's peer is `name`: its certificate
+    /// verified and naming it (RFC 5922 §7.2).
+    public static func inboundIdentityFits(_ tls: TLSSessionInfo?, name: String?, allowWildcards: Bool) -> Bool {
+        guard let tls, tls.peerVerified, let der = tls.peerCertificateDER, let name,
+              let cert = try? Certificate(derEncoded: der) else { return false }
+        return PeerIdentity.matches(cert, domain: name, allowWildcards: allowWildcards)
     }
 
     /// RFC 1035/1123 host name: 1-253 octets, labels of 1-63 letters,

@@ -48,3 +48,30 @@ extension SocketAddress {
         return s + ":/64"
     }
 }
+
+extension SocketAddress {
+    /// A hash of `limitKey` (the IPv4 address, or the /64 of an IPv6 one),
+    /// made without building the text: per-source counters on a message's
+    /// path use it. Swift's `Hasher` is seeded at random per process, so a
+    /// peer cannot pick addresses that land where another source is counted.
+    public var limitKeyHash: Int {
+        var h = Hasher()
+        switch self {
+        case .v4(let a):
+            withUnsafeBytes(of: a.address.sin_addr.s_addr) { h.combine(bytes: $0) }
+        case .v6(let a):
+            withUnsafeBytes(of: a.address.sin6_addr) { b in
+                if b.count == 16, b[0..<10].allSatisfy({ $0 == 0 }), b[10] == 0xFF, b[11] == 0xFF {
+                    // IPv4-mapped: counted as the IPv4 address.
+                    h.combine(bytes: UnsafeRawBufferPointer(rebasing: b[12..<16]))
+                } else {
+                    h.combine(UInt8(6))
+                    h.combine(bytes: UnsafeRawBufferPointer(rebasing: b.prefix(8)))
+                }
+            }
+        case .unixDomainSocket:
+            h.combine(UInt8(0))
+        }
+        return h.finalize()
+    }
+}

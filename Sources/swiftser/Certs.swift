@@ -12,7 +12,7 @@ struct Certs: ParsableCommand {
         @Option(help: "Folder for ca.pem and ca.key.") var dir = "etc/certs"
         @Option(help: "Common name of the CA.") var name = "SwiftSER CA"
         @Option(help: "Key type: ec (ECDSA P-256), rsa2048, rsa3072.") var key = "ec"
-        @Option(help: "Validity in days.") var days = 3650
+        @Option(help: "Validity in days (development certificates: short-lived).") var days = CertificateGenerator.defaultValidDays
 
         func run() throws {
             guard let kind = CertificateGenerator.KeyKind(rawValue: key) else { throw ValidationError("--key must be ec, rsa2048 or rsa3072") }
@@ -30,7 +30,7 @@ struct Certs: ParsableCommand {
         @Option(help: "Folder holding ca.pem and ca.key.") var caDir = "etc/certs"
         @Option(help: "Output prefix: writes PREFIX.pem and PREFIX.key (default: CA folder/NAME).") var out: String?
         @Option(help: "Key type: ec, rsa2048, rsa3072.") var key = "ec"
-        @Option(help: "Validity in days.") var days = 825
+        @Option(help: "Validity in days (development certificates: short-lived).") var days = CertificateGenerator.defaultValidDays
 
         func issue(defaultDNS: Bool) throws {
             guard let kind = CertificateGenerator.KeyKind(rawValue: key) else { throw ValidationError("--key must be ec, rsa2048 or rsa3072") }

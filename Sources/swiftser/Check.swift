@@ -29,6 +29,9 @@ struct Check: ParsableCommand {
         print("  connections: tcp_max_connections=\(core.tcpMaxConnections) tls_max_connections=\(core.tlsMaxConnections) (inbound), tcp_max_outbound_connections=\(core.tcpMaxOutboundConnections), tcp_max_connections_per_ip=\(core.tcpMaxConnectionsPerIP), tls_max_handshakes=\(config.tls.maxHandshakes)")
         print("  timeouts: tls_handshake_timeout=\(config.tls.handshakeTimeout) s, tcp_msg_read_timeout=\(core.tcpMessageReadTimeout) s, tcp_connection_lifetime=\(core.tcpConnectionLifetime) s, tcp_send_timeout=\(core.tcpSendTimeout) s, tls_send_timeout=\(config.tls.sendTimeout) s")
         print("  write queues: tcp_conn_wq_max=\(core.tcpConnWriteQueueMax) (in effect \(max(core.tcpConnWriteQueueMax, core.maxMessageSize)) octets), tcp_wq_max=\(core.tcpWriteQueueMax) octets")
+        print("  transactions: max_transactions=\(config.transactions.maxTransactions), max_transactions_per_ip=\(config.transactions.maxTransactionsPerIP), max_branches=\(config.transactions.maxBranches)")
+        print("  dns: dns_max_pending=\(core.dnsMaxPending), dns_cache_max_entries=\(core.dnsCacheMaxEntries), dns_use_search_list=\(core.dnsUseSearchList ? "yes" : "no")")
+        print("  tls_crl_stale=\(config.tls.crlStaleFails ? "fail" : "warn")")
         print("  file descriptors needed: \(config.descriptorsNeeded) (RLIMIT_NOFILE is raised to it at start)")
         if config.tls.disabled {
             print("\nTLS: disabled (disable_tls=1)")

@@ -54,8 +54,8 @@ enum Startup {
         req.sipURIs = ["sip:localhost"]
         let server = try CertificateGenerator.issue(req, by: ca)
         try CertificateGenerator.write(server, certificate: d.certificate, key: d.privateKey)
-        if d.caList != nil && !FileManager.default.fileExists(atPath: d.caList!) {
-            try CertificateGenerator.writeFile(d.caList!, try ca.certificatePEM(), mode: 0o644)
+        if let caList = d.caList, !FileManager.default.fileExists(atPath: caList) {
+            try CertificateGenerator.writeFile(caList, try ca.certificatePEM(), mode: 0o644)
         }
         let banner = String(repeating: "*", count: 72)
         logger.warning("\(banner)")

@@ -516,8 +516,8 @@ struct DescriptorBudgetTests {
     @Test("only the pools of protocols with a listener count, the outbound pool always")
     func budget() throws {
         let udpOnly = try load("listen=udp:127.0.0.1:5060\ntcp_max_connections=100000\n" + minimalRoute)
-        #expect(udpOnly.descriptorsNeeded == 2048 + 1 + 256)
+        #expect(udpOnly.descriptorsNeeded == 2048 + 1 + 1024 + 256)
         let all = try load(minimalRoute)
-        #expect(all.descriptorsNeeded == 2048 + (2048 + 256) + 2048 + 3 + 256)
+        #expect(all.descriptorsNeeded == 2048 + (2048 + 256) + 2048 + 3 + 1024 + 256)
     }
 }

@@ -62,6 +62,22 @@ struct CommandTests {
         #expect(Subprocess.run("openssl", ["x509", "-in", dir + "/phone1.pem", "-noout", "-text"]).out.contains("rsaEncryption"))
         let noCA = Subprocess.run(swiftserBinary, ["certs", "server", "--name", "x", "--ca-dir", dir + "/missing"])
         #expect(noCA.status != 0 && noCA.err.contains("swiftser certs ca"), "\(noCA.err)")
+        // Development certificates: valid 90 days, not years.
+        for file in ["ca.pem", "sip.example.com.pem"] {
+            // openssl x509 -checkend N: status 0 when still valid N seconds from now.
+            let in89 = Subprocess.run("openssl", ["x509", "-in", dir + "/" + file, "-noout", "-checkend", String(89 * 86_400)])
+            let in91 = Subprocess.run("openssl", ["x509", "-in", dir + "/" + file, "-noout", "-checkend", String(91 * 86_400)])
+            #expect(in89.status == 0 && in91.status != 0, "\(file): \(in89.out) \(in91.out)")
+        }
+        // Never written over: the same name again fails and the files stay as they were.
+        let before = try Data(contentsOf: URL(fileURLWithPath: dir + "/sip.example.com.pem"))
+        let keyBefore = try Data(contentsOf: URL(fileURLWithPath: dir + "/sip.example.com.key"))
+        let again = Subprocess.run(swiftserBinary, ["certs", "server", "--name", "sip.example.com", "--ca-dir", dir])
+        #expect(again.status != 0, "\(again.out)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/sip.example.com.pem")) == before)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/sip.example.com.key")) == keyBefore)
+        let caAgain = Subprocess.run(swiftserBinary, ["certs", "ca", "--dir", dir])
+        #expect(caAgain.status != 0)
     }
 
     @Test("check prints the listen sockets and the TLS domain table")

@@ -122,6 +122,9 @@ final class TestPKI: @unchecked Sendable {
         }
         let issued = try CertificateGenerator.issue(req, by: byOtherCA ? otherCA : ca)
         let c = dir + "/\(name).pem", k = dir + "/\(name).key"
+        // A test may issue a name again; the generator never writes over a file.
+        try? FileManager.default.removeItem(atPath: c)
+        try? FileManager.default.removeItem(atPath: k)
         try CertificateGenerator.write(issued, certificate: c, key: k)
         return (c, k)
     }

@@ -47,8 +47,11 @@ final class ServerTransaction: @unchecked Sendable { // state read and written o
     var replyFlags: UInt64 = 0
     /// Bumped with every new wake-up; a wake-up of an older one is stale.
     var timerGeneration: UInt64 = 0
+    /// Where its request's source is counted (`max_transactions_per_ip`).
+    let sourceCells: SourceCounter.Cells
 
-    init(key: TransactionKey, ctx: MessageContext, shard: Int, machine: ProxyTransaction, created: Millis) {
+    init(key: TransactionKey, ctx: MessageContext, shard: Int, machine: ProxyTransaction, created: Millis, sourceCells: SourceCounter.Cells) {
+        self.sourceCells = sourceCells
         self.created = created
         self.key = key
         self.ctx = ctx
@@ -96,9 +99,15 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
         init(wheel: TimerWheel) { self.wheel = wheel }
     }
 
+    /// `max_transactions`, `max_transactions_per_ip`.
+    let limits: TransactionLimits
+    /// Transactions per source address (approximate, lock-free).
+    let perSource = SourceCounter()
+
     init(core: ProxyCore) {
         self.core = core
         self.settings = TimerSettings(core.config.transactions)
+        self.limits = TransactionLimits(core.config.transactions)
         let start = NIODeadline.now()
         self.clock = { Millis((NIODeadline.now() - start).nanoseconds / 1_000_000) }
         let n = max(1, min(16, System.coreCount * 2))
@@ -176,7 +185,10 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
         }
         e.runFailureRoute = a.runFailureRoute
         if a.remove {
-            if shard.servers.removeValue(forKey: t.key) != nil { count.wrappingDecrement(ordering: .relaxed) }
+            if shard.servers.removeValue(forKey: t.key) != nil {
+                count.wrappingDecrement(ordering: .relaxed)
+                perSource.decrement(t.sourceCells)
+            }
             for b in t.branches {
                 if let out = b.out { shard.clients[out.branch] = nil }
             }
@@ -377,14 +389,32 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
         let s = shards[index]
         let now = clock()
         let isInvite = ctx.received.message.method == .invite
-        let (t, isNew): (ServerTransaction, Bool) = s.lock.withLock {
-            if let t = s.servers[k] { return (t, false) }
+        let cells = SourceCounter.cells(hash: ctx.received.source.limitKeyHash)
+        let made: Result<(ServerTransaction, Bool), TransactionLimits.Refusal> = s.lock.withLock {
+            if let t = s.servers[k] { return .success((t, false)) }
+            // Reserve a place in both counts first, then decide: two
+            // threads at the cap cannot both pass it; a refusal gives back.
+            let total = count.loadThenWrappingIncrement(ordering: .relaxed)
+            let fromSource = perSource.increment(cells)
+            if let refusal = limits.admit(total: total, fromSource: fromSource) {
+                count.wrappingDecrement(ordering: .relaxed)
+                perSource.decrement(cells)
+                return .failure(refusal)
+            }
             let machine = ProxyTransaction(isInvite: isInvite, upstreamReliable: ctx.received.proto != .udp, settings: settings, now: now)
-            let t = ServerTransaction(key: k, ctx: ctx, shard: index, machine: machine, created: now)
+            let t = ServerTransaction(key: k, ctx: ctx, shard: index, machine: machine, created: now, sourceCells: cells)
             s.servers[k] = t
-            count.wrappingIncrement(ordering: .relaxed)
             rescheduleLocked(t, shard: s)
-            return (t, true)
+            return .success((t, true))
+        }
+        let t: ServerTransaction, isNew: Bool
+        switch made {
+        case .success(let r): (t, isNew) = r
+        case .failure(let refusal):
+            ctx.transactionRefused = refusal
+            ctx.lastError = (503, "Service Unavailable")
+            core.metrics.refusedTransaction(refusal)
+            return nil
         }
         if !isNew && t.ctx !== ctx {
             // Another copy of a request whose transaction another thread
@@ -417,7 +447,17 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
         if m.method == .ack || m.method == .cancel {
             return core.forwardStateless(ctx, forced: nil)
         }
-        guard let t = newServerTransaction(ctx) else { return ctx.duplicate }
+        guard let t = newServerTransaction(ctx) else {
+            if ctx.transactionRefused != nil {
+                // At the cap: answered statelessly, with Retry-After; the
+                // script's own error reply (sl_reply_error) sends nothing more.
+                core.sendReply(ctx, code: 503, reason: "Service Unavailable")
+                ctx.replied = true
+                ctx.duplicate = true
+                return false
+            }
+            return ctx.duplicate
+        }
         if t.isInvite {
             // 100 Trying at once (§16.2), once.
             modify(t) { machine, now in machine.server.lastStatus == 0 ? machine.reply(100, now: now).actions : .init() }
