@@ -293,9 +293,11 @@ struct CommandTests {
     func dropPrivileges() throws {
         let dir = makeTempDir("drop")
         chmod(dir, 0o777)
+        let tcpPort = freePort()
         try """
         debug=1
         listen=udp:127.0.0.1:\(freePort())
+        listen=tcp:127.0.0.1:\(tcpPort)
         control_socket="ctl.sock"
         modparam("usrloc", "db_url", "sqlite://location.sqlite")
         request_route { sl_send_reply("200", "OK"); }
@@ -319,6 +321,9 @@ struct CommandTests {
         let status = try String(contentsOfFile: "/proc/\(proxy.process.processIdentifier)/status", encoding: .utf8)
         let uids = status.split(separator: "\n").first { $0.hasPrefix("Uid:") }.map(String.init) ?? ""
         #expect(uids.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().allSatisfy { $0 == "\(uid)" }, "\(uids)")
+        // An unprivileged process accepts TCP connections (no socket option that needs root).
+        let tcp = Subprocess.sipclient(["--proto", "tcp", "--port", String(tcpPort), "--options", "--wait", "3"])
+        #expect(tcp.out.contains("RESPONSE SIP/2.0 200"), "\(tcp.out) \(tcp.err)")
         kill(proxy.process.processIdentifier, SIGTERM)
         #expect(proxy.finish(timeout: 10) == 0)
         // Not root: asking for root (or anyone else) fails, and the proxy
