@@ -251,7 +251,37 @@ struct Builder {
             if let v = bool(a) { config.core.httpListenPublic = v }
         case "dns_try_naptr":
             if let v = bool(a) { config.core.dnsTryNAPTR = v }
-        case "fork", "log_stderror", "log_facility", "log_prefix", "memdbg", "memlog", "mhomed", "auto_aliases",
+        case "http_rpc":
+            switch a.text.trimmingCharacters(in: CharacterSet(charactersIn: "\" ")).lowercased() {
+            case "no", "off", "0", "false": config.core.httpRPC = .off
+            case "loopback", "yes", "on", "1", "true": config.core.httpRPC = .loopback
+            case "any": config.core.httpRPC = .any
+            default: error(a.valueLocation, "http_rpc must be loopback (the default), any or no")
+            }
+        case "log_stderror":
+            if let v = bool(a) { config.core.logStderror = v }
+        case "log_facility":
+            if let f = SyslogFacility(name: a.text) {
+                config.core.logFacility = f
+            } else {
+                error(a.valueLocation, "log_facility must be a syslog facility: LOG_DAEMON, LOG_USER, LOG_LOCAL0 … LOG_LOCAL7, …")
+            }
+        case "log_name":
+            let name = a.text.trimmingCharacters(in: CharacterSet(charactersIn: "\" "))
+            if name.isEmpty || name.utf8.count > 64 || name.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7F || $0 == UInt8(ascii: ":") || $0 == UInt8(ascii: "[") }) {
+                error(a.valueLocation, "log_name must be 1 to 64 characters without spaces, ':' or '['")
+            } else {
+                config.core.logName = name
+            }
+        case "log_format":
+            if let f = LogFormat(rawValue: a.text.trimmingCharacters(in: CharacterSet(charactersIn: "\" ")).lowercased()) {
+                config.core.logFormat = f
+            } else {
+                error(a.valueLocation, "log_format must be text or json")
+            }
+        case "syslog_socket":
+            config.core.syslogSocket = path(a.text)
+        case "fork", "log_prefix", "memdbg", "memlog", "mhomed", "auto_aliases",
              "dns", "rev_dns", "dns_try_ipv6", "use_dns_cache", "tcp_accept_no_cl", "tcp_keepalive", "enable_sctp", "udp_mtu":
             warning(a.nameLocation, "'\(a.name)' is a Kamailio setting SwiftSER does not need; it is ignored")
         default:

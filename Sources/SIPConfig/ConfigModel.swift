@@ -141,6 +141,48 @@ public struct CoreSettings: Sendable, Equatable {
     /// `http_listen_public`: allow `http_listen` on an address other than
     /// loopback (off: such an address is a config error).
     public var httpListenPublic = false
+    /// `http_rpc`: JSON-RPC over HTTP (`POST /rpc`) on the `http_listen`
+    /// listener: `loopback` (the default: only peers on 127.0.0.0/8 or ::1),
+    /// `any` (every peer that reaches the listener), `no` (off).
+    public var httpRPC = HTTPRPCAccess.loopback
+    /// `log_stderror`: log to standard error (yes, SwiftSER's default) or
+    /// to syslog (no). `-E` on the command line forces standard error.
+    public var logStderror = true
+    /// `log_facility`: the syslog facility (Kamailio's default LOG_DAEMON).
+    public var logFacility = SyslogFacility.daemon
+    /// `log_name`: the syslog tag (default `swiftser`).
+    public var logName = "swiftser"
+    /// `log_format`: `text` or `json` (one JSON object per line).
+    public var logFormat = LogFormat.text
+    /// `syslog_socket`: the syslog daemon's datagram socket.
+    public var syslogSocket = "/dev/log"
+}
+
+/// `http_rpc`.
+public enum HTTPRPCAccess: String, Sendable, Equatable {
+    case off, loopback, any
+}
+
+/// `log_format`.
+public enum LogFormat: String, Sendable, Equatable {
+    case text, json
+}
+
+/// `log_facility`: syslog facilities by Kamailio's names (`LOG_LOCAL0`),
+/// with or without the `LOG_` prefix, in any case.
+public enum SyslogFacility: Int, Sendable, Equatable, CaseIterable {
+    case kern = 0, user, mail, daemon, auth, syslog, lpr, news, uucp, cron, authpriv, ftp
+    case local0 = 16, local1, local2, local3, local4, local5, local6, local7
+
+    /// The facility as syslog's priority expects it (facility × 8).
+    public var code: Int { rawValue << 3 }
+
+    public init?(name: String) {
+        var n = name.trimmingCharacters(in: CharacterSet(charactersIn: "\" ")).lowercased()
+        if n.hasPrefix("log_") { n.removeFirst(4) }
+        guard let f = SyslogFacility.allCases.first(where: { "\($0)" == n }) else { return nil }
+        self = f
+    }
 }
 
 /// `http_listen` parsed: "IPv4:port" or "[IPv6]:port" (port 0: any free one).

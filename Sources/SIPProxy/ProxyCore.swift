@@ -160,6 +160,12 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
     // MARK: Receiving
 
     public func transport(_ transport: SIPTransport, received r: ReceivedMessage) {
+        // Lines logged while this message is handled carry its Call-ID,
+        // CSeq, source and transport; only at levels that log per-message
+        // lines (info, debug), so at warning the path does nothing more.
+        let tagged = logger.logLevel <= .info
+        if tagged { MessageLogContext.begin(r) }
+        defer { if tagged { MessageLogContext.end() } }
         if r.message.isRequest {
             metrics.receivedRequest(r.message.method)
             handleRequest(r)

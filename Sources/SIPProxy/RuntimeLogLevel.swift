@@ -40,7 +40,7 @@ public final class RuntimeLogLevel: Sendable {
 }
 
 /// A log handler whose level follows a `RuntimeLogLevel`; the lines go to
-/// the wrapped handler.
+/// the wrapped handler, with the current message's metadata.
 public struct RuntimeLevelLogHandler: LogHandler {
     public var inner: any LogHandler
     public let runtime: RuntimeLogLevel
@@ -76,7 +76,15 @@ public struct RuntimeLevelLogHandler: LogHandler {
         set { inner[metadataKey: key] = newValue }
     }
 
+    /// Adds the metadata of the message being handled on this thread, if
+    /// any (`MessageLogContext`), then hands the line on.
     public func log(event: LogEvent) {
-        inner.log(event: event)
+        guard let message = MessageLogContext.current else {
+            inner.log(event: event)
+            return
+        }
+        var e = event
+        e.metadata = (e.metadata ?? [:]).merging(message) { own, _ in own }
+        inner.log(event: e)
     }
 }

@@ -112,7 +112,7 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
             channel = try ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 256)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .childChannelOption(.writeBufferWaterMark, value: writeWaterMark)
                 .childChannelInitializer { [unowned self] ch in
                     self.initializeInbound(ch, listener: box.value)
@@ -520,7 +520,7 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
         let registered = loop.makePromise(of: SIPConnection.self)
         let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(.seconds(Int64(config.core.tcpConnectTimeout)))
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelOption(.writeBufferWaterMark, value: writeWaterMark)
             .channelInitializer { [unowned self] ch in
                 let stream = SIPStreamHandler(transport: self, listener: from, settings: settings, outbound: true, identityKey: identity,

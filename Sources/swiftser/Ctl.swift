@@ -14,7 +14,7 @@ struct Ctl: ParsableCommand {
         Exit status: 0 on a result, 1 on an error answer, 2 when the proxy cannot be reached.
         """)
 
-    @Option(name: .shortAndLong, help: "The control socket (default: control_socket of the config given with -f, else var/swiftser.ctl).")
+    @Option(name: .shortAndLong, help: "The control socket (default: control_socket of the config given with -f, else var/swiftser.ctl, else /run/swiftser/swiftser.ctl).")
     var socket: String?
 
     @Option(name: .shortAndLong, help: "A config whose control_socket to use.")
@@ -62,8 +62,16 @@ struct Ctl: ParsableCommand {
                 throw ValidationError("cannot read \(file):\n\(error.description)")
             }
         }
-        return "var/swiftser.ctl"
+        // A checkout's socket, else the Debian package's (/run/swiftser).
+        let local = "var/swiftser.ctl"
+        if !FileManager.default.fileExists(atPath: local), FileManager.default.fileExists(atPath: Ctl.packagedSocket) {
+            return Ctl.packagedSocket
+        }
+        return local
     }
+
+    /// Where the Debian package's config puts the control socket.
+    static let packagedSocket = "/run/swiftser/swiftser.ctl"
 
     /// A command-line word as a JSON value: integers as numbers, `s:` and `i:` to force.
     static func param(_ word: String) -> Any {

@@ -17,21 +17,47 @@ struct Run: ParsableCommand {
     @Flag(name: .customShort("c"), help: "Check the config (as `swiftser check`) and exit: 0 when it is usable, 1 when not (Kamailio's -c).")
     var checkOnly = false
 
-    @Flag(name: .customShort("E"), help: "Log to standard error (Kamailio's -E). SwiftSER logs there always.")
+    @Flag(name: .customShort("E"), help: "Log to standard error whatever log_stderror says (Kamailio's -E).")
     var logToStandardError = false
 
-    @Option(name: .customShort("P"), help: "Write the process id to this file at start and remove it at exit (Kamailio's -P; overrides pid_file).")
+    @Option(name: .customShort("P"), help: ArgumentHelp("Write the process id to this file at start and remove it at exit (Kamailio's -P; overrides pid_file).", valueName: "pidfile"))
     var pidFile: String?
+
+    @Option(name: .customShort("u"), help: ArgumentHelp("After binding the listening sockets, run as this user (a name or a number; Kamailio's -u). A name brings its groups unless -g is given.", valueName: "user"))
+    var runUser: String?
+
+    @Option(name: .customShort("g"), help: ArgumentHelp("After binding the listening sockets, run with this group (a name or a number; Kamailio's -g).", valueName: "group"))
+    var runGroup: String?
 
     func run() throws {
         if checkOnly {
             try Check.report(options)
             return
         }
+        let dropTo: Privileges.Target?
+        switch Privileges.resolve(user: runUser, group: runGroup) {
+        case .success(let t): dropTo = t
+        case .failure(let e):
+            FileHandle.standardError.write(Data("swiftser: \(e)\n".utf8))
+            throw ExitCode(64)
+        }
         let config = Startup.loadConfig(options)
         let runtimeLevel = RuntimeLogLevel(config.core.logLevel)
-        LoggingSystem.bootstrap { label in
-            RuntimeLevelLogHandler(StreamLogHandler.standardError(label: label), runtime: runtimeLevel)
+        // log_stderror (or -E): standard error, else syslog; log_format: text or JSON lines.
+        let core0 = config.core
+        if logToStandardError || core0.logStderror {
+            if core0.logFormat == .json {
+                LoggingSystem.bootstrap { label in RuntimeLevelLogHandler(JSONLinesLogHandler(label: label), runtime: runtimeLevel) }
+            } else {
+                LoggingSystem.bootstrap { label in
+                    RuntimeLevelLogHandler(StreamLogHandler.standardError(label: label), runtime: runtimeLevel)
+                }
+            }
+        } else {
+            let sink = SyslogSocket(path: core0.syslogSocket, facility: core0.logFacility, name: core0.logName)
+            LoggingSystem.bootstrap { label in
+                RuntimeLevelLogHandler(SyslogLogHandler(label: label, format: core0.logFormat, sink: sink), runtime: runtimeLevel)
+            }
         }
         let logger = Logger(label: "swiftser")
         for w in config.warnings { logger.warning("\(w.description)") }
@@ -50,21 +76,6 @@ struct Run: ParsableCommand {
         }
         let threads = config.core.children > 0 ? config.core.children : System.coreCount
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
-        let location: LocationService
-        do {
-            location = try LocationService(path: config.registrar.dbMode == 0 ? nil : config.registrar.database)
-        } catch {
-            logger.error("\(error)")
-            throw ExitCode(1)
-        }
-        let subscribers: SubscriberStore
-        do {
-            subscribers = try SubscriberStore(path: SubscriberStore.defaultPath(config))
-        } catch {
-            logger.error("\(error)")
-            throw ExitCode(1)
-        }
-        Startup.adviseOnUsers(config, subscribers, logger: logger, configFile: options.file)
         let transport = SIPTransport(config: config, tls: tls, group: group, logger: logger)
         do {
             try transport.start()
@@ -73,6 +84,30 @@ struct Run: ParsableCommand {
             try? group.syncShutdownGracefully()
             throw ExitCode(1)
         }
+        // -u/-g: the SIP sockets are bound; from here on the proxy runs as
+        // the given user, so the files it makes (database, control socket)
+        // are that user's.
+        if let dropTo {
+            if case .failure(let e) = Privileges.drop(to: dropTo) {
+                logger.error("cannot drop privileges: \(e)")
+                transport.shutdown()
+                try? group.syncShutdownGracefully()
+                throw ExitCode(1)
+            }
+            logger.notice("running as uid \(getuid()) gid \(getgid())")
+        }
+        let location: LocationService
+        let subscribers: SubscriberStore
+        do {
+            location = try LocationService(path: config.registrar.dbMode == 0 ? nil : config.registrar.database)
+            subscribers = try SubscriberStore(path: SubscriberStore.defaultPath(config))
+        } catch {
+            logger.error("\(error)")
+            transport.shutdown()
+            try? group.syncShutdownGracefully()
+            throw ExitCode(1)
+        }
+        Startup.adviseOnUsers(config, subscribers, logger: logger, configFile: options.file)
         let core = ProxyCore(config: config, transport: transport, location: location, logger: logger, subscribers: subscribers,
                              defines: options.defineMap)
         transport.delegate = core
@@ -84,7 +119,7 @@ struct Run: ParsableCommand {
         }
         var http: HTTPStatusServer?
         if let address = config.core.httpListen {
-            let server = HTTPStatusServer(core: core, address: address, logger: logger)
+            let server = HTTPStatusServer(core: core, address: address, logger: logger, control: control, rpcAccess: config.core.httpRPC)
             do {
                 try server.start(group: group)
                 http = server

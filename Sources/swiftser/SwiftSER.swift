@@ -7,6 +7,13 @@ struct SwiftSER: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swiftser",
         abstract: "A SIP proxy with a SER-style TLS transport.",
+        discussion: """
+        Without a command, runs the proxy in the foreground on the config of -f. \
+        The Debian package's config is /etc/swiftser/swiftser.cfg (its state in /var/lib/swiftser, \
+        the control socket /run/swiftser/swiftser.ctl) and its systemd unit swiftser.service. \
+        Signals: SIGHUP reloads the TLS files, SIGUSR1 the route script, SIGTERM drains and stops. \
+        Guides: /usr/share/doc/swiftser (operations.md, configuration.md) or docs/ of the source.
+        """,
         version: SwiftSERVersion.full,
         subcommands: [Run.self, Check.self, Certs.self, Ctl.self, User.self],
         defaultSubcommand: Run.self)
@@ -52,10 +59,10 @@ struct ConfigOptions: ParsableArguments {
     @Option(name: .shortAndLong, help: "The config file.")
     var file: String = "etc/swiftser.cfg"
 
-    @Option(name: .customShort("D"), help: "Define a name for #!ifdef (repeatable): -D WITH_TLS or -D NAME=value.")
+    @Option(name: .customShort("D"), help: ArgumentHelp("Define a name for #!ifdef (repeatable): -D WITH_TLS or -D NAME=value.", valueName: "name[=value]"))
     var defines: [String] = []
 
-    @Option(name: .customShort("A"), help: "Define a name for #!ifdef, as Kamailio's -A (repeatable): -A WITH_TLS or -A NAME=value.")
+    @Option(name: .customShort("A"), help: ArgumentHelp("Define a name for #!ifdef, as Kamailio's -A (repeatable): -A WITH_TLS or -A NAME=value.", valueName: "name[=value]"))
     var kamailioDefines: [String] = []
 
     var defineMap: [String: String] {

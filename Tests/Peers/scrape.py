@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Fetches one path of SwiftSER's HTTP status listener and prints JSON.
 
-  scrape.py --port P [--path /metrics] [--method GET] [--raw BYTES]
+  scrape.py --port P [--path /metrics] [--method GET] [--data BODY] [--raw BYTES]
 
 Prints {"status": N, "body": TEXT} and, for /metrics, "samples": every
 sample parsed by prometheus_client's own text parser, keyed
 'name{label=value,...}' with the labels sorted, and "types": family name →
-type. --raw sends that many octets of header instead of a normal request
+type. --data sends BODY (with Content-Type: application/json), as for
+POST /rpc. --raw sends that many octets of header instead of a normal request
 and prints {"closed": true} when the server closes without answering.
 """
 import argparse, http.client, json, socket, sys
@@ -24,6 +25,7 @@ def main():
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--path", default="/metrics")
     p.add_argument("--method", default="GET")
+    p.add_argument("--data", default=None)
     p.add_argument("--raw", type=int, default=0)
     a = p.parse_args()
     if a.raw:
@@ -38,7 +40,10 @@ def main():
         print(json.dumps({"closed": data == b"", "answer": data[:40].decode("latin-1")}))
         return
     c = http.client.HTTPConnection(a.host, a.port, timeout=10)
-    c.request(a.method, a.path)
+    if a.data is not None:
+        c.request(a.method, a.path, body=a.data.encode("utf-8"), headers={"Content-Type": "application/json"})
+    else:
+        c.request(a.method, a.path)
     r = c.getresponse()
     body = r.read().decode("utf-8")
     out = {"status": r.status, "body": body if a.path != "/metrics" else "",

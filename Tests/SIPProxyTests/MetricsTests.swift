@@ -1,4 +1,6 @@
 import Foundation
+import Logging
+import NIOCore
 import SIPConfig
 import Testing
 @testable import SIPProxy
@@ -12,8 +14,8 @@ struct Scrape {
     var samples: [String: Double]
     var types: [String: String]
 
-    init(port: Int, path: String = "/metrics", method: String = "GET") throws {
-        let r = Subprocess.run("python3", [Paths.peers + "/scrape.py", "--port", String(port), "--path", path, "--method", method], timeout: 20)
+    init(port: Int, path: String = "/metrics", method: String = "GET", data: String? = nil) throws {
+        let r = Subprocess.run("python3", [Paths.peers + "/scrape.py", "--port", String(port), "--path", path, "--method", method] + (data.map { ["--data", $0] } ?? []), timeout: 20)
         guard let data = r.out.data(using: .utf8),
               let json = try JSONSerialization.jsonObject(with: data) as? [String: Any],
               let status = json["status"] as? Int else {
@@ -151,5 +153,47 @@ struct MetricsTests {
             #expect(throws: ConfigErrors.self, "\(bad)") { try load("http_listen=\(bad)\n") }
         }
         #expect(try load("\n").core.httpListen == nil)
+    }
+
+    @Test("JSON-RPC over HTTP: POST /rpc answers as the control socket (results, errors, batches, notifications); GET 405; loopback peers only unless http_rpc=any; http_rpc=no turns it off")
+    func rpcOverHTTP() throws {
+        let pki = try TestPKI()
+        let proxy = try defaultProxy(pki, extra: "http_listen=\"127.0.0.1:0\"", script: metricsScript)
+        defer { proxy.stop() }
+        let port = try #require(proxy.http?.port)
+        func rpc(_ body: String) throws -> (Int, Any?) {
+            let s = try Scrape(port: port, path: "/rpc", method: "POST", data: body)
+            return (s.status, s.body.isEmpty ? nil : try JSONSerialization.jsonObject(with: Data(s.body.utf8), options: [.fragmentsAllowed]))
+        }
+        let (status, version) = try rpc(#"{"jsonrpc":"2.0","method":"core.version","id":7}"#)
+        #expect(status == 200)
+        let v = version as? [String: Any]
+        #expect((v?["result"] as? String)?.hasPrefix("swiftser ") == true && (v?["id"] as? Int) == 7, "\(String(describing: version))")
+        let (_, unknown) = try rpc(#"{"jsonrpc":"2.0","method":"no.such","id":1}"#)
+        #expect(((unknown as? [String: Any])?["error"] as? [String: Any])?["code"] as? Int == -32601)
+        let (_, bad) = try rpc("not json")
+        #expect(((bad as? [String: Any])?["error"] as? [String: Any])?["code"] as? Int == -32700)
+        let (_, batch) = try rpc(#"[{"jsonrpc":"2.0","method":"core.uptime","id":1},{"jsonrpc":"2.0","method":"cfg.get","params":["core","debug"],"id":2}]"#)
+        #expect((batch as? [Any])?.count == 2)
+        let (noteStatus, note) = try rpc(#"{"jsonrpc":"2.0","method":"core.version"}"#)
+        #expect(noteStatus == 204 && note == nil)
+        #expect(try Scrape(port: port, path: "/rpc").status == 405)
+        // Who may call it.
+        let server = try #require(proxy.http)
+        #expect(server.rpcAllowed(from: try SocketAddress(ipAddress: "127.0.0.1", port: 1)))
+        #expect(server.rpcAllowed(from: try SocketAddress(ipAddress: "::1", port: 1)))
+        #expect(!server.rpcAllowed(from: try SocketAddress(ipAddress: "192.0.2.1", port: 1)))
+        let anyPeer = HTTPStatusServer(core: proxy.core, address: HTTPListenAddress("127.0.0.1:0")!, logger: Logger(label: "t"), control: proxy.control, rpcAccess: .any)
+        #expect(anyPeer.rpcAllowed(from: try SocketAddress(ipAddress: "192.0.2.1", port: 1)))
+
+        let off = try defaultProxy(pki, extra: "http_listen=\"127.0.0.1:0\"\nhttp_rpc=no", script: metricsScript)
+        defer { off.stop() }
+        let offPort = try #require(off.http?.port)
+        #expect(try Scrape(port: offPort, path: "/rpc", method: "POST", data: #"{"jsonrpc":"2.0","method":"core.version","id":1}"#).status != 200)
+        func load(_ text: String) throws -> Config { try ConfigLoader.load(text: text + "request_route { exit; }\n") }
+        #expect(try load("\n").core.httpRPC == .loopback)
+        #expect(try load("http_rpc=any\n").core.httpRPC == .any)
+        #expect(try load("http_rpc=no\n").core.httpRPC == .off)
+        #expect(throws: ConfigErrors.self) { try load("http_rpc=sometimes\n") }
     }
 }

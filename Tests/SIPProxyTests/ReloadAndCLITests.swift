@@ -304,4 +304,120 @@ struct CommandTests {
         let daemon = Subprocess.run(swiftserBinary, ["-DDD", "-f", dir + "/a.cfg"], timeout: 10)
         #expect(daemon.status != 0 && daemon.err.contains("-DDD"), "\(daemon.err)")
     }
+
+    @Test("-u/-g: unknown names refused before anything starts; as root the proxy binds, then runs as the user; a user that cannot switch is refused")
+    func dropPrivileges() throws {
+        let dir = makeTempDir("drop")
+        chmod(dir, 0o777)
+        let tcpPort = freePort()
+        try """
+        debug=1
+        listen=udp:127.0.0.1:\(freePort())
+        listen=tcp:127.0.0.1:\(tcpPort)
+        control_socket="ctl.sock"
+        modparam("usrloc", "db_url", "sqlite://location.sqlite")
+        request_route { sl_send_reply("200", "OK"); }
+        """.write(toFile: dir + "/a.cfg", atomically: true, encoding: .utf8)
+        chmod(dir + "/a.cfg", 0o644)
+        let unknownUser = Subprocess.run(swiftserBinary, ["-u", "no-such-user-swiftser", "-f", dir + "/a.cfg"], timeout: 10)
+        #expect(unknownUser.status == 64 && unknownUser.err.contains("-u no-such-user-swiftser"), "\(unknownUser.err)")
+        let unknownGroup = Subprocess.run(swiftserBinary, ["-g", "no-such-group-swiftser", "-f", dir + "/a.cfg"], timeout: 10)
+        #expect(unknownGroup.status == 64 && unknownGroup.err.contains("-g no-such-group-swiftser"), "\(unknownGroup.err)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/ctl.sock"))
+        guard getuid() == 0, let nobody = getpwnam("nobody"), FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") else { return }
+        let uid = nobody.pointee.pw_uid
+        let gid = nobody.pointee.pw_gid
+        // Root binds, then becomes nobody: the files made after that are nobody's.
+        let proxy = try Background(swiftserBinary, ["-u", "nobody", "-f", dir + "/a.cfg"])
+        #expect(proxy.wait(for: "SwiftSER running"), "\(proxy.lines)")
+        for file in ["ctl.sock", "location.sqlite"] {
+            let attrs = try? FileManager.default.attributesOfItem(atPath: dir + "/" + file)
+            #expect((attrs?[.ownerAccountID] as? NSNumber)?.uint32Value == uid, "\(file): \(String(describing: attrs))")
+        }
+        let status = try String(contentsOfFile: "/proc/\(proxy.process.processIdentifier)/status", encoding: .utf8)
+        let uids = status.split(separator: "\n").first { $0.hasPrefix("Uid:") }.map(String.init) ?? ""
+        #expect(uids.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().allSatisfy { $0 == "\(uid)" }, "\(uids)")
+        // An unprivileged process accepts TCP connections (no socket option that needs root).
+        let tcp = Subprocess.sipclient(["--proto", "tcp", "--port", String(tcpPort), "--options", "--wait", "3"])
+        #expect(tcp.out.contains("RESPONSE SIP/2.0 200"), "\(tcp.out) \(tcp.err)")
+        kill(proxy.process.processIdentifier, SIGTERM)
+        #expect(proxy.finish(timeout: 10) == 0)
+        // Not root: asking for root (or anyone else) fails, and the proxy
+        // stops. (Only where nobody may run the binary: a checkout inside a
+        // private folder is out of its reach.)
+        let reachable = Subprocess.run("/usr/bin/setpriv", ["--reuid=\(uid)", "--regid=\(gid)", "--clear-groups", swiftserBinary, "--version"], timeout: 10)
+        guard reachable.status == 0 else { return }
+        let refused = Subprocess.run("/usr/bin/setpriv", ["--reuid=\(uid)", "--regid=\(gid)", "--clear-groups", swiftserBinary, "-u", "0", "-f", dir + "/a.cfg"], timeout: 10)
+        #expect(refused.status == 1 && refused.err.contains("cannot drop privileges"), "\(refused.out) \(refused.err)")
+    }
+
+    @Test("log_stderror=no: lines go to the syslog socket with log_facility and log_name; a message's lines carry its Call-ID, CSeq, source and transport; log_format=json writes JSON lines")
+    func syslogAndJSON() throws {
+        let dir = makeTempDir("syslog")
+        let sockPath = dir + "/log.sock"
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { p in for (i, b) in sockPath.utf8.enumerated() { p[i] = b } }
+        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        #expect(bound == 0)
+        var tv = timeval(tv_sec: 0, tv_usec: 200_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        let port = freePort()
+        let script = """
+        debug=2
+        listen=udp:127.0.0.1:\(port)
+        control_socket="ctl.sock"
+        modparam("usrloc", "db_mode", 0)
+        loadmodule "sl.so"
+        loadmodule "xlog.so"
+        request_route { xlog("L_INFO", "xlog-mark $rm\\n"); sl_send_reply("200", "OK"); }
+        """
+        try ("log_stderror=no\nlog_facility=LOG_LOCAL3\nlog_name=\"sertest\"\nsyslog_socket=\"log.sock\"\n" + script)
+            .write(toFile: dir + "/s.cfg", atomically: true, encoding: .utf8)
+        let proxy = try Background(swiftserBinary, ["-f", dir + "/s.cfg"])
+        defer { proxy.stop() }
+        var received: [String] = []
+        func drain(until: (String) -> Bool) {
+            let deadline = Date().addingTimeInterval(10)
+            var buf = [UInt8](repeating: 0, count: 9000)
+            while Date() < deadline {
+                let n = recv(fd, &buf, buf.count, 0)
+                if n > 0 {
+                    let line = String(decoding: buf[0..<n], as: UTF8.self)
+                    received.append(line)
+                    if until(line) { return }
+                }
+            }
+        }
+        drain { $0.contains("SwiftSER running") }
+        // local3 (19) × 8 + notice (5) = 157
+        #expect(received.contains { $0.hasPrefix("<157>") && $0.contains(" sertest[\(proxy.process.processIdentifier)]: ") && $0.contains("SwiftSER running") }, "\(received)")
+        #expect(!proxy.lines.contains { $0.contains("SwiftSER running") }, "logged to standard error too: \(proxy.lines)")
+        let sent = Subprocess.sipclient(["--proto", "udp", "--port", String(port), "--options", "--wait", "2"])
+        #expect(sent.out.contains("200"), "\(sent.out) \(sent.err)")
+        drain { $0.contains("xlog-mark") }
+        let mark = received.first { $0.contains("xlog-mark OPTIONS") } ?? ""
+        #expect(mark.hasPrefix("<158>"), "\(received)")
+        for key in ["call-id=", "cseq=", "src=127.0.0.1:", "proto=udp"] {
+            #expect(mark.contains(key), "\(key) missing: \(mark)")
+        }
+        kill(proxy.process.processIdentifier, SIGTERM)
+        #expect(proxy.finish(timeout: 10) == 0)
+
+        // JSON lines on standard error.
+        try ("log_format=json\n" + script).write(toFile: dir + "/j.cfg", atomically: true, encoding: .utf8)
+        let json = try Background(swiftserBinary, ["-f", dir + "/j.cfg"])
+        defer { json.stop() }
+        #expect(json.wait(for: "SwiftSER running"), "\(json.lines)")
+        _ = Subprocess.sipclient(["--proto", "udp", "--port", String(port), "--options", "--wait", "2"])
+        #expect(json.wait(for: "xlog-mark"), "\(json.lines)")
+        let objects = json.lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(objects.count == json.lines.count, "not every line is a JSON object: \(json.lines)")
+        let xlog = objects.first { ($0["msg"] as? String)?.hasPrefix("xlog-mark") == true }
+        #expect(xlog?["level"] as? String == "info" && xlog?["proto"] as? String == "udp" && xlog?["call-id"] is String && xlog?["time"] is String,
+                "\(String(describing: xlog))")
+    }
 }

@@ -228,7 +228,7 @@ final class TestProxy: @unchecked Sendable {
         do {
             try control.start(group: group)
             if let address = config.core.httpListen {
-                let server = HTTPStatusServer(core: core, address: address, logger: logger)
+                let server = HTTPStatusServer(core: core, address: address, logger: logger, control: control, rpcAccess: config.core.httpRPC)
                 try server.start(group: group)
                 http = server
             }
