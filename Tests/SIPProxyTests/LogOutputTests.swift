@@ -6,7 +6,7 @@ import Testing
 
 @Suite("Log output: syslog, JSON lines, the log_* parameters")
 struct LogOutputTests {
-    func load(_ text: String) throws -> Config { try ConfigLoader.load(text: text + "request_route { exit; }\n") }
+    func load(_ text: String) throws -> Config { try ConfigLoader.load(text: text + "request_route { exit; }\n", functions: ScriptFunctions.catalogue) }
 
     @Test("log_stderror, log_facility, log_name, log_format and syslog_socket are read; bad values are errors")
     func parameters() throws {

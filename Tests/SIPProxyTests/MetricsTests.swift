@@ -190,7 +190,7 @@ struct MetricsTests {
         defer { off.stop() }
         let offPort = try #require(off.http?.port)
         #expect(try Scrape(port: offPort, path: "/rpc", method: "POST", data: #"{"jsonrpc":"2.0","method":"core.version","id":1}"#).status != 200)
-        func load(_ text: String) throws -> Config { try ConfigLoader.load(text: text + "request_route { exit; }\n") }
+        func load(_ text: String) throws -> Config { try ConfigLoader.load(text: text + "request_route { exit; }\n", functions: ScriptFunctions.catalogue) }
         #expect(try load("\n").core.httpRPC == .loopback)
         #expect(try load("http_rpc=any\n").core.httpRPC == .any)
         #expect(try load("http_rpc=no\n").core.httpRPC == .off)

@@ -317,3 +317,10 @@ func defaultScript() -> String {
     guard let r = text.range(of: "request_route {") else { return "" }
     return String(text[r.lowerBound...])
 }
+
+extension ConfigLoader {
+    /// A config text checked against SwiftSER's own function table.
+    static func load(text: String) throws(ConfigErrors) -> Config {
+        try load(text: text, functions: ScriptFunctions.catalogue)
+    }
+}
