@@ -151,7 +151,7 @@ struct Environment {
         }
         let tls = self.tls
         return ClientBootstrap(group: loop)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(5))
             .channelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture {
