@@ -80,6 +80,7 @@ CLOSED = [
     ("options-udp", "(b) OPTIONS over UDP, 8 in flight", "msg/s"),
     ("call-tls-udp", "(c) calls TLS → UDP, record-routed, t_relay", "calls/s"),
     ("register-tls", "(d) REGISTER over TLS, save(\"location\")", "reg/s"),
+    ("register-auth-tls", "(d) REGISTER over TLS with digest authentication (SQLite subscriber), 401 then 200", "reg/s"),
     ("handshakes", "(e) full TLS handshakes (ECDSA P-256), one OPTIONS each", "handshakes/s"),
 ]
 FIXED = [
@@ -87,6 +88,7 @@ FIXED = [
     ("options-udp", "OPTIONS UDP", "message", True),
     ("call-tls-udp", "calls TLS → UDP", "call", False),
     ("register-tls", "REGISTER TLS", "REGISTER", False),
+    ("register-auth-tls", "REGISTER TLS with digest (SQLite subscriber)", "authenticated REGISTER", False),
 ]
 
 for name, label, unit in CLOSED:
@@ -181,7 +183,7 @@ for i, (name, label, unit, _) in enumerate(FIXED):
                 pts.append((r["offered"], r["server_cpu_us_per_unit"]))
         series[srv] = sorted(pts)
     panels.append(panel((i % 2) * (W + 20), 10 + (i // 2) * (H + 10), "%s — CPU per %s" % (label, unit), series))
-legend_y = 2 * (H + 10) + 25
+legend_y = (len(FIXED) + 1) // 2 * (H + 10) + 25
 svg = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif">' % (2 * W + 20, legend_y + 15),
        '<rect width="100%" height="100%" fill="white"/>'] + panels + [
        '<text x="%d" y="%d" font-size="12" fill="%s">■ Kamailio</text>' % (M, legend_y, colors["kamailio"]),
