@@ -388,6 +388,10 @@ public struct RegistrarSettings: Sendable, Equatable {
     /// `max_contacts`: contacts an AOR may have, and a REGISTER may carry
     /// (0: no limit).
     public var maxContacts = 10
+    /// `max_bindings` (SwiftSER's own): bindings held in all, every AOR
+    /// together (0: no limit). A REGISTER that would add one beyond it gets
+    /// 503 with Retry-After and changes nothing.
+    public var maxBindings = 1_000_000
     /// The SQLite file of `usrloc` `db_url` (`sqlite:///abs/path`,
     /// `sqlite://relative/path` or a bare path), made absolute against the
     /// config's folder; the default is `var/location.sqlite` there.
@@ -502,10 +506,10 @@ public struct TransactionSettings: Sendable, Equatable {
     /// tm `max_transactions`: transactions held at once in all; a new
     /// request beyond it gets 503 with Retry-After (SwiftSER's own
     /// parameter: Kamailio's bound is its shared memory size).
-    public var maxTransactions = 100_000
+    public var maxTransactions = 400_000
     /// tm `max_transactions_per_ip`: transactions held at once for requests
     /// from one source address (IPv6 by its /64).
-    public var maxTransactionsPerIP = 10_000
+    public var maxTransactionsPerIP = 150_000
 }
 
 /// rr module parameters.

@@ -46,13 +46,21 @@ public final class LocationService: @unchecked Sendable { // bindings and the SQ
     public enum StoreError: Error, CustomStringConvertible {
         case open(String, String)
         case sql(String)
+        /// The store holds `limit` bindings in all (registrar
+        /// `max_bindings`) and the change would add more.
+        case full(limit: Int)
         public var description: String {
             switch self {
             case .open(let p, let why): return "cannot open location database '\(p)': \(why)"
             case .sql(let why): return "location database error: \(why)"
+            case .full(let limit): return "the location store holds its maximum of \(limit) bindings"
             }
         }
     }
+
+    /// Bindings held in memory, expired ones not yet purged included.
+    /// Guarded by `lock`.
+    private var stored = 0
 
     /// Opens (or creates) the database at `path` and loads every unexpired
     /// binding; nil keeps bindings in memory only.
@@ -129,6 +137,7 @@ public final class LocationService: @unchecked Sendable { // bindings and the SQ
                 path: (text(8) ?? "").split(separator: "\n").map(String.init), proto: text(9) ?? "udp", receivedIP: text(10) ?? "",
                 receivedPort: Int(sqlite3_column_int64(stmt, 11)), connectionID: nil, userAgent: text(12), socket: text(13) ?? "")
             byAOR[b.aor, default: []].append(b)
+            stored += 1
         }
     }
 
@@ -187,11 +196,28 @@ public final class LocationService: @unchecked Sendable { // bindings and the SQ
     }
 
     /// Replaces an AOR's bindings with `bindings` (already merged by the registrar).
-    public func replace(aor: String, with bindings: [Binding]) throws {
+    ///
+    /// `limit` (registrar `max_bindings`, 0: none) caps the bindings held in
+    /// all: a change that would leave more than that, and more than the AOR
+    /// had before, throws `StoreError.full` and changes nothing. Checked
+    /// under the store's lock, so REGISTERs for different AORs at once
+    /// cannot pass it together.
+    public func replace(aor: String, with bindings: [Binding], limit: Int = 0) throws {
         try lock.withLock {
             if closed { throw StoreError.sql("the location database is closed (shutting down)") }
+            let before = byAOR[aor]?.count ?? 0
+            let after = stored - before + bindings.count
+            if limit > 0, bindings.count > before, after > limit {
+                // Expired bindings still count until they are purged: purge
+                // once before refusing.
+                let now = Int64(Date().timeIntervalSince1970)
+                if purgeExpiredLocked(now: now) == 0 || stored - (byAOR[aor]?.count ?? 0) + bindings.count > limit {
+                    throw StoreError.full(limit: limit)
+                }
+            }
             // Memory changes only once the database has committed.
             guard db != nil else {
+                stored += bindings.count - (byAOR[aor]?.count ?? 0)
                 byAOR[aor] = bindings.isEmpty ? nil : bindings
                 return
             }
@@ -206,6 +232,7 @@ public final class LocationService: @unchecked Sendable { // bindings and the SQ
                     ])
                 }
                 try run("COMMIT", [])
+                stored += bindings.count - (byAOR[aor]?.count ?? 0)
                 byAOR[aor] = bindings.isEmpty ? nil : bindings
             } catch {
                 try? exec("ROLLBACK")
@@ -217,16 +244,20 @@ public final class LocationService: @unchecked Sendable { // bindings and the SQ
     /// Removes expired bindings; returns how many.
     @discardableResult
     public func purgeExpired(now: Int64 = Int64(Date().timeIntervalSince1970)) -> Int {
-        lock.withLock {
-            var removed = 0
-            for (aor, list) in byAOR {
-                let keep = list.filter { $0.expires > now }
-                removed += list.count - keep.count
-                byAOR[aor] = keep.isEmpty ? nil : keep
-            }
-            if db != nil, removed > 0 { try? exec("DELETE FROM location WHERE expires <= \(now)") }
-            return removed
+        lock.withLock { purgeExpiredLocked(now: now) }
+    }
+
+    /// `purgeExpired` with `lock` held.
+    private func purgeExpiredLocked(now: Int64) -> Int {
+        var removed = 0
+        for (aor, list) in byAOR where list.contains(where: { $0.expires <= now }) {
+            let keep = list.filter { $0.expires > now }
+            removed += list.count - keep.count
+            byAOR[aor] = keep.isEmpty ? nil : keep
         }
+        stored -= removed
+        if db != nil, removed > 0 { try? exec("DELETE FROM location WHERE expires <= \(now)") }
+        return removed
     }
 
     enum SQLValue { case text(String), int(Int64), real(Double), null }

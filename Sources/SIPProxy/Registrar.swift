@@ -160,7 +160,10 @@ extension ProxyCore {
             return fail(403, "Forbidden (too many registered contacts)")
         }
         do {
-            try location.replace(aor: aor, with: current)
+            try location.replace(aor: aor, with: current, limit: settings.maxBindings)
+        } catch LocationService.StoreError.full {
+            // Every binding slot is taken: the REGISTER may succeed later.
+            return fail(503, "Service Unavailable (location store full)", [("Retry-After", "60")])
         } catch {
             logger.error("\(error)")
             return fail(500, "Server Internal Error (location store)")

@@ -26,8 +26,8 @@ struct TransactionLimitTests {
     func config() throws {
         let route = "request_route { exit; }"
         let d = try ConfigLoader.load(text: route)
-        #expect(d.transactions.maxTransactions == 100_000)
-        #expect(d.transactions.maxTransactionsPerIP == 10_000)
+        #expect(d.transactions.maxTransactions == 400_000)
+        #expect(d.transactions.maxTransactionsPerIP == 150_000)
         let c = try ConfigLoader.load(text: """
         modparam("tm", "max_transactions", 500)
         modparam("tm", "max_transactions_per_ip", 20)
