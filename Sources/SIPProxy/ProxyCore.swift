@@ -27,6 +27,15 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
     func scriptOf(_ ctx: MessageContext) -> CompiledScript { ctx.script ?? script }
     /// Set once by `beginDrain()`.
     private let draining = ManagedAtomic<Bool>(false)
+    /// REGISTERs when the location store writes through to SQLite run
+    /// here, one at a time and in order, so that a slow or locked disk
+    /// holds this queue and not an event loop (and with it every other
+    /// message on its connections).
+    private let registrarQueue = DispatchQueue(label: "swiftser.registrar")
+    /// REGISTERs waiting for or running on `registrarQueue`.
+    private let registrarBacklog = ManagedAtomic<Int>(0)
+    /// At most this many wait; more get 503 with Retry-After.
+    static let registrarBacklogLimit = 4096
     /// Serialises script reloads (the control socket and SIGUSR1).
     private let reloadLock = NIOLock()
     /// The preprocessor definitions the config was loaded with.
@@ -168,10 +177,33 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
         defer { if tagged { MessageLogContext.end() } }
         if r.message.isRequest {
             metrics.receivedRequest(r.message.method)
+            if r.message.method == .register, location.path != nil {
+                handOffRegister(r)
+                return
+            }
             handleRequest(r)
         } else {
             metrics.receivedReply(r.message.statusCode ?? 0)
             handleResponse(r)
+        }
+    }
+
+    /// Runs a REGISTER on `registrarQueue` (the location store writes to
+    /// SQLite); beyond `registrarBacklogLimit` waiting it is answered 503
+    /// with Retry-After at once.
+    private func handOffRegister(_ r: ReceivedMessage) {
+        if registrarBacklog.loadThenWrappingIncrement(ordering: .relaxed) >= Self.registrarBacklogLimit {
+            registrarBacklog.wrappingDecrement(ordering: .relaxed)
+            metrics.droppedRequest(.registrarBacklog)
+            sendReply(to: r, request: r.message, code: 503, reason: "Service Unavailable", extraHeaders: [("Retry-After", "5")])
+            return
+        }
+        registrarQueue.async {
+            defer { self.registrarBacklog.wrappingDecrement(ordering: .relaxed) }
+            let tagged = self.logger.logLevel <= .info
+            if tagged { MessageLogContext.begin(r) }
+            defer { if tagged { MessageLogContext.end() } }
+            self.handleRequest(r)
         }
     }
 

@@ -72,12 +72,13 @@ public final class ProxyMetrics: Sendable {
         ("swiftser_tls_handshakes_total", [("outcome", "failed")]),
         ("swiftser_tls_handshakes_total", [("outcome", "timeout")]),
         ("swiftser_tls_handshakes_total", [("outcome", "refused")]),
-    ]
+    ] + TLSFailure.Group.allCases.map { ("swiftser_tls_handshake_failures_total", [("reason", $0.label)]) }
 
     static func transportValues(_ v: TransportCounterValues) -> [Int] {
         [v.udpSendErrors, v.queueLimitCloses, v.globalQueueLimitCloses, v.pongsSent, v.pongsSkipped, v.readPauses,
          v.perAddressRefusals, v.poolRefusals, v.handshakeEvictions, v.messageReadTimeouts,
          v.tlsHandshakesCompleted, v.tlsHandshakesFailed, v.tlsHandshakeTimeouts, v.tlsVerificationRefusals]
+            + v.tlsHandshakeFailuresByGroup
     }
 
     static let dnsNames: [(String, [(String, String)])] = [
@@ -108,12 +109,15 @@ public final class ProxyMetrics: Sendable {
         case badExtension
         /// Failed the script's sanity_check() (answered by it).
         case sanity
+        /// A REGISTER beyond the registrar queue's backlog (answered 503).
+        case registrarBacklog
 
         var label: String {
             switch self {
             case .malformed: return "malformed"
             case .badExtension: return "bad_extension"
             case .sanity: return "sanity"
+            case .registrarBacklog: return "registrar_backlog"
             }
         }
     }

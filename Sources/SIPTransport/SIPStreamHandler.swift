@@ -190,7 +190,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
             var reason = TLSFailure(error)
             if let depth = chainLongerThan { reason = .chainTooLong(depth: depth) }
             if isTLS && c.tls == nil && !handshakeDone {
-                transport.counters.add(\.tlsHandshakesFailed)
+                transport.counters.addHandshakeFailure(reason.group)
                 c.closeReason = .handshakeFailed(reason)
                 logger.warning("TLS handshake with \(c.remote.ipAddress ?? "?"):\(c.remote.port ?? 0) on \(listener) failed: \(reason)")
             } else {

@@ -43,6 +43,40 @@ public enum TLSFailure: Sendable, Equatable, CustomStringConvertible {
     /// Anything else, in the library's words.
     case other(String)
 
+    /// The failure's group for metrics (`swiftser_tls_handshake_failures_total{reason}`):
+    /// a fixed set of labels, never text from the library or the peer.
+    public enum Group: Int, CaseIterable, Sendable {
+        case noClientCertificate, notTrusted, chainTooLong, peerRefusedCertificate, noSharedCipher, version, notTLS, peerAborted, other
+
+        public var label: String {
+            switch self {
+            case .noClientCertificate: return "no_client_certificate"
+            case .notTrusted: return "not_trusted"
+            case .chainTooLong: return "chain_too_long"
+            case .peerRefusedCertificate: return "peer_refused_certificate"
+            case .noSharedCipher: return "no_shared_cipher"
+            case .version: return "version"
+            case .notTLS: return "not_tls"
+            case .peerAborted: return "peer_aborted"
+            case .other: return "other"
+            }
+        }
+    }
+
+    public var group: Group {
+        switch self {
+        case .noClientCertificate, .certificateRequired: return .noClientCertificate
+        case .notTrusted: return .notTrusted
+        case .chainTooLong: return .chainTooLong
+        case .peerUnknownCA, .peerBadCertificate, .peerCertificateExpired: return .peerRefusedCertificate
+        case .noSharedCipher, .noCiphersAvailable: return .noSharedCipher
+        case .unsupportedVersion, .peerRefusedVersion, .wrongVersionNumber: return .version
+        case .plainHTTP, .httpProxyRequest, .notTLS: return .notTLS
+        case .peerAborted, .uncleanShutdown: return .peerAborted
+        case .decryptionFailed, .other: return .other
+        }
+    }
+
     /// A TLS version mismatch of either side.
     public var isVersionMismatch: Bool {
         switch self {

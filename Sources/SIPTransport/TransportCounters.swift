@@ -28,6 +28,8 @@ public struct TransportCounterValues: Sendable, Equatable {
     public var tlsHandshakesCompleted = 0
     /// TLS handshakes that failed (an alert, no shared cipher, a certificate not trusted, not TLS, …).
     public var tlsHandshakesFailed = 0
+    /// Failed handshakes by `TLSFailure.Group` (indexed by its raw value).
+    public var tlsHandshakeFailuresByGroup = [Int](repeating: 0, count: TLSFailure.Group.allCases.count)
     /// TLS handshakes closed by `tls_handshake_timeout`.
     public var tlsHandshakeTimeouts = 0
     /// TLS connections closed right after their handshake by our checks (a revoked certificate, a server name that does not match, RFC 5922).
@@ -59,6 +61,13 @@ public final class TransportCounters: Sendable {
             v.peakQueuedBytes = max(v.peakQueuedBytes, v.queuedBytes)
             v.peakConnectionQueue = max(v.peakConnectionQueue, new)
             return true
+        }
+    }
+
+    func addHandshakeFailure(_ group: TLSFailure.Group) {
+        box.withLockedValue {
+            $0.tlsHandshakesFailed += 1
+            $0.tlsHandshakeFailuresByGroup[group.rawValue] += 1
         }
     }
 

@@ -66,6 +66,9 @@ struct TLSVerificationTests {
             let expected: [TLSFailure] = cert == .none ? [.noClientCertificate, .certificateRequired] : [.notTrusted]
             #expect(proxy.closes.wait { if case .handshakeFailed(let f) = $0 { expected.contains(f) } else { false } }, "\(proxy.closes.reasons)")
             #expect(proxy.transport.counters.values.tlsHandshakesFailed >= 1)
+            // The metric's reason label: the failure's group.
+            let group: TLSFailure.Group = cert == .none ? .noClientCertificate : .notTrusted
+            #expect(proxy.transport.counters.values.tlsHandshakeFailuresByGroup[group.rawValue] >= 1)
         }
     }
 }
