@@ -339,10 +339,7 @@ struct Builder {
         case ("registrar", "min_expires"): if let v = int(value) { config.registrar.minExpires = v }
         case ("registrar", "max_expires"): if let v = int(value) { config.registrar.maxExpires = v }
         case ("registrar", "max_contacts"): if let v = int(value) { config.registrar.maxContacts = v }
-        case ("registrar", "max_bindings"):
-            if let v = int(value) {
-                if v < 0 || v > 100_000_000 { error(loc, "registrar max_bindings must be 0 (no limit) to 100000000") } else { config.registrar.maxBindings = v }
-            }
+        case ("registrar", "max_bindings"): if let v = inRange(value, 0...100_000_000) { config.registrar.maxBindings = v }
         case ("usrloc", "db_url"):
             dbURLLocation = loc
             switch DatabaseURL.parse(value.text) {
