@@ -68,30 +68,35 @@ def _bindable(port, kinds=(socket.SOCK_DGRAM, socket.SOCK_STREAM)):
     return True
 
 
+def _below_ephemeral():
+    """The first port the kernel hands out for bind(0) and connect(); ports
+    chosen below it cannot be taken by another test's ephemeral socket
+    between our check and baresip's bind."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return max(2048, int(f.read().split()[0]))
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 class Ports:
-    """Hands out free loopback ports, never the same one twice."""
+    """Hands out free loopback ports below the ephemeral range, never the same one twice."""
 
     def __init__(self):
         self.taken = set()
+        self.low = 10000 if _below_ephemeral() > 12000 else 1025
+        self.high = _below_ephemeral()
 
     def _ok(self, port, kinds=(socket.SOCK_DGRAM, socket.SOCK_STREAM)):
         return 1024 < port < 65535 and port not in self.taken and _bindable(port, kinds)
 
     def one(self):
-        for _ in range(200):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-            s.close()
-            if self._ok(port):
-                self.taken.add(port)
-                return port
-        raise StepFailed("ports", "no free port on 127.0.0.1")
+        return self.run(1)
 
     def run(self, count, kinds=(socket.SOCK_DGRAM, socket.SOCK_STREAM), even=False):
         """`count` consecutive free ports (UDP and TCP)."""
         for _ in range(400):
-            base = random.randrange(20000, 60000 - count)
+            base = random.randrange(self.low, self.high - count)
             if even:
                 base &= ~1
             ports = range(base, base + count)
@@ -103,8 +108,12 @@ class Ports:
 
 # --- baresip control (ctrl_tcp: netstrings of JSON) ----------------------------
 
+class PhoneExited(Exception):
+    """baresip exited before its control port accepted (a port clash, usually)."""
+
+
 class Ctrl:
-    def __init__(self, name, port, deadline):
+    def __init__(self, name, port, deadline, proc=None):
         self.name = name
         self.events = []
         self.buf = b""
@@ -116,6 +125,8 @@ class Ctrl:
                 break
             except OSError as e:
                 last = e
+                if proc is not None and proc.poll() is not None:
+                    raise PhoneExited(f"{name}: baresip exited with status {proc.returncode} before ctrl_tcp accepted")
                 if deadline.left() <= 0:
                     raise StepFailed("start", f"{name}: ctrl_tcp on port {port} did not accept a connection ({last})")
                 time.sleep(0.1)
@@ -255,7 +266,7 @@ ctrl_tcp_listen\t127.0.0.1:{self.ctrl_port}
         self.ctrl = None
 
     def connect(self, deadline):
-        self.ctrl = Ctrl(self.name, self.ctrl_port, deadline)
+        self.ctrl = Ctrl(self.name, self.ctrl_port, deadline, self.proc)
 
     def log_text(self):
         try:
@@ -323,6 +334,24 @@ def stop_all(phones):
         phone.stop(grace=max(0.1, end - time.monotonic()))
 
 
+def start_phone(name, root, ports, args, deadline, phones, attempts=3):
+    """Starts a phone and connects to its control port. A phone that exits
+    first (another process bound one of its ports after we checked it) is
+    started again on fresh ports, up to `attempts` times."""
+    for attempt in range(1, attempts + 1):
+        phone = Phone(name, os.path.join(root, f"try{attempt}"), ports, args)
+        phones.append(phone)
+        try:
+            phone.connect(deadline)
+            return phone
+        except PhoneExited as e:
+            phone.stop(grace=0.1)
+            phones.remove(phone)
+            if attempt == attempts:
+                raise StepFailed("start", f"{e}; its log: {phone.log_text()[-400:]}")
+    raise StepFailed("start", f"{name}: not started")
+
+
 def account(user, domain, transport, outbound, password, extra):
     line = f"<sip:{user}@{domain};transport={transport}>;outbound=\"{outbound}\";regint=600;{extra}"
     if password is not None:
@@ -365,12 +394,8 @@ def run(args, out, phones):
     ports = Ports()
     for p in (args.udp_port, args.tls_port):
         ports.taken.add(p)
-    callee = Phone("callee", root, ports, args)
-    phones.append(callee)
-    caller = Phone("caller", root, ports, args)
-    phones.append(caller)
-    callee.connect(deadline)
-    caller.connect(deadline)
+    callee = start_phone("callee", root, ports, args, deadline, phones)
+    caller = start_phone("caller", root, ports, args, deadline, phones)
     mark("started")
 
     tls_outbound = f"sip:{args.host}:{args.tls_port};transport=tls"
