@@ -73,8 +73,43 @@ enum Subprocess {
     }
 }
 
-/// A free TCP/UDP port on 127.0.0.1 (bound then released).
+/// A free TCP and UDP port on 127.0.0.1, chosen below the kernel's ephemeral
+/// range so that no other test's `bind(0)` or outgoing connection can take it
+/// between this check and the caller's bind; never the same port twice in one
+/// test process.
 func freePort() -> UInt16 {
+    for _ in 0..<1000 {
+        let port = UInt16(Int.random(in: PortPool.range))
+        guard PortPool.claim(port) else { continue }
+        if bindable(port, SOCK_STREAM) && bindable(port, SOCK_DGRAM) { return port }
+    }
+    // Crowded: fall back to a port the kernel picks.
+    return ephemeralPort()
+}
+
+private enum PortPool {
+    static let handedOut = NIOLockedValueBox(Set<UInt16>())
+    /// 10000 up to the first ephemeral port (`ip_local_port_range`).
+    static let range: ClosedRange<Int> = {
+        let text = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? ""
+        let low = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first.flatMap { Int($0) } ?? 32768
+        return low > 12000 ? 10000...(low - 1) : 1025...max(1025, low - 1)
+    }()
+    static func claim(_ port: UInt16) -> Bool { handedOut.withLockedValue { $0.insert(port).inserted } }
+}
+
+private func bindable(_ port: UInt16, _ kind: __socket_type) -> Bool {
+    let fd = socket(AF_INET, Int32(kind.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = port.bigEndian
+    return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+}
+
+private func ephemeralPort() -> UInt16 {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
     var addr = sockaddr_in()
