@@ -44,7 +44,8 @@ public struct Lexer {
     var defines: [String: [Token]] = [:]
     var substitutions: [(String, String)] = []
     var diagnostics: [ConfigDiagnostic] = []
-    var sources: [String: [Substring]] = [:]
+    /// The bytes of each file read and where its lines start, for diagnostics.
+    var sources: [String: (bytes: [UInt8], lineStarts: [Int])] = [:]
     let readFile: FileReader
     var includeDepth = 0
 
@@ -57,8 +58,11 @@ public struct Lexer {
 
     /// Source lines of the files read, for diagnostics.
     public func line(_ loc: SourceLocation) -> String? {
-        guard let lines = sources[loc.file], loc.line >= 1, loc.line <= lines.count else { return nil }
-        return String(lines[loc.line - 1])
+        guard let source = sources[loc.file], loc.line >= 1, loc.line <= source.lineStarts.count else { return nil }
+        let from = source.lineStarts[loc.line - 1]
+        var to = loc.line < source.lineStarts.count ? source.lineStarts[loc.line] - 1 : source.bytes.count
+        if to > from, source.bytes[to - 1] == UInt8(ascii: "\r") { to -= 1 }
+        return String(decoding: source.bytes[from..<to], as: UTF8.self)
     }
 
     mutating func error(_ loc: SourceLocation, _ message: String) {
@@ -115,60 +119,55 @@ public struct Lexer {
     }
 
     mutating func lex(_ text: String, file: String, into out: inout [Token]) {
-        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
-        sources[file] = lines.map { $0.hasSuffix("\r") ? $0.dropLast() : $0 }
-        let chars = Array(text.unicodeScalars)
-        var i = 0
-        var line = 1
-        var col = 1
-        var space = true
+        let bytes = Array(text.utf8)
+        var lineStarts = [0]
+        for (k, b) in bytes.enumerated() where b == UInt8(ascii: "\n") { lineStarts.append(k + 1) }
+        sources[file] = (bytes, lineStarts)
+        // The lexer walks UTF-8 bytes: every character with a meaning in the
+        // language is ASCII; other characters may stand in strings, comments
+        // and `$(...)` names only. Columns count Unicode scalars, as editors do.
+        var sc = Scanner(bytes: bytes, file: file)
         // Preprocessor state: a stack of (active, sawElse).
         var conditions: [(active: Bool, elseSeen: Bool, loc: SourceLocation)] = []
-        var active: Bool { conditions.allSatisfy { $0.active } }
-        var atLineStart = true
+        var inactiveDepth = 0  // how many entries of `conditions` are inactive
+        var space = true
 
-        func loc() -> SourceLocation { SourceLocation(file: file, line: line, column: col) }
-        func advance() {
-            if chars[i] == "\n" { line += 1; col = 1; atLineStart = true } else { col += 1 }
-            i += 1
-        }
-        func peek(_ k: Int = 0) -> Unicode.Scalar? { i + k < chars.count ? chars[i + k] : nil }
-        func restOfLine() -> String {
-            var s = ""
-            while let c = peek(), c != "\n" { s.unicodeScalars.append(c); advance() }
-            return s.trimmingCharacters(in: .whitespaces)
-        }
-
-        while i < chars.count {
-            let c = chars[i]
-            if c == "\n" || c == " " || c == "\t" || c == "\r" {
-                if c == "\n" { atLineStart = true } 
-                advance()
+        while let c = sc.peek() {
+            if c == ASCII.lf || c == ASCII.space || c == ASCII.tab || c == ASCII.cr {
+                sc.advance()
                 space = true
                 continue
             }
-            let wasLineStart = atLineStart
-            atLineStart = false
+            let active = inactiveDepth == 0
+            let wasLineStart = sc.atLineStart
+            sc.atLineStart = false
             // Preprocessor directives: "#!" or "!!" at the start of a line.
-            if wasLineStart, (c == "#" || c == "!"), peek(1) == "!" {
-                let start = loc()
-                advance(); advance()
-                var word = ""
-                while let d = peek(), d.properties.isAlphabetic || d == "_" { word.unicodeScalars.append(d); advance() }
-                let arg = restOfLine()
+            if wasLineStart, c == ASCII.hash || c == ASCII.bang, sc.peek(1) == ASCII.bang {
+                let start = sc.location
+                sc.advance(); sc.advance()
+                let word = sc.take { ASCII.isLetter($0) || $0 == ASCII.underscore }
+                let arg = sc.restOfLine()
                 switch word {
                 case "ifdef", "ifndef":
                     let name = arg.split(separator: " ").first.map(String.init) ?? ""
                     if name.isEmpty { error(start, "#!\(word) needs a name") }
                     let defined = defines[name] != nil
-                    conditions.append((word == "ifdef" ? defined : !defined, false, start))
+                    let on = word == "ifdef" ? defined : !defined
+                    conditions.append((on, false, start))
+                    if !on { inactiveDepth += 1 }
                 case "else":
                     if conditions.isEmpty { error(start, "#!else without #!ifdef or #!ifndef"); break }
-                    if conditions[conditions.count - 1].elseSeen { error(start, "second #!else for the same #!ifdef") }
-                    conditions[conditions.count - 1].active.toggle()
-                    conditions[conditions.count - 1].elseSeen = true
+                    let top = conditions.count - 1
+                    if conditions[top].elseSeen { error(start, "second #!else for the same #!ifdef") }
+                    inactiveDepth += conditions[top].active ? 1 : -1
+                    conditions[top].active.toggle()
+                    conditions[top].elseSeen = true
                 case "endif":
-                    if conditions.isEmpty { error(start, "#!endif without #!ifdef or #!ifndef") } else { conditions.removeLast() }
+                    if let last = conditions.popLast() {
+                        if !last.active { inactiveDepth -= 1 }
+                    } else {
+                        error(start, "#!endif without #!ifdef or #!ifndef")
+                    }
                 case "define", "trydef", "redefine":
                     guard active else { break }
                     let parts = arg.split(separator: " ", maxSplits: 1).map(String.init)
@@ -206,84 +205,68 @@ public struct Lexer {
                 continue
             }
             // Comments.
-            if c == "#" {
-                while let d = peek(), d != "\n" { advance() }
+            if c == ASCII.hash || (c == ASCII.slash && sc.peek(1) == ASCII.slash) {
+                sc.skipLine()
                 space = true
                 continue
             }
-            if c == "/" && peek(1) == "/" {
-                while let d = peek(), d != "\n" { advance() }
-                space = true
-                continue
-            }
-            if c == "/" && peek(1) == "*" {
-                let start = loc()
-                advance(); advance()
+            if c == ASCII.slash && sc.peek(1) == ASCII.star {
+                let start = sc.location
+                sc.advance(); sc.advance()
                 var closed = false
-                while i < chars.count {
-                    if chars[i] == "*" && peek(1) == "/" { advance(); advance(); closed = true; break }
-                    advance()
+                while let d = sc.peek() {
+                    if d == ASCII.star && sc.peek(1) == ASCII.slash { sc.advance(); sc.advance(); closed = true; break }
+                    sc.advance()
                 }
                 if !closed { error(start, "comment '/*' is never closed") }
                 space = true
                 continue
             }
-            let start = loc()
+            let start = sc.location
             let hadSpace = space
             space = false
-            func emit(_ kind: Token.Kind) {
-                if active { out.append(Token(kind: kind, location: start, spaceBefore: hadSpace)) }
-            }
             // Strings.
-            if c == "\"" || c == "'" {
-                let q = c
-                advance()
-                var s = ""
+            if c == ASCII.dquote || c == ASCII.squote {
+                sc.advance()
+                var s: [UInt8] = []
                 var closed = false
-                while let d = peek() {
-                    if d == "\n" { break }
-                    if d == "\\", let e = peek(1) {
-                        advance(); advance()
+                while let d = sc.peek(), d != ASCII.lf {
+                    if d == ASCII.backslash, let e = sc.peek(1) {
+                        sc.advance(); sc.advance()
                         switch e {
-                        case "n": s += "\n"
-                        case "r": s += "\r"
-                        case "t": s += "\t"
-                        default: s.unicodeScalars.append(e)
+                        case UInt8(ascii: "n"): s.append(ASCII.lf)
+                        case UInt8(ascii: "r"): s.append(ASCII.cr)
+                        case UInt8(ascii: "t"): s.append(ASCII.tab)
+                        default: s.append(e)
                         }
                         continue
                     }
-                    advance()
-                    if d == q { closed = true; break }
-                    s.unicodeScalars.append(d)
+                    sc.advance()
+                    if d == c { closed = true; break }
+                    s.append(d)
                 }
-                if !closed { if active { error(start, "string is not closed on this line") } }
-                emit(.string(s))
+                if !closed && active { error(start, "string is not closed on this line") }
+                if active { out.append(Token(kind: .string(String(decoding: s, as: UTF8.self)), location: start, spaceBefore: hadSpace)) }
                 continue
             }
             // Numbers (an IPv4 address becomes a dotted identifier).
-            if c.properties.numericType != nil && c.isASCII {
-                var s = ""
-                while let d = peek(), d.isASCII, d.properties.numericType != nil || d == "." || (d.properties.isAlphabetic) {
-                    s.unicodeScalars.append(d)
-                    advance()
-                }
-                if let n = Int(s) { emit(.number(n)) } else { emit(.identifier(s)) }
+            if ASCII.isDigit(c) {
+                let s = sc.take { ASCII.isDigit($0) || ASCII.isLetter($0) || $0 == ASCII.dot }
+                if active { out.append(Token(kind: Int(s).map { .number($0) } ?? .identifier(s), location: start, spaceBefore: hadSpace)) }
                 continue
             }
             // Identifiers (letters, digits, '_', '.'): defines expand here.
-            if c.properties.isAlphabetic || c == "_" {
-                var s = ""
-                while let d = peek(), d.properties.isAlphabetic || d.properties.numericType != nil || d == "_" || d == "." {
-                    s.unicodeScalars.append(d)
-                    advance()
-                }
+            if ASCII.isLetter(c) || c == ASCII.underscore {
+                let from = sc.i
+                sc.skip { ASCII.isLetter($0) || ASCII.isDigit($0) || $0 == ASCII.underscore || $0 == ASCII.dot }
                 // A trailing '.' belongs to the next token.
-                while s.hasSuffix(".") { s.removeLast(); i -= 1; col -= 1 }
+                while sc.i > from + 1, sc.bytes[sc.i - 1] == ASCII.dot { sc.i -= 1; sc.column -= 1 }
+                let s = String(decoding: sc.bytes[from..<sc.i], as: UTF8.self)
                 if (s == "include_file" || s == "import_file"), active {
                     // include_file "path"
-                    while let d = peek(), d == " " || d == "\t" { advance() }
-                    let pathStart = loc()
-                    var path = restOfLine()
+                    while let d = sc.peek(), d == ASCII.space || d == ASCII.tab { sc.advance() }
+                    let pathStart = sc.location
+                    var path = sc.restOfLine()
                     if path.hasSuffix(";") { path.removeLast() }
                     path = path.trimmingCharacters(in: CharacterSet(charactersIn: "\" "))
                     if path.isEmpty { error(pathStart, "\(s) needs a file name"); continue }
@@ -293,7 +276,8 @@ public struct Lexer {
                     space = true
                     continue
                 }
-                if let d = defines[s], active {
+                guard active else { continue }
+                if let d = defines[s] {
                     for var t in d {
                         t.location = start
                         t.spaceBefore = hadSpace
@@ -301,61 +285,168 @@ public struct Lexer {
                     }
                     continue
                 }
-                emit(.identifier(s))
+                out.append(Token(kind: .identifier(s), location: start, spaceBefore: hadSpace))
                 continue
             }
             // Pseudo-variables: $name, $name(arg), $(name), $name(arg)[index] is not supported.
-            if c == "$" {
-                advance()
+            if c == ASCII.dollar {
+                sc.advance()
                 var name = ""
                 var arg: String? = nil
-                if peek() == "(" {
-                    advance()
-                    while let d = peek(), d != ")" && d != "\n" { name.unicodeScalars.append(d); advance() }
-                    if peek() == ")" { advance() } else { error(start, "'$(' is not closed") }
+                if sc.peek() == ASCII.lparen {
+                    sc.advance()
+                    name = sc.take { $0 != ASCII.rparen && $0 != ASCII.lf }
+                    if sc.peek() == ASCII.rparen { sc.advance() } else { error(start, "'$(' is not closed") }
                 } else {
-                    while let d = peek(), d.properties.isAlphabetic || d.properties.numericType != nil || d == "_" { name.unicodeScalars.append(d); advance() }
-                    if peek() == "(" {
-                        advance()
-                        var a = ""
+                    name = sc.take { ASCII.isLetter($0) || ASCII.isDigit($0) || $0 == ASCII.underscore }
+                    if sc.peek() == ASCII.lparen {
+                        sc.advance()
+                        let from = sc.i
                         var depth = 1
-                        while let d = peek(), d != "\n" {
-                            if d == "(" { depth += 1 }
-                            if d == ")" { depth -= 1; if depth == 0 { break } }
-                            a.unicodeScalars.append(d)
-                            advance()
+                        while let d = sc.peek(), d != ASCII.lf {
+                            if d == ASCII.lparen { depth += 1 }
+                            if d == ASCII.rparen { depth -= 1; if depth == 0 { break } }
+                            sc.advance()
                         }
-                        if peek() == ")" { advance() } else { error(start, "'$\(name)(' is not closed") }
-                        arg = a
+                        arg = String(decoding: sc.bytes[from..<sc.i], as: UTF8.self)
+                        if sc.peek() == ASCII.rparen { sc.advance() } else { error(start, "'$\(name)(' is not closed") }
                     }
                 }
                 if name.isEmpty { error(start, "'$' must be followed by a pseudo-variable name") }
-                emit(.pseudoVariable(name, arg))
+                if active { out.append(Token(kind: .pseudoVariable(name, arg), location: start, spaceBefore: hadSpace)) }
                 continue
             }
             // Punctuation, longest first.
-            let two: String = {
-                guard let n = peek(1) else { return "" }
-                var s = ""
-                s.unicodeScalars.append(c)
-                s.unicodeScalars.append(n)
-                return s
-            }()
-            if ["==", "!=", "=~", "!~", "&&", "||", "<=", ">="].contains(two) {
-                advance(); advance()
-                emit(.punct(two))
+            if let n = sc.peek(1), let two = Lexer.twoCharacterPunct(c, n) {
+                sc.advance(); sc.advance()
+                if active { out.append(Token(kind: .punct(two), location: start, spaceBefore: hadSpace)) }
                 continue
             }
-            if "=!(){}[],;:<>+-*/.|&%".unicodeScalars.contains(c) {
-                advance()
-                emit(.punct(String(Character(c))))
+            if let one = Lexer.oneCharacterPunct(c) {
+                sc.advance()
+                if active { out.append(Token(kind: .punct(one), location: start, spaceBefore: hadSpace)) }
                 continue
             }
-            advance()
-            if active { error(start, "unexpected character '\(Character(c))'") }
+            // Anything else, ASCII or not, is an error: report the whole character.
+            let from = sc.i
+            sc.advance()
+            sc.skip { $0 & 0xC0 == 0x80 }
+            if active { error(start, "unexpected character '\(String(decoding: sc.bytes[from..<sc.i], as: UTF8.self))'") }
         }
         if let open = conditions.last {
             error(open.loc, "#!ifdef/#!ifndef is never closed with #!endif")
         }
     }
+
+    static func twoCharacterPunct(_ a: UInt8, _ b: UInt8) -> String? {
+        switch (a, b) {
+        case (ASCII.equals, ASCII.equals): "=="
+        case (ASCII.bang, ASCII.equals): "!="
+        case (ASCII.equals, ASCII.tilde): "=~"
+        case (ASCII.bang, ASCII.tilde): "!~"
+        case (ASCII.amp, ASCII.amp): "&&"
+        case (ASCII.pipe, ASCII.pipe): "||"
+        case (ASCII.less, ASCII.equals): "<="
+        case (ASCII.greater, ASCII.equals): ">="
+        default: nil
+        }
+    }
+
+    /// The one-character punctuation: = ! ( ) { } [ ] , ; : < > + - * / . | & %
+    static func oneCharacterPunct(_ c: UInt8) -> String? {
+        switch c {
+        case UInt8(ascii: "="): "="
+        case UInt8(ascii: "!"): "!"
+        case UInt8(ascii: "("): "("
+        case UInt8(ascii: ")"): ")"
+        case UInt8(ascii: "{"): "{"
+        case UInt8(ascii: "}"): "}"
+        case UInt8(ascii: "["): "["
+        case UInt8(ascii: "]"): "]"
+        case UInt8(ascii: ","): ","
+        case UInt8(ascii: ";"): ";"
+        case UInt8(ascii: ":"): ":"
+        case UInt8(ascii: "<"): "<"
+        case UInt8(ascii: ">"): ">"
+        case UInt8(ascii: "+"): "+"
+        case UInt8(ascii: "-"): "-"
+        case UInt8(ascii: "*"): "*"
+        case UInt8(ascii: "/"): "/"
+        case UInt8(ascii: "."): "."
+        case UInt8(ascii: "|"): "|"
+        case UInt8(ascii: "&"): "&"
+        case UInt8(ascii: "%"): "%"
+        default: nil
+        }
+    }
+}
+
+/// A position in a file's UTF-8 bytes, with its line and column.
+private struct Scanner {
+    let bytes: [UInt8]
+    let file: String
+    var i = 0
+    var line = 1
+    var column = 1
+    var atLineStart = true
+
+    init(bytes: [UInt8], file: String) {
+        self.bytes = bytes
+        self.file = file
+    }
+
+    var location: SourceLocation { SourceLocation(file: file, line: line, column: column) }
+
+    @inline(__always) func peek(_ k: Int = 0) -> UInt8? {
+        i + k < bytes.count ? bytes[i + k] : nil
+    }
+
+    /// Steps over one byte; a UTF-8 continuation byte does not move the column.
+    @inline(__always) mutating func advance() {
+        let c = bytes[i]
+        if c == ASCII.lf {
+            line += 1; column = 1; atLineStart = true
+        } else if c & 0xC0 != 0x80 {
+            column += 1
+        }
+        i += 1
+    }
+
+    mutating func skip(while accept: (UInt8) -> Bool) {
+        while let c = peek(), accept(c) { advance() }
+    }
+
+    mutating func take(while accept: (UInt8) -> Bool) -> String {
+        let from = i
+        skip(while: accept)
+        return String(decoding: bytes[from..<i], as: UTF8.self)
+    }
+
+    mutating func skipLine() { skip { $0 != ASCII.lf } }
+
+    /// The rest of the line (not its end), without blanks around it.
+    mutating func restOfLine() -> String {
+        let from = i
+        skipLine()
+        var lo = from, hi = i
+        while lo < hi, ASCII.isBlank(bytes[lo]) { lo += 1 }
+        while hi > lo, ASCII.isBlank(bytes[hi - 1]) { hi -= 1 }
+        return String(decoding: bytes[lo..<hi], as: UTF8.self)
+    }
+}
+
+/// The bytes the lexer looks for.
+private enum ASCII {
+    static let lf = UInt8(ascii: "\n"), cr = UInt8(ascii: "\r"), tab = UInt8(ascii: "\t"), space = UInt8(ascii: " ")
+    static let hash = UInt8(ascii: "#"), bang = UInt8(ascii: "!"), slash = UInt8(ascii: "/"), star = UInt8(ascii: "*")
+    static let dquote = UInt8(ascii: "\""), squote = UInt8(ascii: "'"), backslash = UInt8(ascii: "\\")
+    static let underscore = UInt8(ascii: "_"), dot = UInt8(ascii: "."), dollar = UInt8(ascii: "$")
+    static let lparen = UInt8(ascii: "("), rparen = UInt8(ascii: ")")
+    static let equals = UInt8(ascii: "="), tilde = UInt8(ascii: "~"), amp = UInt8(ascii: "&"), pipe = UInt8(ascii: "|")
+    static let less = UInt8(ascii: "<"), greater = UInt8(ascii: ">")
+
+    @inline(__always) static func isLetter(_ c: UInt8) -> Bool { (c | 0x20) >= UInt8(ascii: "a") && (c | 0x20) <= UInt8(ascii: "z") }
+    @inline(__always) static func isDigit(_ c: UInt8) -> Bool { c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9") }
+    /// Space, tab or CR (a CRLF file's line ends in CR).
+    @inline(__always) static func isBlank(_ c: UInt8) -> Bool { c == space || c == tab || c == cr }
 }

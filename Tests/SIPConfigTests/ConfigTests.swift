@@ -521,3 +521,55 @@ struct DescriptorBudgetTests {
         #expect(all.descriptorsNeeded == 2048 + (2048 + 256) + 2048 + 3 + 1024 + 256)
     }
 }
+
+@Suite("The lexer reads UTF-8 bytes: columns, non-ASCII text, CRLF files")
+struct LexerByteTests {
+    func tokens(_ text: String) -> (tokens: [Token], diagnostics: [ConfigDiagnostic]) {
+        var lexer = Lexer(readFile: { _ in text })
+        let t = lexer.tokenize(file: "/t.cfg")
+        return (t, lexer.diagnostics)
+    }
+
+    @Test("columns count characters, not bytes: a token after a two-byte character in a string is where an editor shows it")
+    func columnsAfterNonASCII() {
+        let r = tokens("x = \"é\"; y\n")
+        #expect(r.diagnostics.isEmpty)
+        #expect(r.tokens.map(\.kind) == [.identifier("x"), .punct("="), .string("é"), .punct(";"), .identifier("y"), .end])
+        #expect(r.tokens[4].location.column == 10)
+        #expect(r.tokens[2].location.column == 5)
+    }
+
+    @Test("a non-ASCII character outside strings and comments is an error naming the whole character, once")
+    func nonASCIIOutsideStrings() {
+        let r = tokens("# comment: ü is fine here\nnamé = 1\n")
+        #expect(r.diagnostics.count == 1)
+        #expect(r.diagnostics.first?.location == SourceLocation(file: "/t.cfg", line: 2, column: 4))
+        #expect(r.diagnostics.first?.message.contains("'é'") == true)
+        #expect(r.tokens.map(\.kind) == [.identifier("nam"), .punct("="), .number(1), .end])
+    }
+
+    @Test("CRLF files: the CR is blank, directives' arguments and the diagnostic's line lose it")
+    func crlf() {
+        let r = tokens("#!define NAME value\r\nlisten = NAME\r\n@\r\n")
+        #expect(r.tokens.map(\.kind) == [.identifier("listen"), .punct("="), .identifier("value"), .end])
+        #expect(r.diagnostics.count == 1)
+        #expect(r.diagnostics.first?.sourceLine == "@")
+    }
+
+    @Test("numbers, dotted addresses, a trailing dot, pseudo-variables and two-character operators")
+    func shapes() {
+        let r = tokens("a.b. 10.0.0.1 42 $var(x) $(ru) $hdr(X(1)) =~ != <= &&")
+        #expect(r.diagnostics.isEmpty)
+        #expect(r.tokens.map(\.kind) == [
+            .identifier("a.b"), .punct("."), .identifier("10.0.0.1"), .number(42),
+            .pseudoVariable("var", "x"), .pseudoVariable("ru", nil), .pseudoVariable("hdr", "X(1)"),
+            .punct("=~"), .punct("!="), .punct("<="), .punct("&&"), .end,
+        ])
+    }
+
+    @Test("a number too big for Int is an identifier, not a trap")
+    func hugeNumber() {
+        let r = tokens("99999999999999999999999 ")
+        #expect(r.tokens.first?.kind == .identifier("99999999999999999999999"))
+    }
+}
