@@ -560,6 +560,16 @@ struct Builder {
                 }
             }
         }
+        // Outbound: a proxy that listens beyond this machine forwards to
+        // other hosts too; an unverified client domain lets anyone on the
+        // path stand in for them.
+        let facesNetwork = config.listens.contains { !["127.0.0.1", "::1", "localhost"].contains($0.host) }
+        if facesNetwork {
+            for d in domains where d.role == .client && !d.verify {
+                warning(d.location ?? SourceLocation(file: config.file, line: 1, column: 1),
+                        "TLS client domain \(d.name) sends to other servers without verifying their certificate (tls_verify=0): anyone on the path can pose as them; set tls_verify=1 in tls_client_domain { … } (with tls_ca_list=\"\" the system's trust store is used)")
+            }
+        }
     }
 
     func resolve(_ p: TLSParams, role: TLSDomainRole, address: HostPort?, location: SourceLocation?) -> TLSDomain {

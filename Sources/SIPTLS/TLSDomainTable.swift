@@ -206,7 +206,10 @@ public final class TLSDomainTable: Sendable {
             caSubjects = list.parsed.map { $0.subject.description }
         } else {
             config.trustRoots = .default
-            if d.verify {
+            // A client domain checking servers against the system's trust
+            // store is the usual thing; a server domain accepting any
+            // client certificate a public CA signed is worth a word.
+            if d.verify && d.role == .server {
                 warnings.append("TLS domain \(d.name) verifies peers but has no tls_ca_list: the system's trust store is used")
             }
         }

@@ -389,6 +389,29 @@ struct ShippedConfigTests {
         #expect(c.tls.domains.contains { $0.role == .client && $0.address != nil })
         #expect(c.tls.defaultClient?.verify == true)
     }
+
+    @Test("etc/swiftser.cfg verifies the servers it forwards to: system trust store, RFC 5922 name check")
+    func defaultConfigVerifiesOutbound() throws {
+        let c = try ConfigLoader.load(file: ShippedConfigTests.repo + "/etc/swiftser.cfg", functions: ScriptFunctions.catalogue)
+        let client = try #require(c.tls.defaultClient)
+        #expect(client.verify && client.verifyHostname)
+        #expect(client.caList == nil)
+        #expect(c.tls.defaultServer?.caList?.hasSuffix("certs/dev-ca.pem") == true)
+    }
+
+    @Test("an unverified client domain is warned about once the proxy listens beyond loopback, not before")
+    func unverifiedOutboundWarned() throws {
+        // Counted, not read: the same config with and without a verifying
+        // default client domain differs by exactly that warning.
+        func warnings(_ listen: String, _ client: String) throws -> Int {
+            try load("listen=tls:\(listen):5061\ntls_verify=0\n\(client)\n" + minimalRoute).warnings.count
+        }
+        let verified = "tls_client_domain { tls_verify=1 }"
+        #expect(try warnings("192.0.2.10", "") == warnings("192.0.2.10", verified) + 1)
+        #expect(try warnings("127.0.0.1", "") == warnings("127.0.0.1", verified))
+        // A verifying domain for one address leaves the default one unverified.
+        #expect(try warnings("192.0.2.10", "tls_client_domain[192.0.2.7:5061] { tls_verify=1 }") == warnings("192.0.2.10", ""))
+    }
 }
 
 @Suite("usrloc db_url and db_mode")
