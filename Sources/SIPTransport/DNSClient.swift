@@ -2,6 +2,7 @@ import CAres
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 import SIPConfig
 
 #if canImport(Glibc)
@@ -95,6 +96,8 @@ public final class DNSClient: @unchecked Sendable { // mutable state (cache, in-
     /// Questions being asked, each with everyone waiting for its answer.
     private var inFlight: [String: [EventLoopPromise<DNSAnswer>]] = [:]
     private var counterValues = DNSCounterValues()
+    /// System resolver (getaddrinfo) look-ups running on the thread pool.
+    private var systemPending = 0
     private var sweeper: RepeatedTask?
     private var engine: AresEngine?
     /// When the cache was last swept because it was full.
@@ -109,9 +112,35 @@ public final class DNSClient: @unchecked Sendable { // mutable state (cache, in-
     public var counters: DNSCounterValues {
         lock.withLock {
             var v = counterValues
-            v.pending = inFlight.count
+            v.pending = inFlight.count + systemPending
             v.cacheEntries = cache.count
             return v
+        }
+    }
+
+    /// The address of `host` from the system resolver (`getaddrinfo`, which
+    /// reads /etc/hosts), on SwiftNIO's thread pool: counted with the c-ares
+    /// queries and under the same `dns_max_pending` bound, so a flood of
+    /// requests for unknown names cannot queue without limit on the pool.
+    public func systemAddress(of host: String, port: Int, on loop: EventLoop) -> EventLoopFuture<SocketAddress> {
+        let admitted: Bool = lock.withLock {
+            guard inFlight.count + systemPending < settings.maxPending else {
+                counterValues.refused += 1
+                return false
+            }
+            systemPending += 1
+            counterValues.queries += 1
+            return true
+        }
+        guard admitted else { return loop.makeFailedFuture(DNSError.overloaded(host)) }
+        return NIOThreadPool.singleton.runIfActive(eventLoop: loop) {
+            try SocketAddress.makeAddressResolvingHost(host, port: port)
+        }.always { [weak self] result in
+            guard let self else { return }
+            self.lock.withLock {
+                self.systemPending -= 1
+                if case .failure = result { self.counterValues.errors += 1 }
+            }
         }
     }
 

@@ -423,10 +423,11 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
         return addresses(of: host, port: Int(d.port), on: loop).map { $0[0] }
     }
 
-    /// getaddrinfo on the thread pool.
+    /// getaddrinfo on the thread pool, counted and bounded by the DNS client.
     private func systemResolve(_ host: String, port: Int, on loop: EventLoop) -> EventLoopFuture<SocketAddress> {
-        NIOThreadPool.singleton.runIfActive(eventLoop: loop) {
-            do { return try SocketAddress.makeAddressResolvingHost(host, port: port) } catch { throw SIPTransportError.resolveFailed(host) }
+        dns.systemAddress(of: host, port: port, on: loop).flatMapErrorThrowing { error in
+            if case DNSError.overloaded = error { throw SIPTransportError.resolveFailed("\(host) (dns_max_pending)") }
+            throw SIPTransportError.resolveFailed(host)
         }
     }
 

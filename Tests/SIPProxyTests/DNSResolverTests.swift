@@ -87,4 +87,26 @@ struct DNSResolverTests {
         // A place is free again.
         #expect(try c.lookup("four.silent.test", .srv).wait().responseCode == 2)
     }
+
+    @Test("system resolver (getaddrinfo) look-ups share dns_max_pending and the counters with c-ares queries")
+    func systemResolverBounded() throws {
+        let (dns, port) = try server([:], ["--silent"])
+        defer { dns.stop() }
+        let (c, group) = client(port: port) {
+            $0.maxPending = 1
+            $0.timeoutMs = 300
+            $0.tries = 1
+        }
+        defer { c.close(); try? group.syncShutdownGracefully() }
+        let loop = group.next()
+        // The one place is held by a query nobody answers: getaddrinfo is refused at once.
+        let held = c.lookup("held.silent.test", .srv)
+        #expect(throws: DNSError.self) { _ = try c.systemAddress(of: "localhost", port: 5060, on: loop).wait() }
+        #expect(c.counters.refused == 1 && c.counters.pending == 1, "\(c.counters)")
+        _ = try held.wait()
+        // Free again: /etc/hosts answers (nothing leaves the machine), counted as a query.
+        let a = try c.systemAddress(of: "localhost", port: 5060, on: loop).wait()
+        #expect(a.port == 5060)
+        #expect(c.counters.queries == 2 && c.counters.pending == 0, "\(c.counters)")
+    }
 }
