@@ -184,12 +184,13 @@ extension ProxyCore {
     func replyBindings(_ ctx: MessageContext, aor: String, bindings all: [LocationService.Binding], now: Int64, own: [ContactValue]) {
         var bindings = all
         if !ctx.authenticated && ctx.received.tls?.peerVerified != true {
-            // The common case, a phone with its one contact, needs no set
-            // and no copy: every binding is one the request itself listed.
-            let mine = own.compactMap { $0.address?.uriText }
-            if mine.count > 4 || !all.allSatisfy({ mine.contains($0.contact) }) {
-                let set = Set(mine)
-                bindings = all.filter { set.contains($0.contact) }
+            // The common case, a phone with its one contact, needs no set,
+            // and no copy when every binding is that contact.
+            if own.count == 1, let mine = own[0].address?.uriText {
+                if !all.allSatisfy({ $0.contact == mine }) { bindings = all.filter { $0.contact == mine } }
+            } else {
+                let mine = Set(own.compactMap { $0.address?.uriText })
+                bindings = all.filter { mine.contains($0.contact) }
             }
         }
         var extra: [(String, String)] = bindings.map { b in
