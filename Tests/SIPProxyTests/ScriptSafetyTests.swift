@@ -175,6 +175,17 @@ struct ScriptSafetyTests {
         #expect(!json.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" })
     }
 
+    @Test("a parse error's log text escapes what it quotes from the message; the 400's status line drops control characters")
+    func parseErrorText() throws {
+        let e = SIPParseError(.malformedHeader, header: "Via", offset: 40, "parameter 'a\u{1B}[2J' has '=' but no value")
+        #expect(e.description == "Via: parameter 'a\\x1B[2J' has '=' but no value (offset 40)")
+        let request = try #require(try? SIPMessage.parse(Array(RoutingRuleTests.request("sip:bob@example.com").utf8)))
+        let reply = SIPResponseBuilder.response(to: request, code: e.statusCode, reason: e.reasonPhrase, toTag: nil)
+        let statusLine = reply.prefix { $0 != 0x0D }
+        #expect(!statusLine.contains(0x1B) && statusLine.count > 20, "\(String(decoding: statusLine, as: UTF8.self))")
+        #expect((try? SIPMessage.parse(reply)) != nil)
+    }
+
     // MARK: control socket
 
     @Test("the control socket appears at its path with mode 0600, bound in a private directory that is then removed; a stale socket is replaced")
@@ -271,6 +282,28 @@ struct ScriptSafetyTests {
             #expect(e.path == path)
             #expect(e.problem == .notADatabase)
         }
+    }
+
+    @Test("swiftser refuses to start on a location database of random bytes: exit 1, the path named, nothing left running",
+          .enabled(if: FileManager.default.fileExists(atPath: swiftserBinary)))
+    func startRefusesCorruptDatabase() throws {
+        let dir = makeTempDir("dbstart")
+        let db = dir + "/location.sqlite"
+        try Data((0..<8192).map { _ in UInt8.random(in: 0...255) }).write(to: URL(fileURLWithPath: db))
+        try """
+        listen=udp:127.0.0.1:\(freePort())
+        disable_tls=yes
+        control_socket="ctl.sock"
+        loadmodule "usrloc.so"
+        loadmodule "registrar.so"
+        modparam("usrloc", "db_url", "sqlite://location.sqlite")
+        modparam("usrloc", "db_mode", 1)
+        request_route { drop; }
+        """.write(toFile: dir + "/s.cfg", atomically: true, encoding: .utf8)
+        let r = Subprocess.run(swiftserBinary, ["-f", dir + "/s.cfg"], timeout: 30)
+        #expect(r.status == 1, "\(r.out) \(r.err)")
+        #expect((r.out + r.err).contains(db), "\(r.out) \(r.err)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/ctl.sock"))
     }
 
     @Test("a database another process holds locked is refused at start (after the busy timeout) with its path and .locked")
