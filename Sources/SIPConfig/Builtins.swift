@@ -21,6 +21,9 @@ public struct FunctionSignature: Sendable {
         case replyCode(Int)
         /// With exactly `whenCount` arguments, the one at `index` is one of `values`.
         case oneOf(index: Int, values: [String], whenCount: Int)
+        /// The argument at this index is a regular expression; a literal one
+        /// (no pseudo-variable in it) must compile.
+        case regex(Int)
     }
 
     /// What a function does that script-wide checks look for.
@@ -101,6 +104,30 @@ public enum Builtins {
         "au": (false, false), "ad": (false, false), "ar": (false, false), "adu": (false, false), "aa": (false, false),
         "sht": (true, true),
     ]
+
+    /// True when `text` names a pseudo-variable (`$ru`, `$(ru)`,
+    /// `$var(x)`): a function argument holding one is expanded per message,
+    /// so it is not a literal.
+    public static func mentionsPseudoVariable(_ text: String) -> Bool {
+        let u = Array(text.utf8)
+        var i = 0
+        while i + 1 < u.count {
+            defer { i += 1 }
+            guard u[i] == UInt8(ascii: "$") else { continue }
+            var j = i + 1
+            var name: [UInt8] = []
+            if u[j] == UInt8(ascii: "(") {
+                j += 1
+                while j < u.count, u[j] != UInt8(ascii: ")") { name.append(u[j]); j += 1 }
+            } else {
+                while j < u.count, u[j] == UInt8(ascii: "_") || (u[j] | 0x20 >= 0x61 && u[j] | 0x20 <= 0x7A) || (u[j] >= 0x30 && u[j] <= 0x39) {
+                    name.append(u[j]); j += 1
+                }
+            }
+            if pseudoVariables[String(decoding: name, as: UTF8.self)] != nil { return true }
+        }
+        return false
+    }
 
     /// Modules a config may load: each is provided natively by SwiftSER.
     public static let modules: Set<String> = [

@@ -221,6 +221,8 @@ struct Builder {
             config.core.controlSocket = path(a.text)
         case "pid_file":
             config.core.pidFile = path(a.text)
+        case "max_while_loops":
+            if let v = inRange(a, 1...1_000_000) { config.core.maxWhileLoops = v }
         case "shutdown_timeout":
             if let v = inRange(a, 0...3600) { config.core.shutdownTimeout = v }
         case "dns_hosts_file":

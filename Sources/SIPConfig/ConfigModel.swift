@@ -118,6 +118,10 @@ public struct CoreSettings: Sendable, Equatable {
     /// `shutdown_timeout` (s): on SIGTERM, how long transactions in
     /// progress may take to finish before the process exits anyway.
     public var shutdownTimeout = 30
+    /// `max_while_loops` (Kamailio's core parameter): iterations one
+    /// `while` loop may run on one message; the loop then stops (logged and
+    /// counted) and the script goes on after it.
+    public var maxWhileLoops = 100
     /// `dns_hosts_file`: a hosts-style file consulted before DNS (tests, lab setups).
     public var dnsHostsFile: String?
     /// `dns_server`: the DNS server (IP[:port]) for SRV and A/AAAA look-ups;

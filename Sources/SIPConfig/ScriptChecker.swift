@@ -1,3 +1,5 @@
+import Foundation
+
 /// Checks the route script at load: functions exist and get the right
 /// number of arguments, their module is loaded, pseudo-variables exist and
 /// are assignable where assigned, named routes exist, route() calls do not
@@ -44,6 +46,14 @@ struct ScriptChecker {
                 } else {
                     error(v.location, "$sht needs table=>key, e.g. $sht(ipban=>$si)")
                 }
+            }
+        }
+
+        // The engine the proxy matches with (ICU, through Foundation): a
+        // pattern accepted here is one the proxy can use.
+        func checkRegex(_ pattern: String, _ loc: SourceLocation) {
+            if (try? NSRegularExpression(pattern: pattern)) == nil {
+                error(loc, "regular expression '\(pattern)' does not compile")
             }
         }
 
@@ -94,6 +104,10 @@ struct ScriptChecker {
                     if case .string(let v, let loc) = c.arguments[i], !values.contains(v) {
                         error(loc, "\(c.name) argument \(i + 1) must be one of \(values.joined(separator: ", "))")
                     }
+                case .regex(let i) where i < c.arguments.count:
+                    if case .string(let pattern, let loc) = c.arguments[i], !Builtins.mentionsPseudoVariable(pattern) {
+                        checkRegex(pattern, loc)
+                    }
                 default: break
                 }
             }
@@ -112,9 +126,7 @@ struct ScriptChecker {
                 checkExpression(a, in: block)
                 checkExpression(b, in: block)
                 if op == "=~" || op == "!~", case .string(let pattern, let ploc) = b {
-                    if (try? Regex(pattern)) == nil {
-                        error(ploc, "regular expression '\(pattern)' does not compile")
-                    }
+                    checkRegex(pattern, ploc)
                 }
                 _ = loc
             case .string, .number, .keyword: break

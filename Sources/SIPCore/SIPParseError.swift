@@ -64,8 +64,10 @@ public struct SIPParseError: Error, Sendable, Equatable, CustomStringConvertible
         }
     }
 
+    /// For a log line: the detail may quote the message (a parameter
+    /// name), so control characters are escaped (`LogText`).
     public var description: String {
-        if let header { return "\(header): \(detail) (offset \(offset))" }
-        return "\(detail) (offset \(offset))"
+        if let header { return "\(LogText.escaped(header)): \(LogText.escaped(detail)) (offset \(offset))" }
+        return "\(LogText.escaped(detail)) (offset \(offset))"
     }
 }

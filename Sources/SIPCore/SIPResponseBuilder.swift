@@ -96,8 +96,10 @@ public enum SIPResponseBuilder {
         w.put("SIP/2.0 ")
         w.putDecimal(Swift.min(Swift.max(code, 0), 999))
         w.put(ASCII.sp)
-        // A reason phrase may not hold CR or LF.
-        for b in reason.utf8 where b != ASCII.cr && b != ASCII.lf { w.put(b) }
+        // A reason phrase holds no control character but HTAB (RFC 3261
+        // §25.1): CR and LF would end the line, ESC and the others may come
+        // from the message a 400 quotes.
+        for b in reason.utf8 where (b >= 0x20 && b != 0x7F) || b == ASCII.tab { w.put(b) }
         w.put(ASCII.cr, ASCII.lf)
     }
 

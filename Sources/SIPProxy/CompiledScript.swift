@@ -64,7 +64,8 @@ final class CompiledScript: @unchecked Sendable { // built once at load, read-on
         case call(Call)
         case ifElse(Expr, [Stmt], [Stmt])
         case switchCase(Expr, [(Expr?, [Stmt])])
-        case whileLoop(Expr, [Stmt])
+        /// The location names the loop in the log line when it reaches `max_while_loops`.
+        case whileLoop(Expr, [Stmt], SourceLocation)
         case assign(PV, Expr)
         case drop, exit, breakLoop
         case returnValue(Expr?)
@@ -97,6 +98,8 @@ final class CompiledScript: @unchecked Sendable { // built once at load, read-on
     let auth: AuthSettings
     /// sanity: default_checks, uri_checks, proxy_require, autodrop.
     let sanity: SanitySettings
+    /// core: max_while_loops, iterations one `while` loop may run on one message.
+    let maxWhileLoops: Int
 
     func index(_ kind: RouteScript.Kind, _ name: String) -> Int? {
         blocks.firstIndex { $0.kind == kind && $0.name == name }
@@ -110,6 +113,7 @@ final class CompiledScript: @unchecked Sendable { // built once at load, read-on
         recordRoute = config.recordRoute
         auth = config.auth
         sanity = config.sanity
+        maxWhileLoops = config.core.maxWhileLoops
         // Indices first so references resolve in any order.
         blocks = script.blocks.map { Block(kind: $0.kind, name: $0.name, body: []) }
         for (i, b) in script.blocks.enumerated() { blocks[i].body = b.body.map(compile) }
@@ -197,6 +201,8 @@ final class CompiledScript: @unchecked Sendable { // built once at load, read-on
         case .compare(let op, let a, let b, _):
             let rhs = compile(b)
             var regex: NSRegularExpression? = nil
+            // A literal pattern was checked at load with this same engine
+            // (ScriptChecker): nil here only when the right side is not literal.
             if op == "=~" || op == "!~", case .string(let p) = rhs { regex = try? NSRegularExpression(pattern: p) }
             let cop: CompareOp
             switch op {
@@ -254,7 +260,9 @@ final class CompiledScript: @unchecked Sendable { // built once at load, read-on
         case .formatLast:
             if case .string(let fmt, _)? = c.arguments.last { call.format = CompiledScript.parseFormat(fmt) }
         case .regexFirst:
-            if case .string(let p, _)? = c.arguments.first { call.regex = try? NSRegularExpression(pattern: p) }
+            // Compiled here only when literal (no pseudo-variable in it, so
+            // checked at load); otherwise made per message from its value.
+            if case .string(let p)? = args.first { call.regex = try? NSRegularExpression(pattern: p) }
         case .none: break
         }
         return call
@@ -265,7 +273,7 @@ final class CompiledScript: @unchecked Sendable { // built once at load, read-on
         case .call(let c): return .call(compile(c))
         case .ifElse(let cond, let then, let els): return .ifElse(compile(cond), then.map(compile), (els ?? []).map(compile))
         case .switchCase(let subject, let cases, _): return .switchCase(compile(subject), cases.map { ($0.value.map(compile), $0.body.map(compile)) })
-        case .whileLoop(let cond, let body, _): return .whileLoop(compile(cond), body.map(compile))
+        case .whileLoop(let cond, let body, let loc): return .whileLoop(compile(cond), body.map(compile), loc)
         case .assign(let v, let e): return .assign(CompiledScript.pv(v), compile(e))
         case .drop: return .drop
         case .exit: return .exit

@@ -43,9 +43,19 @@ public final class ControlServer: @unchecked Sendable { // `channel` is touched 
 
     public enum StartError: Error, CustomStringConvertible {
         case notASocket(String)
+        /// The private directory the socket is bound in could not be made (errno).
+        case privateDirectory(String, Int32)
+        /// The path of the socket while it is bound is longer than a UNIX
+        /// socket address holds (107 octets).
+        case pathTooLong(String)
+        /// The bound socket could not be moved to its path (errno).
+        case rename(String, Int32)
         public var description: String {
             switch self {
             case .notASocket(let p): return "control_socket '\(p)' exists and is not a socket; refusing to replace it"
+            case .privateDirectory(let d, let e): return "cannot make a private directory in '\(d)' to bind the control socket in: \(String(cString: strerror(e)))"
+            case .pathTooLong(let p): return "control_socket: '\(p)' (the path while binding) is longer than 107 octets; use a shorter control_socket path"
+            case .rename(let p, let e): return "cannot move the control socket to '\(p)': \(String(cString: strerror(e)))"
             }
         }
     }
@@ -70,13 +80,30 @@ public final class ControlServer: @unchecked Sendable { // `channel` is touched 
                     return ch.eventLoop.makeFailedFuture(error)
                 }
             }
-        // The socket file is created with mode 0600 by bind() itself (umask
-        // 0177 for the duration of the bind), so no other user can connect
-        // in a window before a chmod.
-        let old = umask(0o177)
-        defer { umask(old) }
-        channel = try bootstrap.bind(unixDomainSocketPath: path).wait()
-        chmod(path, 0o600)
+        // No other user may connect, not even for an instant. bind() makes
+        // the socket file with the process umask, and umask is process-wide
+        // (changing it around bind would race with other threads creating
+        // files), and a UNIX socket cannot be fchmod-ed before bind. So it
+        // is bound in a fresh directory only we can enter (mkdtemp: 0700),
+        // made 0600 there, and renamed into place: its path appears with
+        // mode 0600 already. rename() also replaces a stale socket at once.
+        let parent = dir.isEmpty ? "." : dir
+        var template = Array((parent + "/.ctl.XXXXXX").utf8CString)
+        let made = template.withUnsafeMutableBufferPointer { b in b.baseAddress.map { mkdtemp($0) != nil } ?? false }
+        guard made else { throw StartError.privateDirectory(parent, errno) }
+        let privateDir = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        defer { rmdir(privateDir) }
+        chmod(privateDir, 0o700)
+        let bound = privateDir + "/s"
+        guard bound.utf8.count <= 107 else { throw StartError.pathTooLong(bound) }
+        let ch = try bootstrap.bind(unixDomainSocketPath: bound).wait()
+        guard chmod(bound, 0o600) == 0, rename(bound, path) == 0 else {
+            let e = errno
+            try? ch.close().wait()
+            unlink(bound)
+            throw StartError.rename(path, e)
+        }
+        channel = ch
     }
 
     /// Closes the socket and removes its file; does nothing when `start`

@@ -86,8 +86,8 @@ extension ProxyCore {
     func tCheckStatus(_ c: CompiledScript.Call, _ ctx: MessageContext) -> Int {
         guard let status = ctx.status else { return -1 }
         let s = String(status)
-        let re = c.regex ?? (try? NSRegularExpression(pattern: arg(c, 0, ctx)))
-        return re?.firstMatch(in: s, range: NSRange(s.startIndex..., in: s)) != nil ? 1 : -1
+        guard let re = c.regex ?? runtimeRegex(arg(c, 0, ctx)) else { return -1 }
+        return re.firstMatch(in: s, range: NSRange(s.startIndex..., in: s)) != nil ? 1 : -1
     }
 
     /// registered(table): the Request-URI's AOR has bindings.
@@ -127,7 +127,8 @@ extension ProxyCore {
 
     func xlog(_ c: CompiledScript.Call, _ ctx: MessageContext) -> Int {
         let levelName = c.args.count == 2 ? arg(c, 0, ctx) : "L_ERR"
-        let text = c.format.map { format($0, ctx) } ?? arg(c, c.args.count - 1, ctx)
+        // Values from the message are escaped (LogText): a header cannot forge or hide log lines.
+        let text = c.format.map { format($0, ctx, escaped: true) } ?? LogText.escaped(arg(c, c.args.count - 1, ctx))
         let msg = Logger.Message(stringLiteral: text.hasSuffix("\n") ? String(text.dropLast()) : text)
         switch levelName {
         case "L_ALERT", "L_CRIT": logger.critical(msg)

@@ -22,7 +22,9 @@ extension ProxyCore {
         ctx.depth += 1
         defer { ctx.depth -= 1 }
         guard ctx.depth <= ProxyCore.maxDepth else {
-            logger.error("route nesting deeper than \(ProxyCore.maxDepth); stopping the script")
+            if metrics.scriptFault(.depthLimit) {
+                logger.error("route nesting deeper than \(ProxyCore.maxDepth); stopping the script (logged once; swiftser_script_faults_total{reason=\"max_depth\"} counts them)")
+            }
             return .exit
         }
         let script = block.script
@@ -41,14 +43,19 @@ extension ProxyCore {
     func exec(_ stmts: [CompiledScript.Stmt], _ ctx: MessageContext) -> Flow {
         for s in stmts {
             ctx.steps += 1
-            if ctx.steps > ProxyCore.maxSteps {
-                logger.error("route script ran more than \(ProxyCore.maxSteps) steps on one message (a loop without end?); stopping it")
-                return .exit
-            }
+            if ctx.steps > ProxyCore.maxSteps { return stepLimit() }
             let f = execOne(s, ctx)
             if f != .next { return f }
         }
         return .next
+    }
+
+    /// One message ran more than `maxSteps` statements (and loop rounds): the script stops.
+    func stepLimit() -> Flow {
+        if metrics.scriptFault(.stepLimit) {
+            logger.error("route script ran more than \(ProxyCore.maxSteps) steps on one message; stopping it (logged once; swiftser_script_faults_total{reason=\"max_steps\"} counts them)")
+        }
+        return .exit
     }
 
     func execOne(_ s: CompiledScript.Stmt, _ ctx: MessageContext) -> Flow {
@@ -76,12 +83,27 @@ extension ProxyCore {
                 }
             }
             return .next
-        case .whileLoop(let cond, let body):
-            while condition(cond, ctx) == true {
+        case .whileLoop(let cond, let body, let location):
+            // Every round counts, an empty body included: a loop stops after
+            // max_while_loops rounds (as Kamailio's does) and the script goes
+            // on after it; all rounds of all loops count towards maxSteps.
+            let limit = ctx.script?.maxWhileLoops ?? 100
+            var rounds = 0
+            while true {
+                guard let go = condition(cond, ctx) else { return .exit }
+                if !go { break }
+                if rounds >= limit {
+                    if metrics.scriptFault(.whileLoopLimit) {
+                        logger.error("while loop at \(location.file):\(location.line):\(location.column) reached max_while_loops (\(limit)) and was stopped (logged once; swiftser_script_faults_total{reason=\"max_while_loops\"} counts them)")
+                    }
+                    break
+                }
+                rounds += 1
+                ctx.steps += 1
+                if ctx.steps > ProxyCore.maxSteps { return stepLimit() }
                 let f = exec(body, ctx)
                 if f == .breakLoop { break }
                 if f != .next { return f }
-                if ctx.steps > ProxyCore.maxSteps { return .exit }
             }
             return .next
         case .assign(let pv, let e):
@@ -154,12 +176,26 @@ extension ProxyCore {
         case .inNetwork(let net, let negated):
             return net.contains(l.string) != negated
         case .match(let re), .notMatch(let re):
-            let regex = re ?? (try? NSRegularExpression(pattern: r.string))
+            // A literal pattern was compiled at load; one from a variable is
+            // compiled now, and one that does not compile makes the
+            // comparison false (=~ and !~ alike), counted.
+            guard let regex = re ?? runtimeRegex(r.string) else { return false }
             let s = l.string
-            let found = regex?.firstMatch(in: s, range: NSRange(s.startIndex..., in: s)) != nil
+            let found = regex.firstMatch(in: s, range: NSRange(s.startIndex..., in: s)) != nil
             if case .match = op { return found }
             return !found
         }
+    }
+
+    /// A regular expression from a value known only at run time; nil (and
+    /// counted, logged the first time with the pattern escaped) when it
+    /// does not compile.
+    func runtimeRegex(_ pattern: String) -> NSRegularExpression? {
+        if let re = try? NSRegularExpression(pattern: pattern) { return re }
+        if metrics.scriptFault(.invalidRegex) {
+            logger.error("regular expression '\(LogText(String(pattern.prefix(256))))' made at run time does not compile; the test is false (logged once; swiftser_script_faults_total{reason=\"invalid_regex\"} counts them)")
+        }
+        return nil
     }
 
     /// `uri == myself`, `$fd == myself`, `src_ip == myself`, …
@@ -183,16 +219,35 @@ extension ProxyCore {
             let l = eval(a, ctx), r = eval(b, ctx)
             if op == "+", case .str = l { return .str(l.string + r.string) }
             if op == "+", case .str = r { return .str(l.string + r.string) }
-            let (x, y) = (l.int, r.int)
-            switch op {
-            case "+": return .int(x &+ y)
-            case "-": return .int(x &- y)
-            case "*": return .int(x &* y)
-            case "/": return .int(y == 0 ? 0 : x / y)
-            case "%": return .int(y == 0 ? 0 : x % y)
-            case "|": return .int(x | y)
-            default: return .int(x & y)
+            return .int(arithmetic(op, l.int, r.int))
+        }
+    }
+
+    /// Integer arithmetic that cannot trap, whatever a message brings:
+    /// + - * wrap around (two's complement, as C's int does in Kamailio in
+    /// practice); `/` and `%` by zero give 0, counted as
+    /// `division_by_zero` (Kamailio logs an error and fails the
+    /// expression); `Int.min / -1` wraps to Int.min and `Int.min % -1`
+    /// gives 0, counted as `overflow`.
+    func arithmetic(_ op: String, _ x: Int, _ y: Int) -> Int {
+        switch op {
+        case "+": return x &+ y
+        case "-": return x &- y
+        case "*": return x &* y
+        case "/", "%":
+            if y == 0 {
+                if metrics.scriptFault(.divisionByZero) {
+                    logger.error("division by zero in the route script; the result is 0 (logged once; swiftser_script_faults_total{reason=\"division_by_zero\"} counts them)")
+                }
+                return 0
             }
+            let r = op == "/" ? x.dividedReportingOverflow(by: y) : x.remainderReportingOverflow(dividingBy: y)
+            if r.overflow, metrics.scriptFault(.overflow) {
+                logger.error("integer overflow in the route script (\(x) \(op) \(y)); the result wraps (logged once; swiftser_script_faults_total{reason=\"overflow\"} counts them)")
+            }
+            return r.partialValue
+        case "|": return x | y
+        default: return x & y
         }
     }
 
@@ -299,13 +354,17 @@ extension ProxyCore {
         }
     }
 
-    /// Expands an xlog format.
-    func format(_ parts: [CompiledScript.FormatPart], _ ctx: MessageContext) -> String {
+    /// Expands a format (an xlog line, a `$sht` key, an argument with
+    /// pseudo-variables). `escaped`: for a log line, the values (from the
+    /// message, the peer, the script's variables) have CR, LF, ESC and the
+    /// other control characters written as `\xHH` (`LogText`); the
+    /// script's own text is kept as written.
+    func format(_ parts: [CompiledScript.FormatPart], _ ctx: MessageContext, escaped: Bool = false) -> String {
         var s = ""
         for p in parts {
             switch p {
             case .text(let t): s += t
-            case .pv(let pv): s += get(pv, ctx).printable
+            case .pv(let pv): s += escaped ? LogText.escaped(get(pv, ctx).printable) : get(pv, ctx).printable
             }
         }
         return s

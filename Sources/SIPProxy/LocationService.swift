@@ -44,14 +44,15 @@ public final class LocationService: @unchecked Sendable { // bindings and the SQ
     public let path: String?
 
     public enum StoreError: Error, CustomStringConvertible {
-        case open(String, String)
+        /// The database cannot be used at start: its path and a typed reason.
+        case open(SQLiteOpenError)
         case sql(String)
         /// The store holds `limit` bindings in all (registrar
         /// `max_bindings`) and the change would add more.
         case full(limit: Int)
         public var description: String {
             switch self {
-            case .open(let p, let why): return "cannot open location database '\(p)': \(why)"
+            case .open(let e): return "location \(e)"
             case .sql(let why): return "location database error: \(why)"
             case .full(let limit): return "the location store holds its maximum of \(limit) bindings"
             }
@@ -67,16 +68,11 @@ public final class LocationService: @unchecked Sendable { // bindings and the SQ
     public init(path: String?) throws {
         self.path = path
         guard let path else { return }
-        let dir = (path as NSString).deletingLastPathComponent
-        if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
-        var handle: OpaquePointer?
-        if sqlite3_open_v2(path, &handle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nil) != SQLITE_OK {
-            let why = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
-            sqlite3_close(handle)
-            throw StoreError.open(path, why)
+        do {
+            db = try SQLiteFile.connect(path, wal: true)
+        } catch {
+            throw StoreError.open(error)
         }
-        db = handle
-        try exec("PRAGMA journal_mode=WAL")
         try exec("PRAGMA synchronous=NORMAL")
         try exec("""
             CREATE TABLE IF NOT EXISTS location (

@@ -37,6 +37,10 @@ public final class ProxyMetrics: Sendable {
     private let pikeBlocked: CoreMetrics.Counter
     /// New transactions refused at a cap, by `TransactionLimits.Refusal`.
     private let refusedTransactions: [CoreMetrics.Counter]
+    /// Route-script faults met while a message ran, by `ScriptFault`.
+    private let scriptFaults: [CoreMetrics.Counter]
+    /// Whether each `ScriptFault` has been logged yet (it is logged once).
+    private let scriptFaultLogged: [ManagedAtomic<Bool>]
 
     // Gauges, set from their sources when scraped.
     private let activeTransactions: CoreMetrics.Gauge
@@ -139,6 +143,35 @@ public final class ProxyMetrics: Sendable {
         }
     }
 
+    /// A fault of the route script met at run time: the script goes on
+    /// (or stops) as `docs/configuration.md` says, the fault is counted as
+    /// `swiftser_script_faults_total{reason}` and logged the first time.
+    public enum ScriptFault: Int, CaseIterable, Sendable {
+        /// A `while` loop ran `max_while_loops` iterations and was stopped.
+        case whileLoopLimit
+        /// One message ran more than `ProxyCore.maxSteps` statements.
+        case stepLimit
+        /// route() calls nested deeper than `ProxyCore.maxDepth`.
+        case depthLimit
+        /// A regular expression made at run time (from a variable) did not compile.
+        case invalidRegex
+        /// `/` or `%` by zero (the result is 0).
+        case divisionByZero
+        /// `Int.min / -1` or `Int.min % -1` (the result wraps).
+        case overflow
+
+        var label: String {
+            switch self {
+            case .whileLoopLimit: return "max_while_loops"
+            case .stepLimit: return "max_steps"
+            case .depthLimit: return "max_depth"
+            case .invalidRegex: return "invalid_regex"
+            case .divisionByZero: return "division_by_zero"
+            case .overflow: return "overflow"
+            }
+        }
+    }
+
     static let methodNames = ["INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "INFO", "PRACK",
                               "SUBSCRIBE", "NOTIFY", "UPDATE", "MESSAGE", "REFER", "PUBLISH", "other"]
     static let classNames = ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx"]
@@ -169,6 +202,8 @@ public final class ProxyMetrics: Sendable {
         authResults = Self.authOutcomes.map { counter("swiftser_auth_results_total", [("result", $0.1)]) }
         pikeBlocked = counter("swiftser_pike_blocked_total")
         refusedTransactions = TransactionLimits.Refusal.allCases.map { counter("swiftser_tm_refused_transactions_total", [("limit", $0.parameter)]) }
+        scriptFaults = ScriptFault.allCases.map { counter("swiftser_script_faults_total", [("reason", $0.label)]) }
+        scriptFaultLogged = ScriptFault.allCases.map { _ in ManagedAtomic(false) }
 
         activeTransactions = gauge("swiftser_active_transactions")
         registeredUsers = gauge("swiftser_registered_users")
@@ -227,6 +262,11 @@ public final class ProxyMetrics: Sendable {
     }
     func pikeBlockedRequest() { pikeBlocked.increment() }
     func refusedTransaction(_ r: TransactionLimits.Refusal) { refusedTransactions[r.rawValue].increment() }
+    /// Counts a script fault; true the first time this kind is met (log it then).
+    func scriptFault(_ f: ScriptFault) -> Bool {
+        scriptFaults[f.rawValue].increment()
+        return !scriptFaultLogged[f.rawValue].exchange(true, ordering: .relaxed)
+    }
 
     // MARK: Health
 

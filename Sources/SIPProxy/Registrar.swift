@@ -168,7 +168,7 @@ extension ProxyCore {
             logger.error("\(error)")
             return fail(500, "Server Internal Error (location store)")
         }
-        logger.info("registered \(aor): \(current.count) contact\(current.count == 1 ? "" : "s") (from \(ctx.received.proto.rawValue):\(ctx.received.sourceIP):\(ctx.received.sourcePort))")
+        logger.info("registered \(LogText(aor)): \(current.count) contact\(current.count == 1 ? "" : "s") (from \(ctx.received.proto.rawValue):\(ctx.received.sourceIP):\(ctx.received.sourcePort))")
         replyBindings(ctx, aor: aor, bindings: current, now: now, own: contacts)
         return true
     }

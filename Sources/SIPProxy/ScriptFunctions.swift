@@ -83,7 +83,7 @@ public enum ScriptFunctions {
             guard let t = ctx.transaction else { return -1 }
             return p.transactions.isCanceled(t) ? 1 : -1
         },
-        ScriptFunction("t_check_status", 1...1, "tm", prepare: .regexFirst) { $0.tCheckStatus($1, $2) },
+        ScriptFunction("t_check_status", 1...1, "tm", rules: [.regex(0)], prepare: .regexFirst) { $0.tCheckStatus($1, $2) },
         // rr
         ScriptFunction("record_route", 0...1, "rr") { p, c, ctx in
             ctx.recordRoute = true

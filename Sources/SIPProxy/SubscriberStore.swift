@@ -41,12 +41,13 @@ public final class SubscriberStore: @unchecked Sendable {  // the SQLite handle 
     }
 
     public enum StoreError: Error, CustomStringConvertible {
-        case open(String, String)
+        /// The database cannot be used at start: its path and a typed reason.
+        case open(SQLiteOpenError)
         case sql(String)
         case badTable(String)
         public var description: String {
             switch self {
-            case .open(let p, let why): return "cannot open subscriber database '\(p)': \(why)"
+            case .open(let e): return "subscriber \(e)"
             case .sql(let why): return "subscriber database error: \(why)"
             case .badTable(let t): return "'\(t)' is not a table name (letters, digits and _ only)"
             }
@@ -62,20 +63,11 @@ public final class SubscriberStore: @unchecked Sendable {  // the SQLite handle 
     /// path: in memory.
     public init(path: String?) throws {
         self.path = path
-        let target = path ?? ":memory:"
-        if let path {
-            let dir = (path as NSString).deletingLastPathComponent
-            if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        do {
+            db = try SQLiteFile.connect(path, wal: true)
+        } catch {
+            throw StoreError.open(error)
         }
-        var handle: OpaquePointer?
-        if sqlite3_open_v2(target, &handle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nil) != SQLITE_OK {
-            let why = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
-            sqlite3_close(handle)
-            throw StoreError.open(target, why)
-        }
-        db = handle
-        sqlite3_busy_timeout(handle, 2000)
-        if path != nil { try exec("PRAGMA journal_mode=WAL") }
         try exec("""
             CREATE TABLE IF NOT EXISTS subscriber (
               id INTEGER PRIMARY KEY AUTOINCREMENT,

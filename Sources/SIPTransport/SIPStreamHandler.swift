@@ -280,7 +280,7 @@ final class SIPStreamHandler: ChannelDuplexHandler {
             info.peerVerified = (domain?.domain.verify ?? false) && ssl?.peerCertificate != nil
         }
         c.tls = info
-        logger.debug("\(c): TLS established \(info.version ?? "?") \(info.cipher ?? "?") domain \(info.domain)\(info.peerSubject.map { " peer \($0)" } ?? "")")
+        logger.debug("\(c): TLS established \(info.version ?? "?") \(info.cipher ?? "?") domain \(info.domain)\(info.peerSubject.map { " peer \(LogText($0))" } ?? "")")
         if outbound { c.markReady() }
     }
 

@@ -31,6 +31,7 @@ struct Check: ParsableCommand {
         print("  write queues: tcp_conn_wq_max=\(core.tcpConnWriteQueueMax) (in effect \(max(core.tcpConnWriteQueueMax, core.maxMessageSize)) octets), tcp_wq_max=\(core.tcpWriteQueueMax) octets")
         print("  transactions: max_transactions=\(config.transactions.maxTransactions), max_transactions_per_ip=\(config.transactions.maxTransactionsPerIP), max_branches=\(config.transactions.maxBranches)")
         print("  dns: dns_max_pending=\(core.dnsMaxPending), dns_cache_max_entries=\(core.dnsCacheMaxEntries), dns_use_search_list=\(core.dnsUseSearchList ? "yes" : "no")")
+        print("  script: max_while_loops=\(core.maxWhileLoops)")
         print("  tls_crl_stale=\(config.tls.crlStaleFails ? "fail" : "warn")")
         print("  file descriptors needed: \(config.descriptorsNeeded) (RLIMIT_NOFILE is raised to it at start)")
         if config.tls.disabled {

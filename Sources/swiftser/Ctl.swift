@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SIPConfig
+import SIPCore
 import SIPProxy
 
 struct Ctl: ParsableCommand {
@@ -45,12 +46,12 @@ struct Ctl: ParsableCommand {
             throw ExitCode(1)
         }
         if let error = object["error"] as? [String: Any] {
-            FileHandle.standardError.write(Data("error \(error["code"] ?? "?"): \(error["message"] ?? "")\n".utf8))
-            for line in error["data"] as? [String] ?? [] { FileHandle.standardError.write(Data((line + "\n").utf8)) }
+            FileHandle.standardError.write(Data("error \(error["code"] ?? "?"): \(LogText.escaped("\(error["message"] ?? "")"))\n".utf8))
+            for line in error["data"] as? [String] ?? [] { FileHandle.standardError.write(Data((LogText.escaped(line) + "\n").utf8)) }
             throw ExitCode(1)
         }
         let result = object["result"] ?? NSNull()
-        print(table ? Ctl.tableText(result) : Ctl.json(result))
+        print(table ? ControlText.table(result) : ControlText.json(result))
     }
 
     func socketPath() throws -> String {
@@ -79,50 +80,6 @@ struct Ctl: ParsableCommand {
         if word.hasPrefix("i:"), let n = Int(word.dropFirst(2)) { return n }
         if let n = Int(word) { return n }
         return word
-    }
-
-    static func json(_ value: Any) -> String {
-        if let s = value as? String { return "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
-        guard let data = try? JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes, .fragmentsAllowed]) else {
-            return "\(value)"
-        }
-        return String(decoding: data, as: UTF8.self)
-    }
-
-    /// A readable form: lists of objects as aligned columns, objects as
-    /// `key: value` lines (nested ones indented), lists of scalars one per line.
-    static func tableText(_ value: Any, indent: String = "") -> String {
-        switch value {
-        case let list as [Any]:
-            if let rows = list as? [[String: Any]], !rows.isEmpty, rows.allSatisfy({ $0.values.allSatisfy(isScalar) }) {
-                let keys = Array(Set(rows.flatMap(\.keys))).sorted()
-                let cells = rows.map { r in keys.map { r[$0].map(scalar) ?? "" } }
-                let widths = keys.indices.map { i in max(keys[i].count, cells.map { $0[i].count }.max() ?? 0) }
-                func line(_ c: [String]) -> String {
-                    indent + c.indices.map { c[$0].padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  ")
-                        .trimmingCharacters(in: .whitespaces)
-                }
-                return ([line(keys)] + cells.map(line)).joined(separator: "\n")
-            }
-            return list.map { isScalar($0) ? indent + scalar($0) : tableText($0, indent: indent) }.joined(separator: "\n")
-        case let object as [String: Any]:
-            return object.keys.sorted().map { k in
-                let v = object[k]!
-                return isScalar(v) ? "\(indent)\(k): \(scalar(v))" : "\(indent)\(k):\n" + tableText(v, indent: indent + "  ")
-            }.joined(separator: "\n")
-        default:
-            return indent + scalar(value)
-        }
-    }
-
-    static func isScalar(_ v: Any) -> Bool { !(v is [Any]) && !(v is [String: Any]) }
-
-    static func scalar(_ v: Any) -> String {
-        switch v {
-        case is NSNull: return "null"
-        case let s as String: return s
-        default: return "\(v)"
-        }
     }
 }
 

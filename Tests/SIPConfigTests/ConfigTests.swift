@@ -596,3 +596,47 @@ struct LexerByteTests {
         #expect(r.tokens.first?.kind == .identifier("99999999999999999999999"))
     }
 }
+
+@Suite("Script safety parameters and checks (issue 15 item 7)")
+struct ScriptSafetyConfigTests {
+    @Test("max_while_loops: Kamailio's name, default 100, 1 to 1000000")
+    func maxWhileLoops() throws {
+        #expect(try load(minimalRoute).core.maxWhileLoops == 100)
+        #expect(try load("max_while_loops=5\n" + minimalRoute).core.maxWhileLoops == 5)
+        let e = errors("max_while_loops=0\n" + minimalRoute)
+        #expect(e.count == 1 && e.first?.location.line == 1 && e.first?.location.column == 17, "\(e.map(\.description))")
+    }
+
+    @Test("a literal regular expression that does not compile is a config error at its position: =~, !~ and t_check_status")
+    func invalidRegexLiterals() {
+        let cases: [(String, Int, Int)] = [
+            ("request_route { if ($ua !~ \"[a-\") { drop; } }", 1, 28),
+            ("request_route { if ($rm =~ \"a{2,1}\") { drop; } }", 1, 28),
+            ("loadmodule \"tm.so\"\nfailure_route[f] { if (t_check_status(\"(40\")) { drop; } }\nrequest_route { t_on_failure(\"f\"); t_relay(); }", 2, 39),
+        ]
+        for (text, line, column) in cases {
+            let e = errors(text)
+            #expect(e.count == 1, "\(text): \(e.map(\.description))")
+            #expect(e.first?.location.line == line && e.first?.location.column == column, "\(text): \(e.map(\.description))")
+        }
+    }
+
+    @Test("valid patterns, and a t_check_status pattern built from a variable, load")
+    func validRegexes() throws {
+        _ = try load("""
+        loadmodule "tm.so"
+        failure_route[f] { if (t_check_status("^(408|5[0-9][0-9])$")) { drop; } if (t_check_status("$var(re)")) { drop; } }
+        request_route { if ($ua =~ "^friendly-(scanner|sipvicious)") { drop; } if ($rm =~ $var(re)) { drop; } t_on_failure("f"); t_relay(); }
+        """)
+    }
+
+    @Test("Builtins.mentionsPseudoVariable: $name, $(name), $name(arg); a bare $ or an unknown name is text")
+    func pseudoVariableMentions() {
+        #expect(Builtins.mentionsPseudoVariable("$var(x)"))
+        #expect(Builtins.mentionsPseudoVariable("^$(ru)"))
+        #expect(Builtins.mentionsPseudoVariable("a$rs"))
+        #expect(!Builtins.mentionsPseudoVariable("^4[0-9]{2}$"))
+        #expect(!Builtins.mentionsPseudoVariable("$notapv"))
+        #expect(!Builtins.mentionsPseudoVariable("$"))
+    }
+}
