@@ -41,7 +41,10 @@ struct DNSResolverTests {
         #expect(a == ["127.0.0.1"])
         let naptr = try c.lookup("spoof.test", .naptr).wait()
         #expect(naptr.naptr.map(\.replacement) == ["_sip._tcp.spoof.test"])
-        // The server did send the forgeries, before each real answer.
+        // The server did send the forgeries, before each real answer (its
+        // output comes through a pipe read on another thread: wait for it).
+        let printed = Date().addingTimeInterval(10)
+        while dns.lines.filter({ $0 == "SPOOFED 3" }).count < 3 && Date() < printed { usleep(10_000) }
         #expect(dns.lines.filter { $0 == "SPOOFED 3" }.count == 3, "\(dns.lines)")
         #expect(c.counters.queries == 3 && c.counters.errors == 0 && c.counters.timeouts == 0, "\(c.counters)")
         // Answered again from the cache: no new query.
