@@ -11,11 +11,15 @@ It sends OPTIONS over its connection to the proxy and waits for the answer,
 then prints READY. Afterwards, one line per event:
   ACCEPTED L<n> sni=<name>            a connection the proxy opened to us
   REQUEST <conn> <request line>       conn: C (ours to the proxy) or L<n>
+  HELD <conn> <request line>          a request for user "held", not answered yet
   CLOSED <conn>
-Every request is answered 200 OK on the connection it came on."""
-import argparse, socket, ssl, sys, threading, time, uuid
+Every request is answered 200 OK on the connection it came on; one whose
+Request-URI user is "held" only after the peer gets SIGUSR1. A connection
+the proxy ends is closed at once."""
+import argparse, signal, socket, ssl, sys, threading, time, uuid
 
 out_lock = threading.Lock()
+release = threading.Event()
 
 def log(*a):
     with out_lock:
@@ -39,12 +43,27 @@ def split(buf):
         return None, buf
     return lines, rest[length:]
 
+def ok(lines):
+    keep = [l for l in lines[1:] if l.split(":")[0].strip().lower() in ("via", "v", "from", "f", "to", "t", "call-id", "i", "cseq", "record-route")]
+    return ("SIP/2.0 200 OK\r\n" + "\r\n".join(keep) + "\r\nContent-Length: 0\r\n\r\n").encode()
+
 def serve(conn, label, buf=b""):
+    held = []
+    # One thread reads and writes the connection: reads time out now and
+    # then so held answers go out once released.
+    conn.settimeout(0.05)
     try:
         while True:
+            if held and release.is_set():
+                for r in held:
+                    conn.sendall(r)
+                held = []
             lines, buf = split(buf)
             if lines is None:
-                data = conn.recv(65535)
+                try:
+                    data = conn.recv(65535)
+                except (socket.timeout, ssl.SSLWantReadError):
+                    continue
                 if not data:
                     break
                 buf += data
@@ -52,14 +71,18 @@ def serve(conn, label, buf=b""):
             if lines[0].startswith("SIP/2.0"):
                 log("RESPONSE", label, lines[0])
                 continue
+            if lines[0].split(" ")[1].startswith("sip:held@"):
+                log("HELD", label, lines[0])
+                held.append(ok(lines))
+                continue
             log("REQUEST", label, lines[0])
             if lines[0].startswith("ACK"):
                 continue
-            keep = [l for l in lines[1:] if l.split(":")[0].strip().lower() in ("via", "v", "from", "f", "to", "t", "call-id", "i", "cseq", "record-route")]
-            conn.sendall(("SIP/2.0 200 OK\r\n" + "\r\n".join(keep) + "\r\nContent-Length: 0\r\n\r\n").encode())
+            conn.sendall(ok(lines))
     except Exception as e:
         log("ERROR", label, type(e).__name__, str(e).replace("\n", " "))
     log("CLOSED", label)
+    conn.close()
 
 def shared_socket(port):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -79,6 +102,9 @@ def main():
     p.add_argument("--ca", required=True)
     p.add_argument("--duration", type=float, default=30)
     a = p.parse_args()
+    signal.signal(signal.SIGUSR1, lambda *_: release.set())
+    # A parent may have left SIGUSR1 blocked (the mask is inherited).
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
 
     # The listener first, then the outgoing connection from the same port.
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -114,7 +140,6 @@ def main():
             return 1
         buf += data
     log("RESPONSE", "C", lines[0])
-    conn.settimeout(None)
     threading.Thread(target=serve, args=(conn, "C", buf), daemon=True).start()
     log("READY", a.port)
 
@@ -130,7 +155,6 @@ def main():
         try:
             s.settimeout(10)
             c = server_ctx.wrap_socket(s, server_side=True)
-            c.settimeout(None)
         except Exception as e:
             log("HANDSHAKE-FAILED", label, type(e).__name__, str(e).replace("\n", " "))
             continue

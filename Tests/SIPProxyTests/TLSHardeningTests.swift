@@ -98,14 +98,15 @@ struct TLSHardeningTests {
         return line.map { String($0.split(separator: " ")[1]) }
     }
 
-    @Test("RFC 5923 end to end: a connection from a.example.com's address carries requests for a.example.com only; b.example.com at that same address gets a new, verified connection")
-    func inboundReuseEndToEnd() throws {
+    /// A proxy that relays by Request-URI over verified TLS (every name is
+    /// 127.0.0.1), and Tests/Peers/reusepeer.py on one port that both
+    /// connected to the proxy (certificate for a.example.com) and listens
+    /// (certificate for b.example.com); ready once its OPTIONS was answered.
+    func reuseSetup() throws -> (TestProxy, Background, UInt16) {
         let pki = try TestPKI()
         try pki.issue("server", cn: "proxy.test", dns: ["proxy.test"], ips: ["127.0.0.1"])
         let a = try pki.issue("a", cn: "a.example.com", dns: ["a.example.com"])
         let b = try pki.issue("b", cn: "b.example.com", dns: ["b.example.com"])
-        // Every name is 127.0.0.1; the peer's one port both connected to the
-        // proxy (certificate for a) and listens (certificate for b).
         let proxy = try TestProxy("""
         listen=udp:127.0.0.1:0
         listen=tls:127.0.0.1:0
@@ -123,10 +124,21 @@ struct TLSHardeningTests {
             exit;
         }
         """, files: ["hosts": "127.0.0.1 a.example.com b.example.com c.example.com\n"])
-        defer { proxy.stop() }
         let port = freePort()
-        let peer = try Background("python3", [Paths.peers + "/reusepeer.py", "--port", String(port), "--proxy-port", String(proxy.port(.tls)),
-                                              "--cert", b.0, "--key", b.1, "--client-cert", a.0, "--client-key", a.1, "--ca", pki.caFile])
+        do {
+            let peer = try Background("python3", [Paths.peers + "/reusepeer.py", "--port", String(port), "--proxy-port", String(proxy.port(.tls)),
+                                                  "--cert", b.0, "--key", b.1, "--client-cert", a.0, "--client-key", a.1, "--ca", pki.caFile])
+            return (proxy, peer, port)
+        } catch {
+            proxy.stop()
+            throw error
+        }
+    }
+
+    @Test("RFC 5923 end to end: a connection from a.example.com's address carries requests for a.example.com only; b.example.com at that same address gets a new, verified connection")
+    func inboundReuseEndToEnd() throws {
+        let (proxy, peer, port) = try reuseSetup()
+        defer { proxy.stop() }
         defer { peer.stop() }
         try #require(peer.wait(for: "READY", timeout: 10), "\(peer.lines)")
         #expect(peer.lines.contains("RESPONSE C SIP/2.0 200 OK"), "\(peer.lines)")
@@ -164,6 +176,32 @@ struct TLSHardeningTests {
         // attempt aside), and the peer's own connection still open.
         #expect(peer.lines.filter { $0.hasPrefix("ACCEPTED") && $0.contains("sni=b.example.com") }.count == 1, "\(peer.lines)")
         #expect(!peer.lines.contains("CLOSED C"), "\(peer.lines)")
+    }
+
+    @Test("a refused connection to one name ends only the requests sent over it, not one in flight to another name at the same address")
+    func refusedConnectionIsolated() throws {
+        let (proxy, peer, port) = try reuseSetup()
+        defer { proxy.stop() }
+        defer { peer.stop() }
+        try #require(peer.wait(for: "READY", timeout: 10), "\(peer.lines)")
+        // A MESSAGE for b that the peer holds unanswered (on the new connection for b).
+        let dir = makeTempDir("held")
+        let uri = "sip:held@b.example.com:\(port);transport=tls"
+        try "MESSAGE \(uri) SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-\(UUID().uuidString.prefix(8));rport\r\nMax-Forwards: 70\r\nFrom: <sip:t@test>;tag=1\r\nTo: <\(uri)>\r\nCall-ID: \(UUID().uuidString)\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+            .write(toFile: dir + "/m.sip", atomically: true, encoding: .utf8)
+        let held = try Background("python3", [Paths.peers + "/sipclient.py", "--proto", "udp", "--port", String(proxy.port(.udp)), "--file", dir + "/m.sip", "--wait", "15"])
+        defer { held.stop() }
+        try #require(peer.wait(for: "HELD L1 MESSAGE \(uri)", timeout: 10), "\(peer.lines)")
+        // Meanwhile c at the same address: its connection is refused and closed.
+        let r = message("sip:c1@c.example.com:\(port);transport=tls", proxy: proxy)
+        #expect(!r.out.contains("200 OK") && r.out.contains("RESPONSE SIP/2.0 5"), "\(r.out)")
+        #expect(proxy.closes.wait { if case .verificationFailed = $0 { true } else { false } }, "\(proxy.closes.reasons)")
+        // The connection for b is untouched: the held request's answer, sent
+        // now, is the one that goes up.
+        kill(peer.process.processIdentifier, SIGUSR1)
+        #expect(held.finish(timeout: 15) == 0)
+        #expect(held.lines.contains("RESPONSE SIP/2.0 200 OK") && !held.lines.contains { $0.hasPrefix("RESPONSE SIP/2.0 5") }, "\(held.lines) \(peer.lines)")
+        #expect(peer.lines.filter { $0.hasPrefix("ACCEPTED") && $0.contains("sni=b.example.com") }.count == 1, "\(peer.lines)")
     }
 
     @Test("a top-level tls_server_name is a config error naming where it belongs, not a trap at the first ClientHello without SNI")
