@@ -34,6 +34,10 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
         var pending: [(ByteBuffer, EventLoopPromise<Void>?)] = []
         var pendingBytes = 0
         var ready = false
+        /// Why pending messages were failed (outbound TLS refused for its
+        /// chain, name or CRL, or the connection closed): later sends fail at
+        /// once instead of waiting for the close, which may wait for the peer's close_notify.
+        var refused: Error?
         var closeReason: CloseReason?
         /// RFC 5923: the peer's authenticated sent-by may reuse this connection.
         var aliases: [String] = []
@@ -98,8 +102,10 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
     public func send(_ buffer: ByteBuffer) -> EventLoopFuture<Void> {
         let promise = channel.eventLoop.makePromise(of: Void.self)
         // Only an outbound TLS connection ever waits; the others skip the lock.
+        var refused: Error? = nil
         let queued = readyAtStart ? false : state.withLockedValue { s -> Bool? in
             if s.ready { return false }
+            if let e = s.refused { refused = e; return nil }
             // Bounded like the write queue: a handshake that never ends
             // cannot make the messages for it pile up.
             if s.pendingBytes + buffer.readableBytes > pendingLimit { return nil }
@@ -108,7 +114,7 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
             return true
         }
         if queued == nil {
-            promise.fail(SIPTransportError.sendTimeout)
+            promise.fail(refused ?? SIPTransportError.sendTimeout)
         } else if queued == false {
             if channel.eventLoop.inEventLoop && inReadBatch {
                 writeBatch()
@@ -160,6 +166,7 @@ public final class SIPConnection: @unchecked Sendable, CustomStringConvertible {
 
     func failPending(_ error: Error) {
         let pending = state.withLockedValue { s -> [(ByteBuffer, EventLoopPromise<Void>?)] in
+            s.refused = error
             s.pendingBytes = 0
             defer { s.pending = [] }
             return s.pending
@@ -326,7 +333,8 @@ final class ConnectionTable: @unchecked Sendable {  // every field is guarded by
             }
         }
         // The inbound check may parse a certificate: outside the lock.
-        return candidates.first { c in c.outbound || acceptsInbound.map { $0(c) } ?? true }
+        // A connection being closed (refused, or over a limit) takes nothing new.
+        return candidates.first { c in c.closeReason == nil && (c.outbound || acceptsInbound.map { $0(c) } ?? true) }
     }
 
     /// Open connections of a protocol (every pool).

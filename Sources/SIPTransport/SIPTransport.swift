@@ -314,37 +314,45 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
     }
 
     /// Sends a message to a destination, reusing or opening a connection.
+    /// `carrier`, when given, learns the connection a stream message is
+    /// written to (before the write), so a caller can tell which of several
+    /// connections to one address its message depends on.
     @discardableResult
-    public func send(_ bytes: [UInt8], to d: Destination) -> EventLoopFuture<Void> {
+    public func send(_ bytes: [UInt8], to d: Destination, carrier: (@Sendable (SIPConnection) -> Void)? = nil) -> EventLoopFuture<Void> {
         let loop = group.next()
         if d.proto == .tls && (tlsTable == nil || config.tls.disabled) {
             return loop.makeFailedFuture(SIPTransportError.tlsDisabled)
         }
         if d.proto != .udp, let id = d.connectionID, let c = connections.connection(id: id), c.isOpen {
+            carrier?(c)
             return c.send(ByteBuffer(bytes: bytes))
         }
         if d.srvName != nil && d.address == nil {
             return candidates(d, on: loop).flatMap { addresses in
-                self.send(bytes, to: d, trying: addresses[...], on: loop)
+                self.send(bytes, to: d, trying: addresses[...], on: loop, carrier: carrier)
             }
         }
         return resolve(d, on: loop).flatMap { address in
-            self.send(bytes, to: d, trying: [address][...], on: loop)
+            self.send(bytes, to: d, trying: [address][...], on: loop, carrier: carrier)
         }
     }
 
     /// Sends to the first address that takes the message: UDP to the first,
     /// a stream to the first that connects (RFC 3263 §4.3 fail-over).
-    private func send(_ bytes: [UInt8], to d: Destination, trying addresses: ArraySlice<SocketAddress>, on loop: EventLoop) -> EventLoopFuture<Void> {
+    private func send(_ bytes: [UInt8], to d: Destination, trying addresses: ArraySlice<SocketAddress>, on loop: EventLoop,
+                      carrier: (@Sendable (SIPConnection) -> Void)?) -> EventLoopFuture<Void> {
         guard let address = addresses.first else { return loop.makeFailedFuture(SIPTransportError.resolveFailed(d.host)) }
         if d.proto == .udp {
             let l = listener(for: .udp, ipv6: address.protocol == .inet6)
             return sendUDP(bytes, to: address, from: l)
         }
-        return connection(to: d, address: address).flatMap { c in c.send(ByteBuffer(bytes: bytes)) }.flatMapError { error in
+        return connection(to: d, address: address).flatMap { c in
+            carrier?(c)
+            return c.send(ByteBuffer(bytes: bytes))
+        }.flatMapError { error in
             guard addresses.count > 1 else { return loop.makeFailedFuture(error) }
             self.logger.info("\(d.proto.rawValue) to \(address) failed (\(error)); trying the next SRV target")
-            return self.send(bytes, to: d, trying: addresses.dropFirst(), on: loop)
+            return self.send(bytes, to: d, trying: addresses.dropFirst(), on: loop, carrier: carrier)
         }
     }
 

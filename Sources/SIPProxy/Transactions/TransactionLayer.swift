@@ -78,6 +78,10 @@ struct BranchData {
     var response: SIPMessage?
     /// Its CANCEL, made once.
     var cancelBytes: [UInt8]?
+    /// The stream connection its request was last written to: only that
+    /// connection's failure ends the branch (several connections may go to
+    /// one address, e.g. TLS ones for different names, RFC 5923).
+    var connectionID: UInt64?
 }
 
 /// Every proxied transaction, in shards by key (one lock each, as
@@ -288,7 +292,16 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
         }
         for s in e.sends {
             core.metrics.forwardedRequest()
-            let f = core.transport.send(s.bytes, to: s.to)
+            let f: EventLoopFuture<Void>
+            if let i = s.branch, s.to.proto != .udp {
+                let shard = shards[t.shard]
+                f = core.transport.send(s.bytes, to: s.to) { [weak t] c in
+                    guard let t else { return }
+                    shard.lock.withLock { if t.branches.indices.contains(i) { t.branches[i].connectionID = c.id } }
+                }
+            } else {
+                f = core.transport.send(s.bytes, to: s.to)
+            }
             if let i = s.branch {
                 f.whenFailure { [weak self, weak t] error in
                     guard let self, let t else { return }
@@ -589,17 +602,16 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
         }
     }
 
-    /// Branches still waiting for a final response over a connection that
-    /// just failed end as if a 503 came.
+    /// Branches still waiting for a final response whose request went over
+    /// a connection that just failed end as if a 503 came; branches to the
+    /// same address over another connection go on.
     func connectionFailed(_ c: SIPConnection, reason: CloseReason) {
-        let ip = c.remote.ipAddress ?? ""
-        let port = c.remote.port ?? 0
         for shard in shards {
             let waiting: [(ServerTransaction, Int)] = shard.lock.withLock {
                 shard.clients.values.filter { entry in
                     let (t, i) = entry
                     guard let d = t.branches[i].out?.destination, !t.machine.branches[i].isDone else { return false }
-                    return d.proto == c.proto && Int(d.port) == port && (d.host == ip || d.address?.ipAddress == ip || d.connectionID == c.id)
+                    return d.proto == c.proto && (t.branches[i].connectionID == c.id || d.connectionID == c.id)
                 }
             }
             for (t, i) in waiting {
