@@ -141,7 +141,7 @@ public struct SIPURI: Sendable, CustomStringConvertible {
             throw uriError("URI has no scheme", b.startIndex)
         }
         let schemeBytes = b[b.startIndex..<colon]
-        guard ASCII.isAlpha(schemeBytes.first!),
+        guard let first = schemeBytes.first, ASCII.isAlpha(first),
               schemeBytes.allSatisfy({ ASCII.isAlpha($0) || ASCII.isDigit($0) || $0 == 0x2B || $0 == ASCII.dash || $0 == ASCII.dot })
         else { throw uriError("invalid URI scheme", b.startIndex) }
         let rest = b[(colon + 1)...]
