@@ -36,6 +36,16 @@ struct Run: ParsableCommand {
             try Check.report(options)
             return
         }
+        // The stop and reload signals are blocked in this thread before any
+        // other thread exists (threads inherit the mask): one sent during
+        // start-up stays pending until the services' handlers read it (on
+        // Linux through a signalfd, which wants them blocked), instead of
+        // being lost or killing the process half started.
+        var handled = sigset_t()
+        sigemptyset(&handled)
+        for sig in [SIGTERM, SIGINT, SIGHUP, SIGUSR1] { sigaddset(&handled, sig) }
+        pthread_sigmask(SIG_BLOCK, &handled, nil)
+        signal(SIGPIPE, SIG_IGN)
         let dropTo: Privileges.Target?
         switch Privileges.resolve(user: runUser, group: runGroup) {
         case .success(let t): dropTo = t
@@ -152,9 +162,7 @@ struct Run: ParsableCommand {
         // reverse order, so the proxy drains first while the control socket,
         // /ready and the reload signals still answer; a second SIGTERM or
         // SIGINT ends the drain at once. SIGHUP reloads the TLS files, SIGUSR1
-        // the route script. These signals are ignored outside the services'
-        // handlers (before they are installed, after they are removed).
-        for sig in [SIGHUP, SIGUSR1, SIGINT, SIGTERM, SIGPIPE] { signal(sig, SIG_IGN) }
+        // the route script.
         let stopSignals: [UnixSignal] = [.sigterm, .sigint]
         var services: [any Service] = [ReloadSignalService(control: control), control]
         if let http { services.append(http) }

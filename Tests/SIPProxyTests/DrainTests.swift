@@ -348,6 +348,39 @@ struct DrainTests {
         #expect(!proxy.process.isRunning && proxy.process.terminationStatus == 0, "\(proxy.lines)")
     }
 
+    @Test("a SIGTERM sent while the proxy is still starting (making its development certificates) is neither lost nor fatal: it drains and exits 0 (real binary)",
+          .enabled(if: FileManager.default.fileExists(atPath: swiftserBinary)))
+    func sigtermDuringStartUp() throws {
+        let dir = makeTempDir("drain-start")
+        let file = dir + "/start.cfg"
+        try """
+        listen=tls:127.0.0.1:\(freePort())
+        control_socket="ctl.sock"
+        tls_auto_dev_certificates=yes
+        tls_certificate="certs/server.pem"
+        tls_private_key="certs/server.key"
+        tls_ca_list="certs/dev-ca.pem"
+        modparam("usrloc", "db_mode", 0)
+        request_route { sl_send_reply("200", "OK"); }
+        """.write(toFile: file, atomically: true, encoding: .utf8)
+        // Started with no signal blocked, as a service manager starts it (a
+        // test's thread may have them blocked, and a child inherits that).
+        let unblocked = "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execv(sys.argv[1], sys.argv[1:])"
+        let proxy = try Background("python3", ["-c", unblocked, swiftserBinary, "-f", file])
+        defer { proxy.stop() }
+        // The signal goes as soon as the development CA is written: the
+        // server certificate, the listeners and the services are still to come.
+        let made = Date().addingTimeInterval(20)
+        while !FileManager.default.fileExists(atPath: dir + "/certs/dev-ca.key") && proxy.process.isRunning && Date() < made { usleep(500) }
+        kill(proxy.process.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(20)
+        while proxy.process.isRunning && Date() < deadline { usleep(20_000) }
+        #expect(!proxy.process.isRunning, "the SIGTERM was lost: \(proxy.lines)")
+        if !proxy.process.isRunning {
+            #expect(proxy.process.terminationReason == .exit && proxy.process.terminationStatus == 0, "\(proxy.lines)")
+        }
+    }
+
     @Test("SIGUSR1 and ctl cfg.reload (real binary): a good script takes over, a bad one is refused with its errors",
           .enabled(if: FileManager.default.fileExists(atPath: swiftserBinary)))
     func reloadRealBinary() throws {
