@@ -20,7 +20,7 @@ import UnixSignals
 /// control socket may still read it until its own service stops).
 public struct ProxyService: Service {
     /// How the drain ended.
-    public enum DrainEnd: Sendable, Equatable {
+    enum DrainEnd: Sendable, Equatable {
         /// No transaction was left.
         case finished
         /// `shutdown_timeout` passed with this many transactions in progress.
@@ -32,7 +32,7 @@ public struct ProxyService: Service {
     }
 
     /// How often expired registrations are removed.
-    public static let purgeInterval: Duration = .seconds(60)
+    static let purgeInterval: Duration = .seconds(60)
     /// How often the drain looks at the number of transactions in progress.
     static let drainPollInterval: Duration = .milliseconds(50)
 
