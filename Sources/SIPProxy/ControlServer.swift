@@ -12,7 +12,7 @@ import SIPTransport
 /// (`ControlMethods`). One request (or batch) per connection: the client
 /// writes a JSON document ended by a newline (or closes its writing side),
 /// the server answers with one JSON document and a newline, then closes.
-public final class ControlServer: @unchecked Sendable { // `channel` is touched only by start() and stop(), which the owner calls in turn from one thread
+public final class ControlServer: @unchecked Sendable { // `channel` is touched only by start() and stop(), which the owner calls in turn (stop: its service, which runs after start)
     let core: ProxyCore
     let config: Config
     let logger: Logger

@@ -428,10 +428,12 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
     /// Starts the graceful drain (SIGTERM): TCP and TLS listeners stop
     /// accepting connections (open ones stay), new initial requests get 503
     /// with Retry-After; requests within dialogs, CANCEL, ACK and responses
-    /// go on. The caller waits for `activeTransactions` to reach 0 (or
-    /// `shutdown_timeout`) and then shuts the transport down.
+    /// go on; `/ready` answers 503. The caller waits for `activeTransactions`
+    /// to reach 0 (or `shutdown_timeout`) and then shuts the transport down
+    /// (`ProxyService` does).
     public func beginDrain() {
         guard draining.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return }
+        metrics.isDraining = true
         transport.stopAccepting()
     }
 

@@ -8,6 +8,8 @@ import SIPConfig
 import SIPProxy
 import SIPTLS
 import SIPTransport
+import ServiceLifecycle
+import UnixSignals
 
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run the proxy (the default command).")
@@ -34,6 +36,16 @@ struct Run: ParsableCommand {
             try Check.report(options)
             return
         }
+        // The stop and reload signals are blocked in this thread before any
+        // other thread exists (threads inherit the mask): one sent during
+        // start-up stays pending until the services' handlers read it (on
+        // Linux through a signalfd, which wants them blocked), instead of
+        // being lost or killing the process half started.
+        var handled = sigset_t()
+        sigemptyset(&handled)
+        for sig in [SIGTERM, SIGINT, SIGHUP, SIGUSR1] { sigaddset(&handled, sig) }
+        pthread_sigmask(SIG_BLOCK, &handled, nil)
+        signal(SIGPIPE, SIG_IGN)
         let dropTo: Privileges.Target?
         switch Privileges.resolve(user: runUser, group: runGroup) {
         case .success(let t): dropTo = t
@@ -145,65 +157,39 @@ struct Run: ParsableCommand {
         }
         logger.notice("SwiftSER running: \(transport.listeners.map(\.description).joined(separator: ", ")); \(location.all().count) registrations loaded")
 
-        // Signals (plain DispatchSource handlers): HUP reloads TLS files,
-        // USR1 reloads the route script, INT and TERM drain and then stop;
-        // a second INT or TERM stops at once.
-        signal(SIGHUP, SIG_IGN)
-        signal(SIGUSR1, SIG_IGN)
-        signal(SIGINT, SIG_IGN)
-        signal(SIGTERM, SIG_IGN)
-        signal(SIGPIPE, SIG_IGN)
-        let queue = DispatchQueue(label: "signals")
-        let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: queue)
-        hup.setEventHandler { _ = control.reloadTLS() }
-        hup.resume()
-        let usr1 = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: queue)
-        usr1.setEventHandler { _ = core.reloadScript() }
-        usr1.resume()
-        let drain = DispatchSemaphore(value: 0)
-        let force = DispatchSemaphore(value: 0)
-        var stopSignals = 0 // touched only on `queue`
-        var stops: [DispatchSourceSignal] = []
-        for sig in [SIGINT, SIGTERM] {
-            let s = DispatchSource.makeSignalSource(signal: sig, queue: queue)
-            s.setEventHandler {
-                stopSignals += 1
-                if stopSignals == 1 { drain.signal() } else if stopSignals == 2 { force.signal() }
-            }
-            s.resume()
-            stops.append(s)
+        // The parts run as swift-service-lifecycle services (SIPProxy's
+        // Lifecycle.swift): SIGTERM or SIGINT shuts them down gracefully in
+        // reverse order, so the proxy drains first while the control socket,
+        // /ready and the reload signals still answer; a second SIGTERM or
+        // SIGINT ends the drain at once. SIGHUP reloads the TLS files, SIGUSR1
+        // the route script.
+        let stopSignals: [UnixSignal] = [.sigterm, .sigint]
+        var services: [any Service] = [ReloadSignalService(control: control), control]
+        if let http { services.append(http) }
+        services.append(ProxyService(core: core, logger: logger, stopAtOnceSignals: stopSignals))
+        let lifecycle = ServiceGroup(services: services, gracefulShutdownSignals: stopSignals, logger: logger)
+        // The group runs on Swift's concurrency pool while this main thread
+        // waits. The main thread must stay: an async main would end it, and
+        // /proc and ps would then show the process with the credentials it
+        // had before -u/-g.
+        let outcome = GroupOutcome()
+        Task {
+            do { try await lifecycle.run() } catch { outcome.error = error }
+            outcome.done.signal()
         }
-        let purge = group.next().scheduleRepeatedTask(initialDelay: .seconds(60), delay: .seconds(60)) { _ in
-            let n = location.purgeExpired()
-            if n > 0 { logger.info("purged \(n) expired registration\(n == 1 ? "" : "s")") }
-        }
-        drain.wait()
-        // Drain: no new connections, 503 to new requests, transactions in
-        // progress finish until none is left or shutdown_timeout passes.
-        core.beginDrain()
-        logger.notice("draining: \(core.activeTransactions) transaction(s) in progress; up to \(config.core.shutdownTimeout) s (shutdown_timeout)")
-        let deadline = DispatchTime.now() + .seconds(config.core.shutdownTimeout)
-        var forced = false
-        while core.activeTransactions > 0 {
-            let now = DispatchTime.now()
-            if now >= deadline {
-                logger.warning("shutdown_timeout reached with \(core.activeTransactions) transaction(s) in progress")
-                break
-            }
-            if force.wait(timeout: min(deadline, now + .milliseconds(50))) == .success {
-                logger.notice("second stop signal: stopping at once")
-                forced = true
-                break
-            }
-        }
-        logger.notice("stopping")
-        purge.cancel()
-        http?.stop()
-        control.stop()
-        // Connections close (TLS with close_notify) before the loops stop.
-        transport.shutdown(waitForClose: !forced)
+        outcome.done.wait()
+        if let error = outcome.error { logger.error("stopped by an error: \(error)") }
+        // The database is flushed (its write-ahead log checkpointed) once
+        // nothing can write to it any more.
         location.close()
         try? group.syncShutdownGracefully()
         if let pidPath { try? FileManager.default.removeItem(atPath: pidPath) }
+        if outcome.error != nil { throw ExitCode(1) }
     }
+}
+
+/// How the service group ended, handed from its task to the waiting main thread.
+private final class GroupOutcome: @unchecked Sendable { // `error` is written once before `done.signal()` and read only after `done.wait()`
+    var error: (any Error)?
+    let done = DispatchSemaphore(value: 0)
 }

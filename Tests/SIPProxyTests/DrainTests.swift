@@ -1,6 +1,9 @@
 import Foundation
+import Logging
 import SIPConfig
 import SIPProxy
+import ServiceLifecycle
+import ServiceLifecycleTestKit
 import Testing
 
 /// One SIP request over UDP from an ephemeral port: the first response
@@ -95,6 +98,47 @@ struct DrainTests {
         #expect(statusCode(inDialog) == 481, "\(inDialog ?? "no answer")")
     }
 
+    /// True when a TCP connection to 127.0.0.1:`port` is accepted.
+    static func acceptsTCP(_ port: UInt16) -> Bool {
+        Subprocess.run("python3", ["-c", "import socket; socket.create_connection(('127.0.0.1', \(port)), timeout=3)"], timeout: 10).status == 0
+    }
+
+    @Test("ProxyService (in process): runs the script until graceful shutdown, then drains (readiness false) and closes its listeners")
+    func proxyServiceGracefulShutdown() async throws {
+        let proxy = try TestProxy("listen=udp:127.0.0.1:0\nlisten=tcp:127.0.0.1:0\nalias=\"localhost\"\nshutdown_timeout=7\n" + drainScript)
+        defer { proxy.stop() }
+        let udp = proxy.port(.udp), tcp = proxy.port(.tcp)
+        let service = ProxyService(core: proxy.core, logger: Logger(label: "drain-test"), stopAtOnceSignals: [])
+        try await testGracefulShutdown { trigger in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await service.run() }
+                #expect(statusCode(udpRequest(port: udp, inviteText("nobody"))) == 404)
+                #expect(!proxy.core.isDraining && !proxy.core.metrics.isDraining)
+                #expect(Self.acceptsTCP(tcp))
+                trigger.triggerGracefulShutdown()
+                // No transaction in progress: the drain ends and run() returns.
+                try await group.waitForAll()
+            }
+        }
+        #expect(proxy.core.isDraining)
+        #expect(proxy.core.metrics.isDraining, "/ready must answer 503 once the drain has begun")
+        #expect(!Self.acceptsTCP(tcp))
+    }
+
+    @Test("ProxyService (in process): cancelled, it stops at once without a drain")
+    func proxyServiceCancelled() async throws {
+        let proxy = try TestProxy("listen=udp:127.0.0.1:0\nlisten=tcp:127.0.0.1:0\nalias=\"localhost\"\n" + drainScript)
+        defer { proxy.stop() }
+        let udp = proxy.port(.udp), tcp = proxy.port(.tcp)
+        let service = ProxyService(core: proxy.core, logger: Logger(label: "drain-test"), stopAtOnceSignals: [])
+        let running = Task { try await service.run() }
+        #expect(statusCode(udpRequest(port: udp, inviteText("nobody"))) == 404)
+        running.cancel()
+        try await running.value
+        #expect(!proxy.core.isDraining)
+        #expect(!Self.acceptsTCP(tcp))
+    }
+
     @Test("cfg.reload swaps in a good script; a bad one returns its errors and the running script stays")
     func reloadInProcess() throws {
         let proxy = try TestProxy("listen=udp:127.0.0.1:0\nalias=\"localhost\"\n" + drainScript)
@@ -169,7 +213,7 @@ struct DrainTests {
         #expect(caller.lines.contains("RESPONSE 480 Old Script"), "\(caller.lines) \(proxy.log.lines)")
     }
 
-    static func binaryConfig(_ dir: String, udp: UInt16, tcp: UInt16) throws -> String {
+    static func binaryConfig(_ dir: String, udp: UInt16, tcp: UInt16, http: UInt16? = nil) throws -> String {
         let file = dir + "/drain.cfg"
         try """
         listen=udp:127.0.0.1:\(udp)
@@ -178,20 +222,22 @@ struct DrainTests {
         disable_tls=1
         control_socket="ctl.sock"
         shutdown_timeout=60
+        \(http.map { "http_listen=\"127.0.0.1:\($0)\"" } ?? "")
         \(drainScript)
         """.write(toFile: file, atomically: true, encoding: .utf8)
         return file
     }
 
-    @Test("SIGTERM during a ringing call (real binary): the call gets its CANCEL/487/ACK, a new INVITE gets 503, no new TCP connection, exit 0",
+    @Test("SIGTERM during a ringing call (real binary): the call gets its CANCEL/487/ACK, a new INVITE gets 503, no new TCP connection, /ready 503 and ctl still answer, exit 0",
           .enabled(if: FileManager.default.fileExists(atPath: swiftserBinary)))
     func sigtermDuringRingingCall() throws {
         let dir = makeTempDir("drain")
-        let udp = freePort(), tcp = freePort()
-        let file = try Self.binaryConfig(dir, udp: udp, tcp: tcp)
+        let udp = freePort(), tcp = freePort(), http = freePort()
+        let file = try Self.binaryConfig(dir, udp: udp, tcp: tcp, http: http)
         let proxy = try Background(swiftserBinary, ["-f", file])
         defer { proxy.stop() }
         #expect(eventually { Subprocess.run(swiftserBinary, ["ctl", "-s", dir + "/ctl.sock", "core.version"]).status == 0 }, "\(proxy.lines)")
+        #expect(try Scrape(port: Int(http), path: "/ready").status == 200)
 
         let phone = try Background.ua(["phone", "--proto", "tcp", "--port", String(tcp), "--user", "alice", "--answer", "ring", "--duration", "40"])
         defer { phone.stop() }
@@ -214,6 +260,9 @@ struct DrainTests {
         let connect = Subprocess.run("python3", ["-c", "import socket; socket.create_connection(('127.0.0.1', \(tcp)), timeout=3)"], timeout: 10)
         #expect(connect.status != 0, "a new TCP connection was accepted while draining")
         #expect(proxy.process.isRunning, "the proxy left before the ringing call ended")
+        // While the call drains, the status listener and the control socket still answer: not ready.
+        #expect(try Scrape(port: Int(http), path: "/ready").status == 503)
+        #expect(Subprocess.run(swiftserBinary, ["ctl", "-s", dir + "/ctl.sock", "core.version"]).status == 0)
 
         // The call in progress goes on: CANCEL reaches the phone, 487 comes back, the caller ACKs.
         _ = FileManager.default.createFile(atPath: go, contents: Data())
@@ -229,7 +278,7 @@ struct DrainTests {
         }
     }
 
-    @Test("a second SIGTERM stops at once (real binary): a ringing call no longer holds the exit; status 0",
+    @Test("a second stop signal (SIGTERM, then SIGINT) stops at once (real binary): a ringing call no longer holds the exit; status 0",
           .enabled(if: FileManager.default.fileExists(atPath: swiftserBinary)))
     func secondSigterm() throws {
         let dir = makeTempDir("drain2")
@@ -247,7 +296,8 @@ struct DrainTests {
         kill(proxy.process.processIdentifier, SIGTERM)
         #expect(eventually { statusCode(udpRequest(port: udp, inviteText("nobody"), timeout: 2)) == 503 }, "\(proxy.lines)")
         #expect(proxy.process.isRunning, "the proxy left with a call ringing (shutdown_timeout is 60 s)")
-        kill(proxy.process.processIdentifier, SIGTERM)
+        // SIGINT counts as SIGTERM does.
+        kill(proxy.process.processIdentifier, SIGINT)
         let deadline = Date().addingTimeInterval(20)
         while proxy.process.isRunning && Date() < deadline { usleep(50_000) }
         #expect(!proxy.process.isRunning && proxy.process.terminationStatus == 0, "\(proxy.lines)")
@@ -296,6 +346,39 @@ struct DrainTests {
         let deadline = Date().addingTimeInterval(20)
         while proxy.process.isRunning && Date() < deadline { usleep(50_000) }
         #expect(!proxy.process.isRunning && proxy.process.terminationStatus == 0, "\(proxy.lines)")
+    }
+
+    @Test("a SIGTERM sent while the proxy is still starting (making its development certificates) is neither lost nor fatal: it drains and exits 0 (real binary)",
+          .enabled(if: FileManager.default.fileExists(atPath: swiftserBinary)))
+    func sigtermDuringStartUp() throws {
+        let dir = makeTempDir("drain-start")
+        let file = dir + "/start.cfg"
+        try """
+        listen=tls:127.0.0.1:\(freePort())
+        control_socket="ctl.sock"
+        tls_auto_dev_certificates=yes
+        tls_certificate="certs/server.pem"
+        tls_private_key="certs/server.key"
+        tls_ca_list="certs/dev-ca.pem"
+        modparam("usrloc", "db_mode", 0)
+        request_route { sl_send_reply("200", "OK"); }
+        """.write(toFile: file, atomically: true, encoding: .utf8)
+        // Started with no signal blocked, as a service manager starts it (a
+        // test's thread may have them blocked, and a child inherits that).
+        let unblocked = "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execv(sys.argv[1], sys.argv[1:])"
+        let proxy = try Background("python3", ["-c", unblocked, swiftserBinary, "-f", file])
+        defer { proxy.stop() }
+        // The signal goes as soon as the development CA is written: the
+        // server certificate, the listeners and the services are still to come.
+        let made = Date().addingTimeInterval(20)
+        while !FileManager.default.fileExists(atPath: dir + "/certs/dev-ca.key") && proxy.process.isRunning && Date() < made { usleep(500) }
+        kill(proxy.process.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(20)
+        while proxy.process.isRunning && Date() < deadline { usleep(20_000) }
+        #expect(!proxy.process.isRunning, "the SIGTERM was lost: \(proxy.lines)")
+        if !proxy.process.isRunning {
+            #expect(proxy.process.terminationReason == .exit && proxy.process.terminationStatus == 0, "\(proxy.lines)")
+        }
     }
 
     @Test("SIGUSR1 and ctl cfg.reload (real binary): a good script takes over, a bad one is refused with its errors",
