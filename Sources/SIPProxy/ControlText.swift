@@ -18,24 +18,9 @@ public enum ControlText {
 
     /// A JSON string literal: quote, backslash and control characters escaped (RFC 8259 §7).
     static func jsonString(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 || u.value == 0x7F {
-                    let hex = String(u.value, radix: 16, uppercase: true)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(u)
-                }
-            }
-        }
-        return out + "\""
+        var out = ""
+        LogLineFormat.appendJSONString(s, to: &out)
+        return out
     }
 
     /// A readable form: lists of objects as aligned columns, objects as

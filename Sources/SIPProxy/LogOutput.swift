@@ -88,7 +88,7 @@ public enum LogLineFormat {
             case "\r": s += "\\r"
             case "\t": s += "\\t"
             case _ where u.value < 0x20 || u.value == 0x7F:
-                let hex = String(u.value, radix: 16)
+                let hex = String(u.value, radix: 16, uppercase: true)
                 s += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
             default: s.unicodeScalars.append(u)
             }
