@@ -99,8 +99,16 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
         var servers: [TransactionKey: ServerTransaction] = [:]
         /// Branch parameter → its transaction and branch index.
         var clients: [String: (ServerTransaction, Int)] = [:]
-        let wheel: TimerWheel
-        init(wheel: TimerWheel) { self.wheel = wheel }
+    }
+
+    /// One timer wheel per event loop: a wake-up is scheduled on the wheel
+    /// of the loop that asks for it (no cross-thread wake-up), so timers
+    /// fire where their transaction's messages were handled.
+    private let wheels: [TimerWheel]
+
+    private func wheel(for shard: Int) -> TimerWheel {
+        for w in wheels where w.loop.inEventLoop { return w }
+        return wheels[shard % wheels.count]
     }
 
     /// `max_transactions`, `max_transactions_per_ip`.
@@ -115,7 +123,11 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
         let start = NIODeadline.now()
         self.clock = { Millis((NIODeadline.now() - start).nanoseconds / 1_000_000) }
         let n = max(1, min(16, System.coreCount * 2))
-        self.shards = (0..<n).map { _ in Shard(wheel: TimerWheel(loop: core.transport.group.next())) }
+        self.shards = (0..<n).map { _ in Shard() }
+        var loops: [EventLoop] = []
+        for loop in core.transport.group.makeIterator() { loops.append(loop) }
+        if loops.isEmpty { loops = [core.transport.group.next()] }
+        self.wheels = loops.map { TimerWheel(loop: $0) }
     }
 
     /// Transactions in all shards: while there are none (a proxy answering
@@ -235,9 +247,10 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
         }
     }
 
-    /// One wake-up per transaction, at the machine's next deadline. A
-    /// later deadline leaves the earlier wake-up in place (it finds
-    /// nothing due and schedules again).
+    /// One wake-up per transaction, at the machine's next deadline; a
+    /// deadline that moves replaces it (a wake-up that would find nothing
+    /// due costs more than a new timer). The timer holds its transaction
+    /// until it fires or is cancelled (removal cancels it).
     private func rescheduleLocked(_ t: ServerTransaction, shard: Shard) {
         guard let due = t.machine.nextDeadline else {
             t.timer?.cancel()
@@ -245,15 +258,14 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
             t.timerDue = nil
             return
         }
-        if let current = t.timerDue, current <= due, t.timer != nil { return }
+        if let current = t.timerDue, current == due, t.timer != nil { return }
         t.timer?.cancel()
         t.timerDue = due
         t.timerGeneration &+= 1
         let generation = t.timerGeneration
-        let delay = Int(max(0, due - clock()))
-        t.timer = shard.wheel.schedule(milliseconds: delay) { [weak self, weak t] in
-            guard let self, let t else { return }
-            self.wake(t, generation: generation)
+        let delay = Int(clamping: max(0, due - clock()))
+        t.timer = wheel(for: t.shard).schedule(milliseconds: delay) { [weak self, t] in
+            self?.wake(t, generation: generation)
         }
     }
 
