@@ -91,7 +91,7 @@ extension ProxyCore {
         if let h = ctx.loopHash { return h }
         // Every Route value counts, ours too (§16.6 step 8): a request sent
         // back through us by an application server with our Route is a spiral.
-        let h = Matching.loopHash(ctx.received.message, ownRoutesSkipped: 0, checked: ctx.checked)
+        let h = Matching.loopHash(ctx.received.message, checked: ctx.checked)
         ctx.loopHash = h
         return h
     }

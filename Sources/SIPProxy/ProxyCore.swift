@@ -596,6 +596,14 @@ struct FNV64 {
     mutating func add(_ s: ArraySlice<UInt8>) {
         s.withUnsafeBufferPointer { add(bytes: $0) }
     }
+    mutating func add(_ n: UInt64) {
+        var v = value
+        for shift in stride(from: 0, to: 64, by: 8) {
+            v ^= (n >> UInt64(shift)) & 0xff
+            v = v &* 0x100_0000_01b3
+        }
+        value = v
+    }
     private mutating func add(bytes: UnsafeBufferPointer<UInt8>) {
         var v = value
         for b in bytes {

@@ -76,8 +76,24 @@ public enum PeerIdentity {
 
     public static func isIPLiteral(_ s: String) -> Bool {
         if s.utf8.contains(0x3A) { return true }
-        let parts = s.split(separator: ".", omittingEmptySubsequences: false)
-        return parts.count == 4 && parts.allSatisfy { UInt8($0) != nil }
+        // Dotted quad: four runs of 1-3 digits, each at most 255 (read
+        // over the octets: this runs for every request routed by name).
+        var groups = 0, digits = 0, value = 0
+        for b in s.utf8 {
+            if b == 0x2E {
+                guard digits > 0, groups < 3 else { return false }
+                groups += 1
+                digits = 0
+                value = 0
+            } else if b >= 0x30 && b <= 0x39 {
+                digits += 1
+                value = value * 10 + Int(b - 0x30)
+                guard digits <= 3, value <= 255 else { return false }
+            } else {
+                return false
+            }
+        }
+        return groups == 3 && digits > 0
     }
 
     static func normalizeIP(_ s: String) -> String { s.lowercased() }

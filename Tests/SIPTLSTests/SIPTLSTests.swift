@@ -49,6 +49,17 @@ struct PeerIdentityTests {
         return try CertificateGenerator.issue(r, by: ca).certificate
     }
 
+    @Test("IP literals: dotted quads of octets, anything with a colon; host names are not")
+    func ipLiterals() {
+        for s in ["127.0.0.1", "0.0.0.0", "255.255.255.255", "010.1.1.1", "::1", "2001:db8::5", "[::1]"] {
+            #expect(PeerIdentity.isIPLiteral(s), "\(s)")
+        }
+        for s in ["", "256.1.1.1", "1.2.3", "1.2.3.4.5", "1..2.3", ".1.2.3", "1.2.3.", "1.2.3.4x", "+1.2.3.4", "1.2.3.1000",
+                  "example.com", "a.b.c.d", "1.2.3.d", "localhost"] {
+            #expect(!PeerIdentity.isIPLiteral(s), "\(s)")
+        }
+    }
+
     @Test("SAN sip: URIs first, then DNS names; CN only without SAN")
     func order() throws {
         let sipOnly = try cert(cn: "cn.test", dns: ["dns.test"], sip: ["sip:sip.test"])

@@ -88,15 +88,16 @@ enum Matching {
     /// hashes the same. Only fields an INVITE shares with its CANCEL and
     /// the ACK of a non-2xx (not the To tag, not Proxy-Authorization), so
     /// a stateless proxy gives all three the same branch (§16.11).
-    static func loopHash(_ m: SIPMessage, ownRoutesSkipped: Int, checked: SIPMessage.Checked?) -> UInt64 {
+    static func loopHash(_ m: SIPMessage, checked: SIPMessage.Checked?) -> UInt64 {
         var h = FNV64()
-        h.add(m.requestURIString ?? "")
+        h.add(m.requestURIBytes ?? [])
         h.add((checked?.fromTag ?? ((try? m.from()) ?? nil)?.tag) ?? "")
         h.add(m.headerValue(.callID) ?? [])
-        h.add(String(((checked?.cseq ?? (try? m.cseq()) ?? nil)?.number) ?? 0))
-        if let routes = try? m.routes() {
-            for r in routes.dropFirst(ownRoutesSkipped) { h.add(r.uri.description) }
-        }
+        h.add(UInt64(((checked?.cseq ?? (try? m.cseq()) ?? nil)?.number) ?? 0))
+        // Every Route value as it came, ours too (§16.6 step 8): a request
+        // that comes back unchanged carries the same octets. Hashed as
+        // text, not parsed — this runs for every request forwarded.
+        for v in m.headerValues(.route) { h.add(v) }
         return h.value
     }
 
