@@ -36,9 +36,17 @@ public struct ConfigDiagnostic: Error, Sendable, Equatable, CustomStringConverti
         var s = "\(location): \(severity.rawValue): \(message)"
         if let sourceLine {
             s += "\n    " + sourceLine + "\n    "
-            // Keep tabs so the caret lines up.
-            let prefix = sourceLine.prefix(max(0, location.column - 1))
-            s += String(prefix.map { $0 == "\t" ? "\t" : " " }) + "^"
+            // One blank per code point before the column (the lexer counts
+            // columns in code points), tabs kept so the caret lines up;
+            // read over the octets, not as Characters.
+            var pad: [UInt8] = []
+            var points = 0
+            for b in sourceLine.utf8 where b & 0xC0 != 0x80 {
+                guard points < location.column - 1 else { break }
+                points += 1
+                pad.append(b == 0x09 ? 0x09 : 0x20)
+            }
+            s += String(decoding: pad, as: UTF8.self) + "^"
         }
         return s
     }

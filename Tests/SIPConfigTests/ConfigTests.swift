@@ -171,6 +171,15 @@ struct SeedParameterTests {
 
 @Suite("Config errors name file, line, column and what was expected")
 struct ConfigErrorTests {
+    @Test("the caret counts code points and keeps tabs (non-ASCII text before the column)")
+    func caretAfterMultibyte() {
+        let d = ConfigDiagnostic(.error, SourceLocation(file: "f.cfg", line: 1, column: 6), "x", sourceLine: "\té€\u{1F600}b?")
+        #expect(d.description == "f.cfg:1:6: error: x\n    \té€\u{1F600}b?\n    \t    ^")
+        // A column past the end of the line (an error at the line's end).
+        let end = ConfigDiagnostic(.error, SourceLocation(file: "f.cfg", line: 1, column: 9), "x", sourceLine: "ab")
+        #expect(end.description.hasSuffix("\n    ab\n      ^"))
+    }
+
     @Test("syntax error with caret")
     func syntax() {
         let e = errors("listen=udp:127.0.0.1:5060\nrequest_route {\n  if (method == \"INVITE\" {\n    drop;\n  }\n}\n")
