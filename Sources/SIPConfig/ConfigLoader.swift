@@ -42,9 +42,9 @@ public enum ConfigLoader {
         b.diagnostics = lexer.diagnostics + parser.diagnostics
         b.apply(parser)
         let errors = b.diagnostics.filter { $0.severity == .error }
-        if !errors.isEmpty { throw ConfigErrors(errors) }
+        if !errors.isEmpty { throw ConfigErrors(ConfigDiagnostic.capped(errors, at: ConfigDiagnostic.maxErrors)) }
         var config = b.config
-        config.warnings = b.diagnostics.filter { $0.severity == .warning }
+        config.warnings = ConfigDiagnostic.capped(b.diagnostics.filter { $0.severity == .warning }, at: ConfigDiagnostic.maxWarnings)
         return config
     }
 }

@@ -31,6 +31,24 @@ public struct ConfigDiagnostic: Error, Sendable, Equatable, CustomStringConverti
         self.sourceLine = sourceLine
     }
 
+    /// At most this many errors are reported for one load (as compilers
+    /// stop at 20): a file that is not a config at all gives a short
+    /// report, not one line per token.
+    public static let maxErrors = 20
+    /// At most this many warnings.
+    public static let maxWarnings = 50
+
+    /// The first `limit` diagnostics; when there are more, a last one at the
+    /// first left out says how many were left out.
+    static func capped(_ list: [ConfigDiagnostic], at limit: Int) -> [ConfigDiagnostic] {
+        guard list.count > limit, limit >= 0 else { return list }
+        var out = Array(list.prefix(limit))
+        let rest = list[limit]
+        let kind = rest.severity == .error ? "errors" : "warnings"
+        out.append(ConfigDiagnostic(rest.severity, rest.location, "too many \(kind): \(list.count - limit) more not shown"))
+        return out
+    }
+
     /// `file:line:col: error: message`, then the line and a caret under the column.
     public var description: String {
         var s = "\(location): \(severity.rawValue): \(message)"

@@ -180,6 +180,16 @@ struct ConfigErrorTests {
         #expect(end.description.hasSuffix("\n    ab\n      ^"))
     }
 
+    @Test("at most 20 errors are reported, then how many more there were")
+    func errorCap() {
+        let text = "listen=udp:127.0.0.1:5060\n" + String(repeating: "no_such_parameter = 1\n", count: 45)
+        let e = errors(text)
+        #expect(e.count == ConfigDiagnostic.maxErrors + 1)
+        #expect(e.last?.severity == .error)
+        #expect(e.last?.location.line == ConfigDiagnostic.maxErrors + 2)
+        #expect(e.last?.message.hasPrefix("too many errors: 2") == true && e.last?.message.hasSuffix("more not shown") == true)
+    }
+
     @Test("syntax error with caret")
     func syntax() {
         let e = errors("listen=udp:127.0.0.1:5060\nrequest_route {\n  if (method == \"INVITE\" {\n    drop;\n  }\n}\n")
