@@ -66,7 +66,10 @@ public struct Lexer {
     }
 
     mutating func error(_ loc: SourceLocation, _ message: String) {
-        diagnostics.append(ConfigDiagnostic(.error, loc, message, sourceLine: line(loc)))
+        // The lexer's errors come first and only the first few are shown
+        // (ConfigDiagnostic.maxErrors): later ones need no copy of their line.
+        let shown = diagnostics.count < ConfigDiagnostic.maxErrors
+        diagnostics.append(ConfigDiagnostic(.error, loc, message, sourceLine: shown ? line(loc) : nil))
     }
 
     /// Tokens of a file, includes spliced in; ends with `.end`.
