@@ -284,6 +284,39 @@ struct ScriptSafetyTests {
         }
     }
 
+    @Test("a valid database with one damaged page inside is refused at start as .corrupt (quick_check), not found later by a query")
+    func damagedPageInside() throws {
+        let dir = makeTempDir("dbpage")
+        let path = dir + "/location.sqlite"
+        var db: OpaquePointer?
+        #expect(sqlite3_open(path, &db) == SQLITE_OK)
+        let made = sqlite3_exec(db, """
+            CREATE TABLE filler(x BLOB);
+            WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 3000)
+            INSERT INTO filler SELECT randomblob(200) FROM c;
+            """, nil, nil, nil)
+        #expect(made == SQLITE_OK)
+        sqlite3_close(db)
+        // The header and the schema (pages 1-2) stay good; a page of the
+        // table's b-tree gets garbage over its header.
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+        try handle.seek(toOffset: 4096 * 40)
+        try handle.write(contentsOf: Data(repeating: 0xA5, count: 64))
+        try handle.close()
+        for open in [{ _ = try LocationService(path: path) }, { _ = try SubscriberStore(path: path) }] as [() throws -> Void] {
+            do {
+                try open()
+                Issue.record("a database with a damaged page was opened")
+            } catch LocationService.StoreError.open(let e) {
+                #expect(e.path == path)
+                #expect(e.problem == .corrupt)
+            } catch SubscriberStore.StoreError.open(let e) {
+                #expect(e.path == path)
+                #expect(e.problem == .corrupt)
+            }
+        }
+    }
+
     @Test("swiftser refuses to start on a location database of random bytes: exit 1, the path named, nothing left running",
           .enabled(if: FileManager.default.fileExists(atPath: swiftserBinary)))
     func startRefusesCorruptDatabase() throws {
