@@ -230,8 +230,10 @@ extension ProxyCore {
             let out = try prepare(ctx, target: target, forced: forced, branchIndex: 0, mayDefer: mayDefer)
             logger.debug("forwarding \(ctx.message.method?.name ?? "") statelessly to \(out.destination)")
             metrics.forwardedRequest()
-            transport.send(out.bytes, to: out.destination).whenFailure { [logger] e in
-                logger.info("stateless forward to \(out.destination) failed: \(e)")
+            if case .notApplicable = transport.sendDirect(out.bytes, to: out.destination) {
+                transport.send(out.bytes, to: out.destination).whenFailure { [logger] e in
+                    logger.info("stateless forward to \(out.destination) failed: \(e)")
+                }
             }
             return true
         } catch .needsLookup(let name) {

@@ -582,7 +582,10 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
         var dest = Destination(proto: proto, host: bare, port: port)
         if proto != .udp, let c = transport.findConnection(proto: proto, ip: bare, port: Int(port)) { dest.connectionID = c.id }
         metrics.forwardedReply(m.statusCode ?? 0)
-        transport.send(m.serialized(), to: dest).whenFailure { [logger, dest] e in logger.info("response to \(dest) not sent: \(e)") }
+        let bytes = m.serialized()
+        if case .notApplicable = transport.sendDirect(bytes, to: dest) {
+            transport.send(bytes, to: dest).whenFailure { [logger, dest] e in logger.info("response to \(dest) not sent: \(e)") }
+        }
     }
 }
 

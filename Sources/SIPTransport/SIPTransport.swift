@@ -26,7 +26,9 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
     private let delegateBox = NIOLockedValueBox<SIPTransportDelegate?>(nil)
     private let lock = NIOLock()
     private var channels: [Channel] = []
-    private var udpChannels: [(ListenSocket, Channel)] = []
+    /// UDP listeners as bound, their channels, and a socket to send on
+    /// directly from the channel's own loop (see `sendDirect`).
+    private var udpChannels: [(ListenSocket, Channel, UDPReplySocket?)] = []
     /// The TCP and TLS listening sockets (closed by `stopAccepting`).
     private var streamServerChannels: [Channel] = []
     private var pendingConnects: [String: EventLoopFuture<SIPConnection>] = [:]
@@ -64,11 +66,12 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
         try DescriptorLimit.raise(toFit: descriptorsNeeded, logger: logger)
         for l in config.listens {
             do {
-                let (channel, bound) = try bind(l)
+                let (channel, bound, fd) = try bind(l)
+                let direct = fd.map { UDPReplySocket(fd: $0, channel: channel, counters: counters, logger: logger) }
                 lock.withLock {
                     channels.append(channel)
                     listeners.append(bound)
-                    if l.proto == .udp { udpChannels.append((bound, channel)) } else { streamServerChannels.append(channel) }
+                    if l.proto == .udp { udpChannels.append((bound, channel, direct)) } else { streamServerChannels.append(channel) }
                 }
                 logger.info("listening on \(bound)\(bound.advertisedHost.map { " advertise \($0)" } ?? "")")
             } catch {
@@ -83,8 +86,10 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
         public var description: String { "cannot listen on \(listen): \(reason)" }
     }
 
-    private func bind(_ l: ListenSocket) throws -> (Channel, ListenSocket) {
+    /// The channel, the listener as bound, and for UDP the socket's descriptor.
+    private func bind(_ l: ListenSocket) throws -> (Channel, ListenSocket, CInt?) {
         let channel: Channel
+        var udpDescriptor: CInt? = nil
         // Handlers see the listener as bound (port 0 replaced by the real port).
         let box = ListenerBox(l)
         switch l.proto {
@@ -92,6 +97,7 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
             // The socket is made here so its descriptor is known: the
             // first handler sends on it itself (see UDPSendHandler).
             let fd = try UDPSendHandler.makeSocket(host: l.host, port: Int(l.port))
+            udpDescriptor = fd
             let counters = self.counters, logger = self.logger
             // One recvmmsg per wake-up takes up to `udpReadBatch` datagrams,
             // each into its own 64 KiB slot of one receive buffer (SwiftNIO
@@ -122,7 +128,7 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
         var bound = l
         if let p = channel.localAddress?.port { bound.port = UInt16(p) }
         box.value = bound
-        return (channel, bound)
+        return (channel, bound, udpDescriptor)
     }
 
     /// Datagrams one read of a UDP listener takes at most (its receive
@@ -422,6 +428,43 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
     private func sendUDP(_ bytes: [UInt8], to address: SocketAddress, from l: ListenSocket?) -> EventLoopFuture<Void> {
         guard let ch = udpChannel(from: l, to: address) else { return group.next().makeFailedFuture(SIPTransportError.noListener(.udp, "\(address)")) }
         return ch.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: ByteBuffer(bytes: bytes)))
+    }
+
+    /// What `sendDirect` did.
+    public enum DirectSend: Sendable {
+        case sent
+        /// The datagram could not be sent (counted and logged; the listener stays open).
+        case failed(UDPSendError)
+        /// This path does not apply: send with `send(_:to:)`.
+        case notApplicable
+    }
+
+    /// A datagram to an IP address, written with one `sendto` on the UDP
+    /// listener's socket from that listener's own event loop: no promise,
+    /// future or pipeline (a forwarded request or response costs about as
+    /// much to send as a stateless reply). `.notApplicable` when that does
+    /// not hold — a stream, a name to resolve, another thread — and the
+    /// caller then uses `send(_:to:)`.
+    public func sendDirect(_ bytes: [UInt8], to d: Destination) -> DirectSend {
+        guard d.proto == .udp, d.srvName == nil else { return .notApplicable }
+        let address: SocketAddress
+        if let a = d.address {
+            address = a
+        } else {
+            var host = Substring(d.host)
+            if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
+            // Only what can be an address literal is tried (a name would
+            // cost a thrown error here and again on the full path).
+            guard let first = host.utf8.first, (0x30...0x39).contains(first) || host.utf8.contains(0x3A),
+                  let a = try? SocketAddress(ipAddress: String(host), port: Int(d.port)) else { return .notApplicable }
+            address = a
+        }
+        let ipv6 = address.protocol == .inet6
+        let socket: UDPReplySocket? = lock.withLock {
+            (udpChannels.first { $0.0.isIPv6 == ipv6 } ?? udpChannels.first)?.2
+        }
+        guard let socket else { return .notApplicable }
+        return bytes.withUnsafeBytes { socket.sendNow($0, to: address) }
     }
 
     func resolve(_ d: Destination, on loop: EventLoop) -> EventLoopFuture<SocketAddress> {

@@ -157,6 +157,15 @@ final class UDPReplySocket: @unchecked Sendable { // fd and channel are constant
         if result < 0 { _ = UDPSendHandler.failed(code: Int32(-result), to: address, counters: counters, logger: logger) }
         return true
     }
+
+    /// Sends `bytes` as one datagram now, from the channel's loop only
+    /// (`.notApplicable` elsewhere, or when the channel is closed).
+    func sendNow(_ bytes: UnsafeRawBufferPointer, to address: SocketAddress) -> SIPTransport.DirectSend {
+        guard channel.eventLoop.inEventLoop, channel.isActive else { return .notApplicable }
+        let result = UDPSendHandler.send(fd: fd, bytes, to: address)
+        if result < 0 { return .failed(UDPSendHandler.failed(code: Int32(-result), to: address, counters: counters, logger: logger)) }
+        return .sent
+    }
 }
 
 #if os(Linux)

@@ -298,12 +298,28 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
 
     private func perform(_ e: Effects, for t: ServerTransaction) {
         for bytes in e.upstream {
+            // Nobody would read a failure below info level: no future (as sendReply).
+            if core.logger.logLevel > .info, core.transport.replyUnobserved(size: bytes.count, to: t.request, { out in
+                bytes.withUnsafeBytes { out.copyMemory(from: $0) }
+                return bytes.count
+            }) {
+                continue
+            }
             core.transport.reply(bytes, to: t.request).whenFailure { [logger = core.logger, request = t.request] error in
                 logger.info("response not delivered to \(request.sourceIP):\(request.sourcePort): \(error)")
             }
         }
         for s in e.sends {
             core.metrics.forwardedRequest()
+            switch core.transport.sendDirect(s.bytes, to: s.to) {
+            case .sent:
+                continue
+            case .failed:
+                if let i = s.branch { modify(t) { m, now in m.branchFailed(i, now: now) } }
+                continue
+            case .notApplicable:
+                break
+            }
             let f: EventLoopFuture<Void>
             if let i = s.branch, s.to.proto != .udp {
                 let shard = shards[t.shard]
