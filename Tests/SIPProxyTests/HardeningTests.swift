@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOCore
 import SIPConfig
 import SIPProxy
 import SIPTransport
@@ -51,6 +52,51 @@ struct HardeningTests {
         // The listener is still open and answers.
         let r = Subprocess.sipclient(["--proto", "udp", "--port", String(port), "--options", "--wait", "2"])
         #expect(r.out.contains("RESPONSE SIP/2.0 200 Alive"), "\(r.out) \(r.err)")
+    }
+
+    @Test("sendDirect: one sendto from the UDP listener's own loop; names, streams and other threads take the full path")
+    func sendDirect() throws {
+        let proxy = try TestProxy("""
+        children=1
+        listen=udp:127.0.0.1:0
+        request_route { drop; }
+        """)
+        defer { proxy.stop() }
+        // A peer socket to receive on.
+        let peer = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(peer) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(peer, $0, len) } }
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(peer, $0, &len) } }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(peer, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let port = UInt16(bigEndian: addr.sin_port)
+        let bytes = Array("OPTIONS sip:x@127.0.0.1 SIP/2.0\r\n\r\n".utf8)
+        let transport = proxy.transport
+        let toPeer = Destination(proto: .udp, host: "127.0.0.1", port: port)
+
+        // Off the loop, a name, a stream: the full path.
+        guard case .notApplicable = transport.sendDirect(bytes, to: toPeer) else { Issue.record("sent off the loop"); return }
+        let loop = transport.group.next()
+        let onLoop = try loop.submit { () -> [String] in
+            var outcomes: [String] = []
+            for d in [Destination(proto: .udp, host: "localhost", port: port), Destination(proto: .tcp, host: "127.0.0.1", port: port), toPeer] {
+                switch transport.sendDirect(bytes, to: d) {
+                case .sent: outcomes.append("sent")
+                case .failed: outcomes.append("failed")
+                case .notApplicable: outcomes.append("full path")
+                }
+            }
+            return outcomes
+        }.wait()
+        #expect(onLoop == ["full path", "full path", "sent"])
+        var buffer = [UInt8](repeating: 0, count: 2048)
+        let n = recv(peer, &buffer, buffer.count, 0)
+        #expect(n == bytes.count)
+        #expect(Array(buffer.prefix(max(0, n))) == bytes)
     }
 
     @Test("no other socket can bind the UDP listener's port (no SO_REUSEADDR sharing)")
