@@ -159,19 +159,23 @@ extension SIPMessage {
         return out
     }
 
-    func addressList(_ name: SIPHeaderName, build: Bool = true) throws(SIPParseError) -> [NameAddress] {
+    func addressList(_ name: SIPHeaderName, build: Bool = true, limit: Int = .max) throws(SIPParseError) -> [NameAddress] {
         var out: [NameAddress] = []
         for e in entries where e.name == name {
             do {
                 try SIPHeaderField.forEachListValue(value(e)) { (v) throws(SIPParseError) in
+                    guard out.count < limit else { return }
                     if build { out.append(try NameAddress.parse(v, header: name.canonicalName)) } else { try NameAddress.check(v, header: name.canonicalName) }
                 }
             } catch { throw parseError(error, for: e) }
+            if out.count >= limit { break }
         }
         return out
     }
 
     public func routes() throws(SIPParseError) -> [NameAddress] { try addressList(.route) }
+    /// The first `n` Route values, parsed; the rest are not read.
+    public func routes(first n: Int) throws(SIPParseError) -> [NameAddress] { try addressList(.route, limit: n) }
     public func recordRoutes() throws(SIPParseError) -> [NameAddress] { try addressList(.recordRoute) }
     public func paths() throws(SIPParseError) -> [NameAddress] { try addressList(.path) }
 

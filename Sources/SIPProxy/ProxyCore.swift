@@ -269,24 +269,32 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
     /// value; then every Route value naming this proxy at the top is taken
     /// off (two with `r2=on`, RFC 5658).
     func processRoutes(_ ctx: MessageContext) {
-        guard var routes = try? ctx.message.routes(), !routes.isEmpty else { return }
+        // Only the top two values decide (ours, and ours again after a
+        // transport change with r2=on); the rest are counted, not parsed.
+        var total = ctx.message.listValueCount(.route)
+        guard total > 0, var head = try? ctx.message.routes(first: 2), !head.isEmpty else { return }
         ctx.hadRouteSet = true
-        if let s = ctx.message.requestURIString, let ru = try? SIPURI.parse(s), isMyself(uri: ru),
-           ru.isLooseRouter || ru.hasParameter("r2"), let last = routes.last {
+        // The Request-URI as received (processRoutes runs before the script).
+        let ru = ctx.checked?.requestURI ?? ctx.message.requestURIString.flatMap { try? SIPURI.parse($0) }
+        if let ru, isMyself(uri: ru), ru.isLooseRouter || ru.hasParameter("r2") {
+            // Strict-router repair (§16.4): every value is needed.
+            guard var routes = try? ctx.message.routes(), let last = routes.last else { return }
             ctx.message.setRequestURI(last.uri.description)
             routes.removeLast()
             ctx.message.removeHeaders(.route)
             for r in routes { ctx.message.appendHeader(SIPHeaderField(.route, value: ArraySlice(Array("<\(r.uri.description)>".utf8)))) }
+            head = Array(routes.prefix(2))
+            total = routes.count
         }
         ctx.routesRemain = true
-        guard let first = routes.first, isMyself(uri: first.uri) else { return }
+        guard let first = head.first, isMyself(uri: first.uri) else { return }
         ctx.message.popFirstValue(.route)
         var popped = 1
-        if first.uri.parameter("r2") == "on", routes.count > 1, isMyself(uri: routes[1].uri) {
+        if first.uri.parameter("r2") == "on", head.count > 1, isMyself(uri: head[1].uri) {
             ctx.message.popFirstValue(.route)
             popped = 2
         }
-        ctx.routesRemain = routes.count > popped
+        ctx.routesRemain = total > popped
     }
 
     /// Adds `received` when the source differs from the sent-by, and fills
