@@ -113,6 +113,13 @@ extension ProxyCore {
     /// set from Path, next hop (Route, `$du`, the binding's destination or
     /// the Request-URI), our Via, Record-Route (double when the two legs
     /// use different sockets, RFC 5658).
+    /// A URI's octets begin with `sips:` (any case).
+    static func isSIPS(_ uri: ArraySlice<UInt8>?) -> Bool {
+        guard let uri, uri.count >= 5 else { return false }
+        let i = uri.startIndex
+        return uri[i] | 0x20 == 0x73 && uri[i + 1] | 0x20 == 0x69 && uri[i + 2] | 0x20 == 0x70 && uri[i + 3] | 0x20 == 0x73 && uri[i + 4] == 0x3A
+    }
+
     func prepare(_ ctx: MessageContext, target: Target, forced: (TransportProtocol?, String, UInt16?)?, branchIndex: Int, mayDefer: Bool = false, stateful: Bool = false) throws(ForwardError) -> OutgoingRequest {
         var m = ctx.message
         if target.uri != m.requestURIString { m.setRequestURI(target.uri) }
@@ -132,7 +139,7 @@ extension ProxyCore {
         // the request with its URI as the Request-URI; the Request-URI goes
         // to the end of the Route set.
         var strictNextHop = false
-        if ctx.destinationURI == nil, forced == nil, let routes = try? m.routes(), let first = routes.first, !first.uri.isLooseRouter {
+        if ctx.destinationURI == nil, forced == nil, let routes = try? m.routes(first: 1), let first = routes.first, !first.uri.isLooseRouter {
             strictNextHop = true
             let uri = m.requestURIString ?? ""
             _ = m.popFirstValue(.route)
@@ -147,7 +154,7 @@ extension ProxyCore {
                 dest = try resolver.destination(for: SIPURI(host: forced.1, port: forced.2 ?? proto.defaultPort), forced: proto)
             } else if let du = ctx.destinationURI {
                 dest = try resolver.destination(for: try SIPURI.parse(du), forced: forced?.0, mayDefer: mayDefer)
-            } else if !strictNextHop, let route = ((try? m.routes()) ?? []).first {
+            } else if !strictNextHop, let route = ((try? m.routes(first: 1)) ?? []).first {
                 dest = try resolver.destination(for: route.uri, forced: forced?.0, mayDefer: mayDefer)
             } else if !strictNextHop, let d = target.destination {
                 dest = d
@@ -176,8 +183,8 @@ extension ProxyCore {
         }
         // RFC 5630: a request whose Request-URI is (or arrived as) sips:
         // leaves only over TLS — never downgraded by a lookup() to a sip: contact.
-        let sips = [m.requestURIString, ctx.received.message.requestURIString].contains { $0?.lowercased().hasPrefix("sips:") == true }
-        if sips && dest.proto != .tls {
+        let sipsRequest = Self.isSIPS(m.requestURIBytes) || Self.isSIPS(ctx.received.message.requestURIBytes)
+        if sipsRequest && dest.proto != .tls {
             throw .sipsNeedsTLS
         }
         guard let out = transport.listener(for: dest.proto, ipv6: dest.host.utf8.contains(0x3A)), !(dest.proto == .tls && config.tls.disabled) else {
@@ -194,9 +201,7 @@ extension ProxyCore {
             let inL = ctx.received.listener
             // RFC 5630: a sips: Request-URI or top Route asks for a sips:
             // Record-Route (on a TLS leg).
-            let sips = m.requestURIString?.lowercased().hasPrefix("sips:") == true
-                || ctx.received.message.requestURIString?.lowercased().hasPrefix("sips:") == true
-                || (((try? m.routes()) ?? []).first?.uri.scheme == .sips)
+            let sips = sipsRequest || (((try? m.routes(first: 1)) ?? []).first?.uri.scheme == .sips)
             func rr(_ l: ListenSocket, r2: Bool) -> [UInt8] {
                 let h = l.advertisedHost ?? l.host
                 let secure = sips && l.proto == .tls
