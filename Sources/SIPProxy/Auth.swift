@@ -259,12 +259,11 @@ extension ProxyCore {
         return nil
     }
 
-    /// Network text for a log line: CR, LF, ESC and other controls escaped.
+    /// Network text for a log line: its first 256 code points, escaped as
+    /// every log line escapes network text (`LogText`).
     static func printable(_ s: String) -> String {
-        var out = ""
-        for u in s.unicodeScalars.prefix(256) {
-            if u.value < 0x20 || u.value == 0x7F { out += "\\x" + String(u.value, radix: 16) } else { out.unicodeScalars.append(u) }
-        }
-        return out
+        var head = String.UnicodeScalarView()
+        head.append(contentsOf: s.unicodeScalars.prefix(256))
+        return LogText.escaped(String(head))
     }
 }

@@ -273,7 +273,6 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
         // transport change with r2=on); the rest are counted, not parsed.
         var total = ctx.message.listValueCount(.route)
         guard total > 0, var head = try? ctx.message.routes(first: 2), !head.isEmpty else { return }
-        ctx.hadRouteSet = true
         // The Request-URI as received (processRoutes runs before the script).
         let ru = ctx.checked?.requestURI ?? ctx.message.requestURIString.flatMap { try? SIPURI.parse($0) }
         if let ru, isMyself(uri: ru), ru.isLooseRouter || ru.hasParameter("r2") {
@@ -286,6 +285,7 @@ public final class ProxyCore: SIPTransportDelegate, @unchecked Sendable { // imm
             head = Array(routes.prefix(2))
             total = routes.count
         }
+        ctx.hadRouteSet = true
         ctx.routesRemain = true
         guard let first = head.first, isMyself(uri: first.uri) else { return }
         ctx.message.popFirstValue(.route)

@@ -61,16 +61,20 @@ enum SQLiteFile {
     /// Opens `path` (nil: an in-memory database). `wal`: switch the file
     /// to write-ahead logging. Throws when the file cannot be opened, is
     /// not a database, or cannot be locked for writing within the timeout.
-    /// nil when `PRAGMA quick_check(1)` says "ok"; else what it found.
-    static func quickCheck(_ db: OpaquePointer) -> String? {
+    /// nil when `PRAGMA quick_check(1)` says "ok"; else the problem: a
+    /// damaged page it found (`.corrupt`), or why it could not run (busy,
+    /// I/O, memory: classed by SQLite's result code, not called corrupt).
+    static func quickCheck(_ db: OpaquePointer) -> (SQLiteProblem, String)? {
         var stmt: OpaquePointer?
         guard sqlite3_prepare_v2(db, "PRAGMA quick_check(1)", -1, &stmt, nil) == SQLITE_OK, let stmt else {
-            return String(cString: sqlite3_errmsg(db))
+            return (SQLiteProblem(code: sqlite3_extended_errcode(db)), String(cString: sqlite3_errmsg(db)))
         }
         defer { sqlite3_finalize(stmt) }
-        guard sqlite3_step(stmt) == SQLITE_ROW else { return String(cString: sqlite3_errmsg(db)) }
+        guard sqlite3_step(stmt) == SQLITE_ROW else {
+            return (SQLiteProblem(code: sqlite3_extended_errcode(db)), String(cString: sqlite3_errmsg(db)))
+        }
         let answer = sqlite3_column_text(stmt, 0).map { String(cString: $0) } ?? ""
-        return answer == "ok" ? nil : answer
+        return answer == "ok" ? nil : (.corrupt, answer)
     }
 
     static func connect(_ path: String?, wal: Bool) throws(SQLiteOpenError) -> OpaquePointer {
@@ -105,9 +109,9 @@ enum SQLiteFile {
         // A damaged page deeper in a valid file: `PRAGMA quick_check` reads
         // every page once (linear in the file's size: about a second for
         // a few hundred MB) and answers "ok" or the first problem.
-        if path != nil, let problem = quickCheck(db) {
+        if path != nil, let (problem, detail) = quickCheck(db) {
             sqlite3_close(db)
-            throw SQLiteOpenError(path: target, problem: .corrupt, detail: problem)
+            throw SQLiteOpenError(path: target, problem: problem, detail: detail)
         }
         return db
     }

@@ -46,6 +46,14 @@ struct MatchingTests {
         #expect(Matching.loopHash(viaAdded, checked: nil) == h)
         #expect(Matching.loopHash(otherURI, checked: nil) != h)
         #expect(Matching.loopHash(otherRoute, checked: nil) != h)
+        // The same Route URI written with a display name, header parameters
+        // or other spacing (a CANCEL built by another stack): the same hash.
+        let rewritten = try Self.parse(Self.invite.replacingOccurrences(of: "Route: <sip:p2.example.com;lr>",
+                                                                        with: "Route:  \"proxy\" <sip:p2.example.com;lr> ;x=1"))
+        #expect(Matching.loopHash(rewritten, checked: nil) == h)
+        #expect(Matching.routeURI(ArraySlice("sip:p2.example.com ;lr".utf8)).elementsEqual("sip:p2.example.com".utf8))
+        #expect(Matching.routeURI(ArraySlice("<sip:a;lr>".utf8)).elementsEqual("sip:a;lr".utf8))
+        #expect(Matching.routeURI(ArraySlice("<sip:a".utf8)).elementsEqual("sip:a".utf8))
     }
 
     @Test("Transaction keys: ACK and CANCEL map to the INVITE; RFC 2543 ACK matches without the To tag")

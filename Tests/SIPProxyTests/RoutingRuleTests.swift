@@ -123,6 +123,37 @@ struct RoutingRuleTests {
         #expect(!only.routesRemain)
     }
 
+    @Test("Double Record-Route (r2=on): both of our values come off the top; what follows is counted, not lost (§16.4)")
+    func doubleRouteOff() throws {
+        let proxy = try TestProxy("listen=udp:127.0.0.1:0\nlisten=tcp:127.0.0.1:0\n" + Self.script)
+        defer { proxy.stop() }
+        let udp = proxy.port(.udp), tcp = proxy.port(.tcp)
+        let ours = "<sip:127.0.0.1:\(udp);lr;r2=on>, <sip:127.0.0.1:\(tcp);transport=tcp;lr;r2=on>"
+        let three = try Self.context(proxy, Self.request("sip:bob@example.com", method: "BYE", headers: "Route: \(ours), <sip:10.0.0.1;lr>\r\n"))
+        proxy.core.processRoutes(three)
+        #expect(try Self.routes(three.message) == ["sip:10.0.0.1;lr"])
+        #expect(three.hadRouteSet && three.routesRemain)
+        // Four values over two lines: the count spans header lines.
+        let four = try Self.context(proxy, Self.request("sip:bob@example.com", method: "BYE",
+                                                        headers: "Route: \(ours)\r\nRoute: <sip:10.0.0.1;lr>, <sip:10.0.0.2;lr>\r\n"))
+        proxy.core.processRoutes(four)
+        #expect(try Self.routes(four.message) == ["sip:10.0.0.1;lr", "sip:10.0.0.2;lr"])
+        #expect(four.routesRemain)
+        // Only ours: nothing remains, routed by the Request-URI.
+        let two = try Self.context(proxy, Self.request("sip:bob@example.com", method: "BYE", headers: "Route: \(ours)\r\n"))
+        proxy.core.processRoutes(two)
+        #expect(try Self.routes(two.message).isEmpty)
+        #expect(two.hadRouteSet && !two.routesRemain)
+        // Strict-router repair that cannot read every value (validate()
+        // refuses such a request first; the core holds even without it):
+        // nothing is changed and the request does not count as loose-routed.
+        let badText = Self.request("sip:127.0.0.1:\(udp);lr", method: "BYE", headers: "Route: <sip:10.0.0.1;lr>, <sip:10.0.0.2;lr>, <sip:\r\n")
+        let bad = MessageContext(received: try Self.received(proxy, badText), checked: nil)
+        proxy.core.processRoutes(bad)
+        #expect(!bad.hadRouteSet)
+        #expect(bad.message.requestURIString == "sip:127.0.0.1:\(udp);lr")
+    }
+
     @Test("A branch prepared after a DNS look-up uses the request as it was at t_relay(), whatever the script does to its context meanwhile")
     func snapshotForLateBranch() throws {
         let proxy = try TestProxy("listen=udp:127.0.0.1:0\n" + Self.script)

@@ -42,6 +42,55 @@ struct TransactionFlowTests {
         #expect(r.out.contains("RESPONSE SIP/2.0 482"), "\(r.out) \(proxy.log.lines.suffix(10))")
     }
 
+    @Test("parallel forking: a first branch whose send fails at once (sendto refuses it) does not answer the caller before the other branch rings and answers (§16.7)")
+    func forkWithFailingFirstBranch() throws {
+        let proxy = try TestProxy("""
+        listen=udp:127.0.0.1:0
+        alias="localhost"
+        loadmodule "tm.so"
+        loadmodule "sl.so"
+        loadmodule "registrar.so"
+        loadmodule "usrloc.so"
+        loadmodule "textops.so"
+        modparam("usrloc", "db_mode", 0)
+        loadmodule "rr.so"
+        loadmodule "siputils.so"
+        request_route {
+            if (has_totag()) { if (loose_route()) { t_relay(); exit; } sl_send_reply("404", "Not here"); exit; }
+            if (is_method("REGISTER")) { save("location"); exit; }
+            if (!lookup("location")) { sl_send_reply("404", "Not Found"); exit; }
+            record_route();
+            t_relay();
+        }
+        """)
+        defer { proxy.stop() }
+        let port = proxy.port(.udp)
+        let phone = try Background.ua(["phone", "--proto", "udp", "--port", String(port), "--user", "alice", "--answer", "200", "--duration", "15"])
+        defer { phone.stop() }
+        #expect(phone.wait(for: "REGISTERED"), "\(phone.lines)")
+        // A second binding first in q order, at an IPv6 address while the
+        // proxy listens on IPv4 only: the kernel refuses every datagram to
+        // it at once (sendto on an IPv4 socket).
+        let aor = try #require(proxy.location.all().first?.aor)
+        var bindings = proxy.location.bindings(for: aor)
+        var dead = try #require(bindings.first)
+        dead.contact = "sip:alice@[::1]:5099"
+        dead.receivedIP = "::1"
+        dead.receivedPort = 5099
+        dead.q = 1.0
+        dead.callID = "dead-contact"
+        bindings.insert(dead, at: 0)
+        try proxy.location.replace(aor: aor, with: bindings)
+        let errorsBefore = proxy.transport.counters.values.udpSendErrors
+        let caller = try Background.ua(["call", "--proto", "udp", "--port", String(port), "--to", "alice", "--expect", "200", "--timeout", "10"])
+        defer { caller.stop() }
+        #expect(caller.finish(timeout: 20) == 0, "\(caller.lines) \(proxy.log.lines)")
+        #expect(caller.lines.contains { $0.hasPrefix("CALL-OK") }, "\(caller.lines)")
+        #expect(!caller.lines.contains { $0.hasPrefix("RESPONSE 5") }, "\(caller.lines)")
+        #expect(phone.wait(for: "BYE-RECEIVED"), "\(phone.lines)")
+        #expect(proxy.transport.counters.values.udpSendErrors > errorsBefore)
+    }
+
     @Test("a forged response carrying our Via that matches no transaction is dropped, and UDP service goes on")
     func unmatchedResponseDropped() throws {
         let proxy = try TestProxy("listen=udp:127.0.0.1:0\n" + Self.relayScript)

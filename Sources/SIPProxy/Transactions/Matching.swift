@@ -94,11 +94,27 @@ enum Matching {
         h.add((checked?.fromTag ?? ((try? m.from()) ?? nil)?.tag) ?? "")
         h.add(m.headerValue(.callID) ?? [])
         h.add(UInt64(((checked?.cseq ?? (try? m.cseq()) ?? nil)?.number) ?? 0))
-        // Every Route value as it came, ours too (§16.6 step 8): a request
-        // that comes back unchanged carries the same octets. Hashed as
-        // text, not parsed — this runs for every request forwarded.
-        for v in m.headerValues(.route) { h.add(v) }
+        // Every Route URI, ours too (§16.6 step 8): a request that comes
+        // back unchanged carries the same ones. The URI's octets between
+        // < and > are hashed, not parsed (this runs for every request
+        // forwarded); a display name or header parameters do not count, so
+        // a CANCEL that writes its Route values differently still gets the
+        // INVITE's branch (§9.1, §16.11).
+        for v in m.headerValues(.route) { h.add(routeURI(v)) }
         return h.value
+    }
+
+    /// The URI part of one Route value: between < and >, else up to the
+    /// first ; (trimmed).
+    static func routeURI(_ v: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
+        if let open = v.firstIndex(of: 0x3C) {
+            let rest = v[(open + 1)...]
+            return rest.firstIndex(of: 0x3E).map { rest[..<$0] } ?? rest
+        }
+        var r = v.prefix { $0 != 0x3B }
+        while let f = r.first, f == 0x20 || f == 0x09 { r = r.dropFirst() }
+        while let l = r.last, l == 0x20 || l == 0x09 { r = r.dropLast() }
+        return r
     }
 
     static func base32(_ value: UInt64, digits: Int) -> String {

@@ -2,6 +2,7 @@ import Atomics
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 import SIPConfig
 import SIPCore
 import SIPTransport
@@ -315,7 +316,14 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
             case .sent:
                 continue
             case .failed:
-                if let i = s.branch { modify(t) { m, now in m.branchFailed(i, now: now) } }
+                // Told after this decision's other sends (and after the
+                // loop that makes a fork's other branches), as a failed
+                // future would tell it: a first branch that fails at once
+                // must not answer the request before the others exist.
+                if let i = s.branch {
+                    let loop = MultiThreadedEventLoopGroup.currentEventLoop ?? core.transport.group.next()
+                    loop.execute { [self] in modify(t) { m, now in m.branchFailed(i, now: now) } }
+                }
                 continue
             case .notApplicable:
                 break
