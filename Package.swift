@@ -74,6 +74,7 @@ let package = Package(
             name: "SIPTransport",
             dependencies: [
                 "SIPCore", "SIPConfig", "SIPTLS", "CAres",
+                .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOTLS", package: "swift-nio"),

@@ -28,7 +28,7 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
     private var channels: [Channel] = []
     /// UDP listeners as bound, their channels, and a socket to send on
     /// directly from the channel's own loop (see `sendDirect`).
-    private var udpChannels: [(ListenSocket, Channel, UDPReplySocket?)] = []
+    private var udpChannels: [(ListenSocket, Channel, UDPDirectSocket?)] = []
     /// The TCP and TLS listening sockets (closed by `stopAccepting`).
     private var streamServerChannels: [Channel] = []
     private var pendingConnects: [String: EventLoopFuture<SIPConnection>] = [:]
@@ -67,7 +67,7 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
         for l in config.listens {
             do {
                 let (channel, bound, fd) = try bind(l)
-                let direct = fd.map { UDPReplySocket(fd: $0, channel: channel, counters: counters, logger: logger) }
+                let direct = fd.flatMap { UDPDirectSocket(duplicating: $0, counters: counters, logger: logger) }
                 lock.withLock {
                     channels.append(channel)
                     listeners.append(bound)
@@ -211,6 +211,7 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
     public func shutdown(waitForClose: Bool = false) {
         let all = lock.withLock { channels }
         for c in all { try? c.close().wait() }
+        for direct in lock.withLock({ udpChannels.compactMap(\.2) }) { direct.close() }
         let open = connections.all
         for c in open { c.close(reason: .shuttingDown) }
         if waitForClose, !open.isEmpty {
@@ -312,6 +313,14 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
             return c.isOpen && c.sendUnobserved(size: size, write)
         }
         if let socket = r.udpSocket, socket.send(size: size, to: r.source, write) { return true }
+        // Another thread than the listener's loop: the listener's socket
+        // for any thread, through a buffer of our own (no hand-over).
+        if size <= 65_536, let direct = lock.withLock({ udpChannels.first { $0.0 == r.listener }?.2 }) {
+            let datagram = [UInt8](unsafeUninitializedCapacity: size) { out, count in
+                count = min(max(write(UnsafeMutableRawBufferPointer(out)), 0), size)
+            }
+            if case .notApplicable = datagram.withUnsafeBytes({ direct.send($0, to: r.source) }) {} else { return true }
+        }
         guard let ch = udpChannel(from: r.listener, to: r.source) else { return false }
         var buffer = ch.allocator.buffer(capacity: size)
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size, write)
@@ -440,11 +449,12 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
     }
 
     /// A datagram to an IP address, written with one `sendto` on the UDP
-    /// listener's socket from that listener's own event loop: no promise,
-    /// future or pipeline (a forwarded request or response costs about as
-    /// much to send as a stateless reply). `.notApplicable` when that does
-    /// not hold — a stream, a name to resolve, another thread — and the
-    /// caller then uses `send(_:to:)`.
+    /// listener's socket from the calling thread: no promise, future,
+    /// pipeline or hand-over to the listener's loop (a forwarded request or
+    /// response costs about as much to send as a stateless reply).
+    /// `.notApplicable` when that does not hold — a stream, a name to
+    /// resolve, a transport shutting down — and the caller then uses
+    /// `send(_:to:)`.
     public func sendDirect(_ bytes: [UInt8], to d: Destination) -> DirectSend {
         guard d.proto == .udp, d.srvName == nil else { return .notApplicable }
         let address: SocketAddress
@@ -460,11 +470,11 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
             address = a
         }
         let ipv6 = address.protocol == .inet6
-        let socket: UDPReplySocket? = lock.withLock {
+        let socket: UDPDirectSocket? = lock.withLock {
             (udpChannels.first { $0.0.isIPv6 == ipv6 } ?? udpChannels.first)?.2
         }
         guard let socket else { return .notApplicable }
-        return bytes.withUnsafeBytes { socket.sendNow($0, to: address) }
+        return bytes.withUnsafeBytes { socket.send($0, to: address) }
     }
 
     func resolve(_ d: Destination, on loop: EventLoop) -> EventLoopFuture<SocketAddress> {

@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Atomics
 import Logging
 import NIOCore
 import NIOPosix
@@ -158,13 +159,47 @@ final class UDPReplySocket: @unchecked Sendable { // fd and channel are constant
         return true
     }
 
-    /// Sends `bytes` as one datagram now, from the channel's loop only
-    /// (`.notApplicable` elsewhere, or when the channel is closed).
-    func sendNow(_ bytes: UnsafeRawBufferPointer, to address: SocketAddress) -> SIPTransport.DirectSend {
-        guard channel.eventLoop.inEventLoop, channel.isActive else { return .notApplicable }
+}
+
+/// A UDP listener's socket for sends from any thread (`SIPTransport.sendDirect`):
+/// a descriptor of its own (`dup` of the listener's), so a send never
+/// depends on the channel's loop or on the channel's descriptor staying
+/// open. `sendto` on one socket from several threads is safe in the kernel;
+/// the descriptor is closed only once no send is in flight.
+final class UDPDirectSocket: Sendable {
+    private let fd: CInt
+    private let inFlight = ManagedAtomic<Int>(0)
+    private let closed = ManagedAtomic<Bool>(false)
+    private let counters: TransportCounters
+    private let logger: Logger
+
+    /// Nil when the descriptor cannot be duplicated (out of descriptors).
+    init?(duplicating listenerFD: CInt, counters: TransportCounters, logger: Logger) {
+        let copy = fcntl(listenerFD, F_DUPFD_CLOEXEC, 0)
+        guard copy >= 0 else { return nil }
+        self.fd = copy
+        self.counters = counters
+        self.logger = logger
+    }
+
+    deinit { if !closed.load(ordering: .sequentiallyConsistent) { _ = closeDescriptorNow(fd) } }
+
+    /// Sends `bytes` as one datagram now; `.notApplicable` once closed.
+    func send(_ bytes: UnsafeRawBufferPointer, to address: SocketAddress) -> SIPTransport.DirectSend {
+        inFlight.wrappingIncrement(ordering: .sequentiallyConsistent)
+        defer { inFlight.wrappingDecrement(ordering: .sequentiallyConsistent) }
+        guard !closed.load(ordering: .sequentiallyConsistent) else { return .notApplicable }
         let result = UDPSendHandler.send(fd: fd, bytes, to: address)
         if result < 0 { return .failed(UDPSendHandler.failed(code: Int32(-result), to: address, counters: counters, logger: logger)) }
         return .sent
+    }
+
+    /// No send starts after this; the descriptor is closed once the sends
+    /// in flight (a `sendto` each, non-blocking) are done.
+    func close() {
+        guard closed.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged else { return }
+        while inFlight.load(ordering: .sequentiallyConsistent) > 0 { sched_yield() }
+        _ = closeDescriptorNow(fd)
     }
 }
 
@@ -175,4 +210,5 @@ private let sendFlags: Int32 = 0
 #endif
 
 private func closeDescriptor(_ fd: CInt) { _ = close(fd) }
+private func closeDescriptorNow(_ fd: CInt) -> CInt { close(fd) }
 private func bindDescriptor(_ fd: CInt, _ addr: UnsafePointer<sockaddr>, _ len: socklen_t) -> CInt { bind(fd, addr, len) }

@@ -167,15 +167,7 @@ struct DrainTests {
 
     @Test("a transaction armed with a failure_route before a reload runs the old script's block; new messages run the new script")
     func reloadKeepsArmedTransactions() throws {
-        let modules = """
-        loadmodule "tm.so"
-        loadmodule "sl.so"
-        loadmodule "registrar.so"
-        loadmodule "usrloc.so"
-        loadmodule "textops.so"
-        modparam("usrloc", "db_mode", 0)
-        modparam("tm", "fr_timer", 3000)
-        """
+        let modules = TestModules.registrar + "\nmodparam(\"tm\", \"fr_timer\", 3000)"
         let main = """
         request_route {
             if (is_method("REGISTER")) { save("location"); exit; }

@@ -54,7 +54,7 @@ struct HardeningTests {
         #expect(r.out.contains("RESPONSE SIP/2.0 200 Alive"), "\(r.out) \(r.err)")
     }
 
-    @Test("sendDirect: one sendto from the UDP listener's own loop; names, streams and other threads take the full path")
+    @Test("sendDirect: one sendto on the UDP listener's socket from any thread, to address literals only; none once the transport shuts down")
     func sendDirect() throws {
         let proxy = try TestProxy("""
         children=1
@@ -77,26 +77,30 @@ struct HardeningTests {
         let bytes = Array("OPTIONS sip:x@127.0.0.1 SIP/2.0\r\n\r\n".utf8)
         let transport = proxy.transport
         let toPeer = Destination(proto: .udp, host: "127.0.0.1", port: port)
-
-        // Off the loop, a name, a stream: the full path.
-        guard case .notApplicable = transport.sendDirect(bytes, to: toPeer) else { Issue.record("sent off the loop"); return }
-        let loop = transport.group.next()
-        let onLoop = try loop.submit { () -> [String] in
-            var outcomes: [String] = []
-            for d in [Destination(proto: .udp, host: "localhost", port: port), Destination(proto: .tcp, host: "127.0.0.1", port: port), toPeer] {
-                switch transport.sendDirect(bytes, to: d) {
-                case .sent: outcomes.append("sent")
-                case .failed: outcomes.append("failed")
-                case .notApplicable: outcomes.append("full path")
-                }
+        func outcome(_ d: Destination) -> String {
+            switch transport.sendDirect(bytes, to: d) {
+            case .sent: return "sent"
+            case .failed: return "failed"
+            case .notApplicable: return "full path"
             }
-            return outcomes
-        }.wait()
-        #expect(onLoop == ["full path", "full path", "sent"])
-        var buffer = [UInt8](repeating: 0, count: 2048)
-        let n = recv(peer, &buffer, buffer.count, 0)
-        #expect(n == bytes.count)
-        #expect(Array(buffer.prefix(max(0, n))) == bytes)
+        }
+        func received() -> [UInt8] {
+            var buffer = [UInt8](repeating: 0, count: 2048)
+            let n = recv(peer, &buffer, buffer.count, 0)
+            return Array(buffer.prefix(max(0, n)))
+        }
+        // From this thread (no event loop) and from a loop.
+        #expect(outcome(toPeer) == "sent")
+        #expect(received() == bytes)
+        let onLoop = try transport.group.next().submit { [outcome] in outcome(toPeer) }.wait()
+        #expect(onLoop == "sent")
+        #expect(received() == bytes)
+        // A name to resolve, a stream: the full path.
+        #expect(outcome(Destination(proto: .udp, host: "localhost", port: port)) == "full path")
+        #expect(outcome(Destination(proto: .tcp, host: "127.0.0.1", port: port)) == "full path")
+        // Shut down: nothing more goes out this way.
+        transport.shutdown()
+        #expect(outcome(toPeer) == "full path")
     }
 
     @Test("no other socket can bind the UDP listener's port (no SO_REUSEADDR sharing)")

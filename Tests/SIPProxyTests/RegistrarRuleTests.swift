@@ -11,13 +11,8 @@ import Testing
 /// issue named, through real sockets.
 @Suite("Registrar: §10.3 ordering and RFC 5626 flows", .serialized)
 struct RegistrarRuleTests {
-    static let script = """
-    loadmodule "tm.so"
-    loadmodule "sl.so"
-    loadmodule "registrar.so"
-    loadmodule "usrloc.so"
-    loadmodule "textops.so"
-    modparam("usrloc", "db_mode", 0)
+    static let script = TestModules.registrar + """
+
     request_route {
         if (is_method("REGISTER")) { save("location"); exit; }
         if (!lookup("location")) { sl_reply_error(); exit; }

@@ -9,6 +9,19 @@ import SIPTLS
 import SIPTransport
 import Testing
 
+/// Config lines most call-flow tests load: tm, sl, the registrar with an
+/// in-memory location store, textops.
+enum TestModules {
+    static let registrar = """
+    loadmodule "tm.so"
+    loadmodule "sl.so"
+    loadmodule "registrar.so"
+    loadmodule "usrloc.so"
+    loadmodule "textops.so"
+    modparam("usrloc", "db_mode", 0)
+    """
+}
+
 enum Paths {
     static let repo: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
     static let peers = repo + "/Tests/Peers"

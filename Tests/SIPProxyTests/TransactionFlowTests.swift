@@ -47,12 +47,7 @@ struct TransactionFlowTests {
         let proxy = try TestProxy("""
         listen=udp:127.0.0.1:0
         alias="localhost"
-        loadmodule "tm.so"
-        loadmodule "sl.so"
-        loadmodule "registrar.so"
-        loadmodule "usrloc.so"
-        loadmodule "textops.so"
-        modparam("usrloc", "db_mode", 0)
+        \(TestModules.registrar)
         loadmodule "rr.so"
         loadmodule "siputils.so"
         request_route {
