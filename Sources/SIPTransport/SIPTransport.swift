@@ -68,6 +68,10 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
             do {
                 let (channel, bound, fd) = try bind(l)
                 let direct = fd.flatMap { UDPDirectSocket(duplicating: $0, counters: counters, logger: logger) }
+                // A listener whose channel closes (at shutdown, or on an
+                // error SwiftNIO closes it for) sends no more this way:
+                // its socket is not kept open by the copy.
+                if let direct { channel.closeFuture.whenComplete { _ in direct.close() } }
                 lock.withLock {
                     channels.append(channel)
                     listeners.append(bound)

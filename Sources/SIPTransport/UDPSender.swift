@@ -22,6 +22,12 @@ public struct UDPSendError: Error, Sendable, CustomStringConvertible {
     public var description: String {
         "sending to udp:\(destination) failed: \(String(cString: strerror(code))) (errno \(code))"
     }
+
+    /// The socket's send buffer was full (EAGAIN, ENOBUFS): the datagram is
+    /// lost as a full router queue would lose it, not refused; the
+    /// destination is fine and SIP's retransmissions recover it, so a
+    /// transaction does not end its branch for it.
+    public var isLoss: Bool { code == EAGAIN || code == EWOULDBLOCK || code == ENOBUFS }
 }
 
 /// The first handler of a UDP listener's pipeline: sends every datagram

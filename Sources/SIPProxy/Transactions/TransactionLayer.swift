@@ -315,6 +315,10 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
             switch core.transport.sendDirect(s.bytes, to: s.to) {
             case .sent:
                 continue
+            case .failed(let error) where error.isLoss:
+                // A full send buffer loses the datagram; retransmissions
+                // (Timer A/E) recover it as they would a loss on the way.
+                continue
             case .failed:
                 // Told after this decision's other sends (and after the
                 // loop that makes a fork's other branches), as a failed
@@ -341,6 +345,7 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
             if let i = s.branch {
                 f.whenFailure { [weak self, weak t] error in
                     guard let self, let t else { return }
+                    if let udp = error as? UDPSendError, udp.isLoss { return }
                     self.core.logger.info("request to \(s.to) failed: \(error)")
                     self.modify(t) { m, now in m.branchFailed(i, now: now) }
                 }
