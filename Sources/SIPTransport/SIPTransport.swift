@@ -27,7 +27,7 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
     private let lock = NIOLock()
     private var channels: [Channel] = []
     /// UDP listeners as bound, their channels, and a socket to send on
-    /// directly from the channel's own loop (see `sendDirect`).
+    /// from any thread (see `sendDirect`).
     private var udpChannels: [(ListenSocket, Channel, UDPDirectSocket?)] = []
     /// The TCP and TLS listening sockets (closed by `stopAccepting`).
     private var streamServerChannels: [Channel] = []
@@ -323,7 +323,10 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
             let datagram = [UInt8](unsafeUninitializedCapacity: size) { out, count in
                 count = min(max(write(UnsafeMutableRawBufferPointer(out)), 0), size)
             }
-            if case .notApplicable = datagram.withUnsafeBytes({ direct.send($0, to: r.source) }) {} else { return true }
+            switch datagram.withUnsafeBytes({ direct.send($0, to: r.source) }) {
+            case .sent, .failed: return true
+            case .notApplicable: break
+            }
         }
         guard let ch = udpChannel(from: r.listener, to: r.source) else { return false }
         var buffer = ch.allocator.buffer(capacity: size)

@@ -188,7 +188,7 @@ final class UDPDirectSocket: Sendable {
         self.logger = logger
     }
 
-    deinit { if !closed.load(ordering: .sequentiallyConsistent) { _ = closeDescriptorNow(fd) } }
+    deinit { if !closed.load(ordering: .sequentiallyConsistent) { closeDescriptor(fd) } }
 
     /// Sends `bytes` as one datagram now; `.notApplicable` once closed.
     func send(_ bytes: UnsafeRawBufferPointer, to address: SocketAddress) -> SIPTransport.DirectSend {
@@ -205,7 +205,7 @@ final class UDPDirectSocket: Sendable {
     func close() {
         guard closed.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged else { return }
         while inFlight.load(ordering: .sequentiallyConsistent) > 0 { sched_yield() }
-        _ = closeDescriptorNow(fd)
+        closeDescriptor(fd)
     }
 }
 
@@ -216,5 +216,4 @@ private let sendFlags: Int32 = 0
 #endif
 
 private func closeDescriptor(_ fd: CInt) { _ = close(fd) }
-private func closeDescriptorNow(_ fd: CInt) -> CInt { close(fd) }
 private func bindDescriptor(_ fd: CInt, _ addr: UnsafePointer<sockaddr>, _ len: socklen_t) -> CInt { bind(fd, addr, len) }
