@@ -175,23 +175,29 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
         }
         let sniffer = TLSRecordSniffer(outbound: true) { [weak stream] suite in stream?.cipherSuite = suite }
         let local = HostPort(host: l.host, port: l.port)
-        var sniRef: ChannelHandler?
-        let sni = ByteToMessageHandler(SNIHandler { [weak stream] result in
+        let loop = ch.eventLoop
+        // The SNI handler keeps this closure for the connection's life: it
+        // holds the channel and the stream handler weakly. (It held the
+        // channel strongly and itself through a captured variable: a cycle
+        // that kept every accepted TLS connection's channel, pipeline and
+        // buffers after it closed, about 60 KB each.)
+        let sni = ByteToMessageHandler(SNIHandler { [weak stream, weak ch] result in
+            guard let stream, let ch else { return loop.makeSucceededVoidFuture() }
             var name: String? = nil
             if case .hostname(let h) = result { name = h }
             let domain = table.server(local: local, serverName: name)
-            stream?.serverDomain = domain
-            stream?.sniName = name
+            stream.serverDomain = domain
+            stream.sniName = name
             do {
                 let check = domain.depthCheck { [weak stream] depth in stream?.chainLongerThan = depth }
                 let ssl = try NIOSSLServerHandler(context: domain.context, verificationCallback: check)
-                try ch.pipeline.syncOperations.addHandler(ssl, position: .after(sniRef!))
-                return ch.eventLoop.makeSucceededVoidFuture()
+                // After the SNI handler: just before the stream handler.
+                try ch.pipeline.syncOperations.addHandler(ssl, position: .before(stream))
+                return loop.makeSucceededVoidFuture()
             } catch {
-                return ch.eventLoop.makeFailedFuture(error)
+                return loop.makeFailedFuture(error)
             }
         })
-        sniRef = sni
         return ch.addSync([sniffer, sni, stream])
     }
 

@@ -1,7 +1,8 @@
 import Foundation
+import NIOCore
 import SIPConfig
 import SIPTLS
-import SIPTransport
+@testable import SIPTransport
 import Testing
 
 /// Issue 15, TLS: a stale CRL (warn, or fail closed with tls_crl_stale=fail)
@@ -219,5 +220,28 @@ struct TLSHardeningTests {
         request_route { exit; }
         """)
         #expect(c.tls.defaultServer != nil && c.tls.domains.contains { $0.serverName == "sip.example.com" })
+    }
+}
+
+@Suite("A closed TLS connection leaves nothing behind", .serialized)
+struct TLSConnectionLifetimeTests {
+    @Test("after an accepted TLS connection closes, its channel (pipeline, TLS buffers, handlers) is freed: no reference cycle through the SNI handler")
+    func closedConnectionFreed() throws {
+        let pki = try TestPKI()
+        let proxy = try tlsProxy(pki, "")
+        defer { proxy.stop() }
+        // openssl s_client stays connected after its input ends (-ign_eof)
+        // until it is stopped.
+        let client = try Background("openssl", ["s_client", "-connect", "127.0.0.1:\(proxy.port(.tls))", "-ign_eof", "-quiet"])
+        defer { client.stop() }
+        var deadline = Date().addingTimeInterval(10)
+        while proxy.transport.connections.all.isEmpty && Date() < deadline { usleep(20_000) }
+        weak var channel: (any Channel)? = proxy.transport.connections.all.first?.channel
+        #expect(channel != nil)
+        client.stop()
+        deadline = Date().addingTimeInterval(10)
+        while channel != nil && Date() < deadline { usleep(20_000) }
+        #expect(channel == nil, "the closed connection's channel is still referenced")
+        #expect(proxy.transport.connections.all.isEmpty)
     }
 }
