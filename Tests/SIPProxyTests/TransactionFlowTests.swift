@@ -1,6 +1,6 @@
 import Foundation
 import SIPConfig
-import SIPProxy
+@testable import SIPProxy
 import SIPTransport
 import Testing
 
@@ -84,6 +84,53 @@ struct TransactionFlowTests {
         #expect(!caller.lines.contains { $0.hasPrefix("RESPONSE 5") }, "\(caller.lines)")
         #expect(phone.wait(for: "BYE-RECEIVED"), "\(phone.lines)")
         #expect(proxy.transport.counters.values.udpSendErrors > errorsBefore)
+    }
+
+    @Test("after a call, the INVITE transaction held in Accepted (RFC 6026, 32 s) keeps no context, response or request octets; the BYE's keeps only its last response")
+    func heldTransactionsReleased() throws {
+        let proxy = try TestProxy("""
+        listen=udp:127.0.0.1:0
+        alias="localhost"
+        \(TestModules.registrar)
+        loadmodule "rr.so"
+        loadmodule "siputils.so"
+        request_route {
+            if (has_totag()) { if (loose_route()) { t_relay(); exit; } sl_send_reply("404", "Not here"); exit; }
+            if (is_method("REGISTER")) { save("location"); exit; }
+            if (!lookup("location")) { sl_send_reply("404", "Not Found"); exit; }
+            record_route();
+            t_relay();
+        }
+        """)
+        defer { proxy.stop() }
+        let port = proxy.port(.udp)
+        let phone = try Background.ua(["phone", "--proto", "udp", "--port", String(port), "--user", "alice", "--answer", "200", "--duration", "15"])
+        defer { phone.stop() }
+        #expect(phone.wait(for: "REGISTERED"), "\(phone.lines)")
+        let caller = try Background.ua(["call", "--proto", "udp", "--port", String(port), "--to", "alice", "--expect", "200", "--timeout", "10"])
+        defer { caller.stop() }
+        #expect(caller.finish(timeout: 20) == 0, "\(caller.lines) \(proxy.log.lines)")
+        #expect(phone.wait(for: "BYE-RECEIVED"), "\(phone.lines)")
+        // The caller ended after the 200 to its BYE came through the proxy.
+        #expect(caller.lines.contains { $0.hasPrefix("BYE-OK") }, "\(caller.lines)")
+        struct Held { var method: String; var context: Bool; var lastResponse: Bool; var octets: Int; var responses: Int }
+        let held: [Held] = proxy.core.transactions.shards.flatMap { shard in
+            shard.lock.withLock {
+                shard.servers.values.map { t in
+                    Held(method: t.request.message.method?.description ?? "", context: t.ctx != nil || t.replyRequest != nil,
+                         lastResponse: t.lastResponse != nil,
+                         octets: t.branches.reduce(0) { $0 + ($1.out?.bytes.count ?? 0) },
+                         responses: t.branches.filter { $0.response != nil }.count)
+                }
+            }
+        }
+        let invite = try #require(held.first { $0.method == "INVITE" }, "\(held)")
+        #expect(!invite.context && !invite.lastResponse && invite.octets == 0 && invite.responses == 0, "\(invite)")
+        // The BYE came over UDP: its server side stays Completed (Timer J,
+        // 32 s) to answer a retransmitted BYE with the same 200.
+        for bye in held where bye.method == "BYE" {
+            #expect(!bye.context && bye.lastResponse && bye.octets == 0 && bye.responses == 0, "\(bye)")
+        }
     }
 
     @Test("a forged response carrying our Via that matches no transaction is dropped, and UDP service goes on")

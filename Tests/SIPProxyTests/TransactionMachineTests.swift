@@ -475,4 +475,82 @@ struct TransactionMachineTests {
         d.record(d.t.failureRouteFinished(now: 0))
         #expect(d.upstreamFinals == [486])
     }
+
+    // MARK: What the shell holds past the final
+
+    @Test("Accepted (2xx) needs no context, last response, branch octets or branch response; the 2xx retransmission still goes up; removal only after Timer L")
+    func acceptedHoldsLittle() {
+        var d = Drive(upstreamReliable: true)
+        let b = d.branch()
+        #expect(d.t.needsContext && d.t.needsLastResponse && d.t.needsRequestOctets(b) && d.t.needsResponse(b))
+        d.respond(100, on: b)
+        d.respond(180, on: b)
+        #expect(d.t.needsContext && d.t.needsLastResponse && d.t.needsRequestOctets(b) && d.t.needsResponse(b))
+        d.respond(200, on: b)
+        #expect(!d.t.needsContext)
+        #expect(!d.t.needsLastResponse)
+        #expect(!d.t.needsRequestOctets(b))
+        #expect(!d.t.needsResponse(b))
+        // What Accepted does needs none of them: absorb the INVITE again,
+        // forward the callee's 2xx again (the shell stores it as it comes).
+        #expect(d.t.requestRetransmitted(now: d.now).resendUpstream == false)
+        d.respond(200, on: b)
+        #expect(d.upstreamFinals == [200, 200])
+        d.run(until: 31_999)
+        #expect(!d.removed)
+        d.run(until: 33_000)
+        #expect(d.removed)
+        #expect(!d.t.needsRequestOctets(7) && !d.t.needsResponse(7))
+    }
+
+    @Test("A non-2xx final over UDP keeps the last response until the ACK, and the branch's response while its final may be retransmitted")
+    func completedKeepsWhatItResends() {
+        var d = Drive(upstreamReliable: false)
+        let b = d.branch()
+        d.respond(486, on: b)
+        #expect(d.upstreamFinals == [486])
+        #expect(!d.t.needsContext)
+        #expect(d.t.needsLastResponse)       // Timer G, a retransmitted INVITE
+        #expect(!d.t.needsRequestOctets(b))
+        #expect(d.t.needsResponse(b))         // a retransmitted 486 is ACKed with its To
+        d.run(until: 500)
+        #expect(d.resends == [500])
+        d.record(d.t.ackReceived(now: d.now).actions)
+        #expect(!d.t.needsLastResponse)
+        d.run(until: 40_000)                  // Timer D (32 s over UDP)
+        #expect(!d.t.needsResponse(b))
+    }
+
+    @Test("Forked: a branch still calling after the 2xx keeps its octets (retransmissions, then its CANCEL) and its 487 is ACKed")
+    func forkedPastTheFinal() {
+        var d = Drive(upstreamReliable: true)
+        let a = d.branch()
+        let b = d.branch()
+        d.respond(200, on: a)
+        #expect(!d.t.needsContext)
+        #expect(!d.t.needsRequestOctets(a) && !d.t.needsResponse(a))
+        #expect(d.t.needsRequestOctets(b))
+        d.run(until: 500)
+        #expect(d.sends(b) == [0, 500])
+        d.respond(180, on: b)
+        #expect(d.cancels(b) == [500])
+        d.respond(487, on: b)
+        #expect(d.acks(b) == 1)
+        #expect(!d.t.needsRequestOctets(b))
+        #expect(d.t.needsResponse(b))
+    }
+
+    @Test("A failure_route running keeps the context; a final made there ends it")
+    func failureRouteKeepsContext() {
+        var d = Drive()
+        d.t.failureRouteArmed = true
+        let a = d.branch()
+        d.respond(486, on: a)
+        #expect(d.actions.last!.a.runFailureRoute)
+        #expect(d.t.needsContext && d.t.needsResponse(a))
+        d.record(d.t.reply(480, now: d.now).actions)
+        d.record(d.t.failureRouteFinished(now: d.now))
+        #expect(d.upstreamFinals == [480])
+        #expect(!d.t.needsContext)
+    }
 }

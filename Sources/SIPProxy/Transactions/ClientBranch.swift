@@ -51,6 +51,14 @@ struct ClientBranch: Equatable, Sendable {
     var isDone: Bool { finalStatus != nil || state == .terminated || state == .accepted }
     var isTerminated: Bool { state == .terminated && (cancel == .none || cancel == .done || cancel == .held) }
     var nextDeadline: Millis? { earliest(earliest(retransmitAt, timeoutAt), earliest(cancelRetransmitAt, cancelEndAt)) }
+    /// Whether the request may still be sent (first send, Timer A/E): the
+    /// shell keeps its octets only while this holds.
+    var sendsRequest: Bool {
+        switch state {
+        case .resolving, .calling, .proceeding: return true
+        case .completed, .accepted, .terminated: return false
+        }
+    }
 
     /// What happened to the branch in one event, for the response context.
     struct Outcome: Equatable, Sendable {

@@ -76,6 +76,34 @@ struct ProxyTransaction: Equatable, Sendable {
     /// A branch may still produce a final.
     private var liveBranches: Bool { branches.contains { !$0.isDone } }
 
+    // MARK: What the shell must still hold
+
+    // An INVITE transaction lives 64*T1 (32 s) in Accepted after its 2xx
+    // (RFC 6026) and needs little for it: the key, the upstream path and
+    // the reply-route variables. These say what else is still read, so the
+    // shell frees the rest as soon as it is not.
+
+    /// The request's script context and the copy replies are built from:
+    /// read until the final went upstream (local replies, failure_route).
+    var needsContext: Bool { !server.finalSent || failureRouteRunning }
+
+    /// The octets of the last response sent upstream.
+    var needsLastResponse: Bool { server.keepsLastResponse }
+
+    /// The octets of branch `i`'s request.
+    func needsRequestOctets(_ i: Int) -> Bool {
+        branches.indices.contains(i) ? branches[i].sendsRequest : false
+    }
+
+    /// Branch `i`'s last response: until the final went upstream (the
+    /// response context chooses and merges among them, §16.7), and for an
+    /// INVITE branch in Completed, whose retransmitted final is ACKed again
+    /// with the response's To (§17.1.1.2).
+    func needsResponse(_ i: Int) -> Bool {
+        guard branches.indices.contains(i) else { return false }
+        return needsContext || (isInvite && branches[i].state == .completed)
+    }
+
     // MARK: Events from upstream
 
     /// A retransmission of the request.

@@ -36,6 +36,17 @@ struct ServerSide: Equatable, Sendable {
     }
 
     var finalSent: Bool { lastStatus >= 200 }
+    /// Whether the last response may still go out again (a retransmitted
+    /// request answered with it, or Timer G): the shell keeps its octets
+    /// only while this holds. Not in Accepted (RFC 6026: retransmitted
+    /// INVITEs are absorbed, each 2xx is forwarded as it comes), Confirmed
+    /// or Terminated.
+    var keepsLastResponse: Bool {
+        switch state {
+        case .trying, .proceeding, .completed: return true
+        case .accepted, .confirmed, .terminated: return false
+        }
+    }
     var nextDeadline: Millis? { earliest(retransmitAt, endAt) }
 
     /// Whether a response with this status may go upstream now (RFC 3261

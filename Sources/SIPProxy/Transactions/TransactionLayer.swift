@@ -13,7 +13,13 @@ import SIPTransport
 /// Guarded by its shard's lock.
 final class ServerTransaction: @unchecked Sendable { // state read and written only under its shard's lock
     let key: TransactionKey
-    let ctx: MessageContext
+    /// The request's script context: nil once the machine no longer needs
+    /// it (`needsContext`: the final went upstream), so a transaction held
+    /// 32 s in Accepted does not keep it.
+    var ctx: MessageContext?
+    /// The request as received (immutable, shared safely): its source and
+    /// connection are the path of every response upstream.
+    let request: ReceivedMessage
     let shard: Int
     var machine: ProxyTransaction
     /// The last response sent upstream, for retransmissions.
@@ -30,7 +36,7 @@ final class ServerTransaction: @unchecked Sendable { // state read and written o
     /// What replies made here copy, taken from the request when the
     /// transaction is made (on the thread running its script), so building
     /// a reply under the shard lock never reads the live context.
-    let replyRequest: SIPMessage
+    var replyRequest: SIPMessage?
     let localTag: String
     let toHasTag: Bool?
     /// The reason phrase the script gave with the status it replies (t_reply).
@@ -56,6 +62,7 @@ final class ServerTransaction: @unchecked Sendable { // state read and written o
         self.created = created
         self.key = key
         self.ctx = ctx
+        self.request = ctx.received
         self.shard = shard
         self.machine = machine
         self.isInvite = machine.isInvite
@@ -65,9 +72,6 @@ final class ServerTransaction: @unchecked Sendable { // state read and written o
     }
 
     let isInvite: Bool
-    /// t_is_canceled().
-    /// The request as received (immutable, shared safely).
-    var request: ReceivedMessage { ctx.received }
 }
 
 /// What the shell keeps of one branch.
@@ -149,6 +153,9 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
         var sends: [(bytes: [UInt8], to: Destination, branch: Int?)] = []
         var upstream: [[UInt8]] = []
         var runFailureRoute = false
+        /// A context the transaction let go of: its last reference is
+        /// dropped after the lock, not under it.
+        var released: MessageContext?
     }
 
     /// Runs `decide` under the shard lock of `t`, turns the machine's
@@ -214,8 +221,29 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
             t.timerDue = nil
         } else {
             rescheduleLocked(t, shard: shard)
+            releaseLocked(t, into: &e)
         }
         return e
+    }
+
+    /// Frees what the machine will not read again (after this decision's
+    /// effects took their octets): an INVITE held 64*T1 in Accepted keeps
+    /// its key, upstream path and reply-route variables, not its request's
+    /// context, responses or branch octets. Call with the shard lock held.
+    private func releaseLocked(_ t: ServerTransaction, into e: inout Effects) {
+        let m = t.machine
+        guard m.server.finalSent else { return }
+        if !m.needsContext, t.ctx != nil {
+            e.released = t.ctx
+            t.ctx = nil
+            t.replyRequest = nil
+            t.pendingReason = nil
+        }
+        if !m.needsLastResponse { t.lastResponse = nil }
+        for i in t.branches.indices {
+            if !m.needsRequestOctets(i), t.branches[i].out?.bytes.isEmpty == false { t.branches[i].out?.bytes = [] }
+            if !m.needsResponse(i) { t.branches[i].response = nil }
+        }
     }
 
     /// The octets of a response going upstream.
@@ -223,7 +251,8 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
         switch u {
         case .local(let status):
             let reason = t.pendingReason.flatMap { $0.0 == status ? $0.1 : nil } ?? Self.reasonPhrase(status)
-            return core.replyBytes(to: t.request, request: t.replyRequest, code: status, reason: reason, toTag: t.localTag, toHasTag: t.toHasTag)
+            guard let replyRequest = t.replyRequest else { return nil }
+            return core.replyBytes(to: t.request, request: replyRequest, code: status, reason: reason, toTag: t.localTag, toHasTag: t.toHasTag)
         case .forward(let i, _):
             guard var m = t.branches[i].response else { return nil }
             m.popFirstValue(.via)
@@ -363,13 +392,14 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
             return true
         }
         if wait { return }
-        if let idx = t.ctx.failureRoute {
-            t.ctx.failureRoute = nil
-            t.ctx.status = modifyRead(t) { $0.best?.status }
-            let prevKind = t.ctx.routeKind
-            t.ctx.routeKind = .failure
-            _ = core.run(block: idx, t.ctx)
-            t.ctx.routeKind = prevKind
+        // The context is held while a failure_route may run (`needsContext`).
+        if let ctx = shards[t.shard].lock.withLock({ t.ctx }), let idx = ctx.failureRoute {
+            ctx.failureRoute = nil
+            ctx.status = modifyRead(t) { $0.best?.status }
+            let prevKind = ctx.routeKind
+            ctx.routeKind = .failure
+            _ = core.run(block: idx, ctx)
+            ctx.routeKind = prevKind
         }
         modify(t) { m, now in m.failureRouteFinished(now: now) }
     }
@@ -444,8 +474,11 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
         let now = clock()
         let isInvite = ctx.received.message.method == .invite
         let cells = SourceCounter.cells(hash: ctx.received.source.limitKeyHash)
+        // The transaction, and whether it is this request's own (made now or by this context).
         let made: Result<(ServerTransaction, Bool), TransactionLimits.Refusal> = s.lock.withLock {
-            if let t = s.servers[k] { return .success((t, false)) }
+            // An existing transaction: this request is its own only when
+            // it is the context that made it (read here, under the lock).
+            if let t = s.servers[k] { return .success((t, t.ctx === ctx)) }
             // Reserve a place in both counts first, then decide: two
             // threads at the cap cannot both pass it; a refusal gives back.
             let total = count.loadThenWrappingIncrement(ordering: .relaxed)
@@ -461,16 +494,16 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
             rescheduleLocked(t, shard: s)
             return .success((t, true))
         }
-        let t: ServerTransaction, isNew: Bool
+        let t: ServerTransaction, isOwn: Bool
         switch made {
-        case .success(let r): (t, isNew) = r
+        case .success(let r): (t, isOwn) = r
         case .failure(let refusal):
             ctx.transactionRefused = refusal
             ctx.lastError = (503, "Service Unavailable")
             core.metrics.refusedTransaction(refusal)
             return nil
         }
-        if !isNew && t.ctx !== ctx {
+        if !isOwn {
             // Another copy of a request whose transaction another thread
             // made meanwhile: a retransmission (Kamailio's t_newtran does
             // the same): the last response goes out again, nothing else.
