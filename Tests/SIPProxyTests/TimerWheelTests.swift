@@ -176,23 +176,4 @@ import Testing
         #expect(fired.withLockedValue { $0 }.count == 3)
         #expect(wheel.state == (held: 0, armed: []))
     }
-
-    @Test func aCrowdedTickRunsInBatchesWithTheLoopBetween() {
-        let loop = EmbeddedEventLoop()
-        let wheel = TimerWheel(loop: loop, clock: { loop.now })
-        // Each action notes how many timers were still waiting when it ran.
-        let seen = NIOLockedValueBox<[Int]>([])
-        let n = TimerWheel.batch * 2 + 88
-        for _ in 0..<n {
-            wheel.schedule(milliseconds: 500) {
-                let held = wheel.state.held
-                seen.withLockedValue { $0.append(held) }
-            }
-        }
-        loop.advanceTime(by: .milliseconds(500))
-        loop.run()
-        let byBatch = Dictionary(grouping: seen.withLockedValue { $0 }, by: { $0 }).mapValues(\.count)
-        #expect(byBatch == [n - TimerWheel.batch: TimerWheel.batch, n - 2 * TimerWheel.batch: TimerWheel.batch, 0: 88])
-        #expect(wheel.state == (held: 0, armed: []))
-    }
 }

@@ -153,14 +153,7 @@ final class TimerWheel: @unchecked Sendable { // every mutable field is guarded 
     }
 
     static let tickMilliseconds: Int64 = 10
-    /// Timers run by one wake-up at most. A tick where thousands fall due
-    /// (Timer L of a busy second, the timeouts after an overload) would
-    /// otherwise hold the loop for tens of milliseconds while messages
-    /// wait; the rest run at the loop's next turn, after its I/O.
-    static let batch = 256
     private var slots = TimerSlots<Timer>()
-    /// Timers found due and not yet run (at most what one tick held).
-    private var backlog: [Timer] = []
     /// Ticks with a callback pending on the loop. Callbacks are never
     /// cancelled (NIO cancels in time linear in its queue): one that finds
     /// nothing due just arms the next.
@@ -214,27 +207,20 @@ final class TimerWheel: @unchecked Sendable { // every mutable field is guarded 
         }
     }
 
-    /// An armed tick came: fires the timers due up to now (catching up on
-    /// a late wake-up), at most `batch` of them, and arms the next tick
-    /// that has one — the current tick again while some are left.
+    /// An armed tick came: fires every timer due up to now (catching up on
+    /// a late wake-up) and arms the next tick that has one.
     private func fire(_ tick: UInt64) {
         let now = currentTick()
+        var due: [Timer] = []
         var actions: [() -> Void] = []
         lock.withLock {
             if let i = armed.firstIndex(of: tick) { armed.remove(at: i) }
-            slots.collect(upTo: now, isLive: { $0.action != nil }, into: &backlog)
-            var taken = 0
-            while taken < backlog.count && actions.count < Self.batch {
-                let t = backlog[taken]
+            slots.collect(upTo: now, isLive: { $0.action != nil }, into: &due)
+            for t in due {
                 if let a = t.action { actions.append(a) }
                 t.action = nil
-                taken += 1
             }
-            backlog.removeFirst(taken)
-            if !backlog.isEmpty {
-                // A deadline already passed: the loop runs it after its next I/O.
-                if !armed.contains(where: { $0 <= now }) { armLocked(now) }
-            } else if let next = slots.nextDue(isLive: { $0.action != nil }), armed.allSatisfy({ $0 > next }) {
+            if let next = slots.nextDue(isLive: { $0.action != nil }), armed.allSatisfy({ $0 > next }) {
                 armLocked(next)
             }
         }
@@ -243,5 +229,5 @@ final class TimerWheel: @unchecked Sendable { // every mutable field is guarded 
 
     /// Timers held (cancelled ones included until the wheel drops them) and
     /// wake-ups armed on the loop — for tests.
-    var state: (held: Int, armed: [UInt64]) { lock.withLock { (slots.count + backlog.count, armed.sorted()) } }
+    var state: (held: Int, armed: [UInt64]) { lock.withLock { (slots.count, armed.sorted()) } }
 }
