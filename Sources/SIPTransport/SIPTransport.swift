@@ -176,13 +176,14 @@ public final class SIPTransport: @unchecked Sendable { // mutable state (channel
         let sniffer = TLSRecordSniffer(outbound: true) { [weak stream] suite in stream?.cipherSuite = suite }
         let local = HostPort(host: l.host, port: l.port)
         let loop = ch.eventLoop
-        // The SNI handler keeps this closure for the connection's life: it
-        // holds the channel and the stream handler weakly. (It held the
-        // channel strongly and itself through a captured variable: a cycle
-        // that kept every accepted TLS connection's channel, pipeline and
-        // buffers after it closed, about 60 KB each.)
+        // The closure holds the channel and the stream handler weakly. (It
+        // held the channel strongly and the SNI handler through a captured
+        // variable: a cycle that kept every accepted TLS connection's
+        // channel, pipeline and buffers after it closed, about 60 KB each.)
         let sni = ByteToMessageHandler(SNIHandler { [weak stream, weak ch] result in
-            guard let stream, let ch else { return loop.makeSucceededVoidFuture() }
+            // Both are in the pipeline while it runs; if not, the hello
+            // must not pass on unencrypted: fail, and the SNI handler waits.
+            guard let stream, let ch else { return loop.makeFailedFuture(ChannelError.ioOnClosedChannel) }
             var name: String? = nil
             if case .hostname(let h) = result { name = h }
             let domain = table.server(local: local, serverName: name)

@@ -549,6 +549,7 @@ struct TransactionMachineTests {
         #expect(d.actions.last!.a.runFailureRoute)
         #expect(d.t.needsContext && d.t.needsResponse(a))
         d.record(d.t.reply(480, now: d.now).actions)
+        #expect(d.t.needsContext)             // the route is still running
         d.record(d.t.failureRouteFinished(now: d.now))
         #expect(d.upstreamFinals == [480])
         #expect(!d.t.needsContext)
