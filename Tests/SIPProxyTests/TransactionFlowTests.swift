@@ -21,6 +21,34 @@ struct TransactionFlowTests {
         return path
     }
 
+    /// A registrar and stateful proxy over UDP (lookup, record_route,
+    /// t_relay, loose_route in dialog) with alice's phone registered; it
+    /// answers calls with 200 for 15 s.
+    static func registrarWithPhone() throws -> (TestProxy, Background) {
+        let proxy = try TestProxy("""
+        listen=udp:127.0.0.1:0
+        alias="localhost"
+        \(TestModules.registrar)
+        loadmodule "rr.so"
+        loadmodule "siputils.so"
+        request_route {
+            if (has_totag()) { if (loose_route()) { t_relay(); exit; } sl_send_reply("404", "Not here"); exit; }
+            if (is_method("REGISTER")) { save("location"); exit; }
+            if (!lookup("location")) { sl_send_reply("404", "Not Found"); exit; }
+            record_route();
+            t_relay();
+        }
+        """)
+        do {
+            let phone = try Background.ua(["phone", "--proto", "udp", "--port", String(proxy.port(.udp)), "--user", "alice", "--answer", "200", "--duration", "15"])
+            #expect(phone.wait(for: "REGISTERED"), "\(phone.lines)")
+            return (proxy, phone)
+        } catch {
+            proxy.stop()
+            throw error
+        }
+    }
+
     @Test("a request the proxy sends to itself comes back unchanged: 482, not a storm until Max-Forwards runs out (§16.3 step 4)")
     func loopDetected() throws {
         let proxy = try TestProxy("listen=udp:127.0.0.1:0\n" + Self.relayScript)
@@ -44,25 +72,9 @@ struct TransactionFlowTests {
 
     @Test("parallel forking: a first branch whose send fails at once (sendto refuses it) does not answer the caller before the other branch rings and answers (§16.7)")
     func forkWithFailingFirstBranch() throws {
-        let proxy = try TestProxy("""
-        listen=udp:127.0.0.1:0
-        alias="localhost"
-        \(TestModules.registrar)
-        loadmodule "rr.so"
-        loadmodule "siputils.so"
-        request_route {
-            if (has_totag()) { if (loose_route()) { t_relay(); exit; } sl_send_reply("404", "Not here"); exit; }
-            if (is_method("REGISTER")) { save("location"); exit; }
-            if (!lookup("location")) { sl_send_reply("404", "Not Found"); exit; }
-            record_route();
-            t_relay();
-        }
-        """)
-        defer { proxy.stop() }
+        let (proxy, phone) = try Self.registrarWithPhone()
+        defer { phone.stop(); proxy.stop() }
         let port = proxy.port(.udp)
-        let phone = try Background.ua(["phone", "--proto", "udp", "--port", String(port), "--user", "alice", "--answer", "200", "--duration", "15"])
-        defer { phone.stop() }
-        #expect(phone.wait(for: "REGISTERED"), "\(phone.lines)")
         // A second binding first in q order, at an IPv6 address while the
         // proxy listens on IPv4 only: the kernel refuses every datagram to
         // it at once (sendto on an IPv4 socket).
@@ -88,25 +100,9 @@ struct TransactionFlowTests {
 
     @Test("after a call, the INVITE transaction held in Accepted (RFC 6026, 32 s) keeps no context, response or request octets; the BYE's keeps only its last response")
     func heldTransactionsReleased() throws {
-        let proxy = try TestProxy("""
-        listen=udp:127.0.0.1:0
-        alias="localhost"
-        \(TestModules.registrar)
-        loadmodule "rr.so"
-        loadmodule "siputils.so"
-        request_route {
-            if (has_totag()) { if (loose_route()) { t_relay(); exit; } sl_send_reply("404", "Not here"); exit; }
-            if (is_method("REGISTER")) { save("location"); exit; }
-            if (!lookup("location")) { sl_send_reply("404", "Not Found"); exit; }
-            record_route();
-            t_relay();
-        }
-        """)
-        defer { proxy.stop() }
+        let (proxy, phone) = try Self.registrarWithPhone()
+        defer { phone.stop(); proxy.stop() }
         let port = proxy.port(.udp)
-        let phone = try Background.ua(["phone", "--proto", "udp", "--port", String(port), "--user", "alice", "--answer", "200", "--duration", "15"])
-        defer { phone.stop() }
-        #expect(phone.wait(for: "REGISTERED"), "\(phone.lines)")
         let caller = try Background.ua(["call", "--proto", "udp", "--port", String(port), "--to", "alice", "--expect", "200", "--timeout", "10"])
         defer { caller.stop() }
         #expect(caller.finish(timeout: 20) == 0, "\(caller.lines) \(proxy.log.lines)")
