@@ -33,12 +33,6 @@ final class LoadClient<In>: ChannelInboundHandler, @unchecked Sendable { // used
     private var framer = SIPStreamFramer()
     private var pending: [String: Pending] = [:]
     private var sequence = 0
-    /// Random per client, so Call-IDs and branches are unique across runs
-    /// against the same server (RFC 3261 §8.1.1.7): with a counter alone, a
-    /// second run's INVITE carried the first run's branch and a proxy that
-    /// still held the first call's transaction (Accepted state, RFC 6026,
-    /// 32 s) rightly absorbed it as a retransmission.
-    private let runTag = String(UInt64.random(in: .min ... .max), radix: 36)
 
     var inFlight: Int { pending.count }
 
@@ -53,7 +47,7 @@ final class LoadClient<In>: ChannelInboundHandler, @unchecked Sendable { // used
     func startOne() {
         guard let channel, channel.isActive, NIODeadline.now() < deadline else { return }
         sequence += 1
-        let callID = "L\(runTag)-\(id)-\(sequence)"
+        let callID = "L\(RunTag.value)-\(id)-\(sequence)"
         let text: String
         let unitSequence = id &* 100_003 &+ sequence
         switch scenario {
@@ -229,4 +223,14 @@ final class Driver: @unchecked Sendable { // used only on `loop`
             room -= 1
         }
     }
+}
+
+/// Random per process and part of every Call-ID (and so of every branch),
+/// so they are unique across runs against the same server (RFC 3261
+/// §8.1.1.4, §8.1.1.7): with a counter alone, a second run's INVITE carried
+/// the first run's branch, and a proxy still holding that call's
+/// transaction (Accepted, RFC 6026, 32 s) rightly absorbed it as a
+/// retransmission.
+enum RunTag {
+    static let value = String(UInt64.random(in: .min ... .max), radix: 36)
 }

@@ -101,8 +101,6 @@ final class OneShot: ChannelInboundHandler, @unchecked Sendable { // used only o
     private var framer = SIPStreamFramer()
     private let started = NIODeadline.now()
     private static let counter = NIOLockedValueBox(0)
-    /// Random per process: Call-IDs differ from a previous run's.
-    private static let runTag = String(UInt64.random(in: .min ... .max), radix: 36)
 
     init(factory: RequestFactory, stats: Stats, keepOpen: Bool, answered: EventLoopPromise<Void>) {
         self.factory = factory; self.stats = stats; self.keepOpen = keepOpen; self.answered = answered
@@ -111,7 +109,7 @@ final class OneShot: ChannelInboundHandler, @unchecked Sendable { // used only o
     func channelActive(context: ChannelHandlerContext) {
         let n = Self.counter.withLockedValue { $0 += 1; return $0 }
         stats.started()
-        context.writeAndFlush(NIOAny(context.channel.allocator.buffer(string: factory.options(callID: "H\(Self.runTag)-\(n)"))), promise: nil)
+        context.writeAndFlush(NIOAny(context.channel.allocator.buffer(string: factory.options(callID: "H\(RunTag.value)-\(n)"))), promise: nil)
         context.fireChannelActive()
     }
 

@@ -28,6 +28,13 @@ struct Drive {
     }
 
     mutating func respond(_ status: Int, on b: Int) { record(t.response(status, branch: b, now: now)) }
+    /// A failure_route armed, one branch, answered 486: the route is due.
+    mutating func branchAnswered486WithFailureRoute() -> Int {
+        t.failureRouteArmed = true
+        let b = branch()
+        respond(486, on: b)
+        return b
+    }
     mutating func reply(_ status: Int) { record(t.reply(status, now: now).actions) }
     mutating func cancel() { record(t.cancel(now: now)) }
 
@@ -360,9 +367,7 @@ struct TransactionMachineTests {
     @Test("failure_route that adds nothing: the best response goes up when it ends")
     func failureRouteNothing() {
         var d = Drive()
-        d.t.failureRouteArmed = true
-        let a = d.branch()
-        d.respond(486, on: a)
+        let a = d.branchAnswered486WithFailureRoute()
         #expect(d.actions.last!.a.runFailureRoute)
         d.record(d.t.failureRouteFinished(now: d.now))
         #expect(d.upstreamFinals == [486])
@@ -462,9 +467,7 @@ struct TransactionMachineTests {
     @Test("A failure_route that re-arms itself and whose new branch fails at once runs again")
     func failureRouteRearmed() {
         var d = Drive()
-        d.t.failureRouteArmed = true
-        let a = d.branch()
-        d.respond(486, on: a)
+        let a = d.branchAnswered486WithFailureRoute()
         #expect(d.actions.last!.a.runFailureRoute)
         d.t.failureRouteArmed = true
         let b = d.branch()
@@ -543,9 +546,7 @@ struct TransactionMachineTests {
     @Test("A failure_route running keeps the context; a final made there ends it")
     func failureRouteKeepsContext() {
         var d = Drive()
-        d.t.failureRouteArmed = true
-        let a = d.branch()
-        d.respond(486, on: a)
+        let a = d.branchAnswered486WithFailureRoute()
         #expect(d.actions.last!.a.runFailureRoute)
         #expect(d.t.needsContext && d.t.needsResponse(a))
         d.record(d.t.reply(480, now: d.now).actions)

@@ -241,7 +241,7 @@ final class TransactionLayer: @unchecked Sendable { // shards hold their own loc
         }
         if !m.needsLastResponse { t.lastResponse = nil }
         for i in t.branches.indices {
-            if !m.needsRequestOctets(i), t.branches[i].out?.bytes.isEmpty == false { t.branches[i].out?.bytes = [] }
+            if !m.needsRequestOctets(i) { t.branches[i].out?.bytes = [] }
             if !m.needsResponse(i) { t.branches[i].response = nil }
         }
     }
